@@ -1,0 +1,3 @@
+from parasample.cli import run
+
+run()

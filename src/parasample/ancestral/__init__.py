@@ -1,0 +1,15 @@
+"""Batched, cached ancestral sampling driven by a UniformSource."""
+
+from parasample.ancestral.engine import (
+    AncestralState,
+    Generation,
+    SamplingConfig,
+    StepInfo,
+    generate,
+    init,
+    sampling_probs,
+    step,
+)
+
+__all__ = ["AncestralState", "Generation", "SamplingConfig", "StepInfo", "generate", "init",
+           "sampling_probs", "step"]

@@ -1,0 +1,178 @@
+"""Batched, cached ancestral sampling from an AR LM, every token drawn by inverse CDF from uniforms.
+
+The token of row i at step t is ``icdf_categorical(q_t(. | y_<t), u[i, t])`` where q_t is the
+model's next-token distribution after temperature and top-p, and ``u[:, t]`` is dimension t of a
+:class:`~parasample.noise.UniformSource`. So i.i.d., scrambled-Sobol, lattice and antithetic
+sampling are this same code with a different source, and since each row of every source is
+i.i.d. U[0, 1), **each sample is an exact draw from q** whatever the source.
+
+A sampler is ``init`` plus a pure ``step``; :func:`generate` is the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from parasample.noise import UniformSource, icdf_categorical
+
+__all__ = ["SamplingConfig", "AncestralState", "StepInfo", "Generation", "sampling_probs",
+           "init", "step", "generate"]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How each next-token distribution is shaped; identical for every sampler.
+
+    Attributes:
+        temperature: logits are divided by it; must be > 0 (use a small value for near-greedy).
+        top_p: nucleus mass in (0, 1]; 1 disables it.
+        max_new_tokens: tokens generated per row (rows stop early at EOS).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0; for near-greedy "
+                             "decoding use a small value such as 0.01.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must lie in (0, 1]; 1 disables nucleus "
+                             "sampling.")
+        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be an integer >= 1.")
+
+
+class AncestralState(NamedTuple):
+    """Everything the next step needs.
+
+    tokens: ``[B, t]`` generated tokens so far (EOS-padded after a row finishes).
+    logprobs: ``[B, t]`` log q of each generated token (0 for padding after EOS).
+    logits: ``[B, V]`` raw next-token logits from the model.
+    cache: model state (KV cache), opaque here.
+    done: ``[B]`` bool, the row has emitted EOS.
+    """
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    logits: torch.Tensor
+    cache: Any
+    done: torch.Tensor
+
+
+class StepInfo(NamedTuple):
+    """Diagnostics of one step: ``nfe`` model calls made (0 or 1), ``n_active`` unfinished rows."""
+
+    nfe: int
+    n_active: int
+
+
+class Generation(NamedTuple):
+    """Output of :func:`generate`.
+
+    tokens: ``[B, T]`` generated tokens, EOS-padded; T <= max_new_tokens.
+    logprobs: ``[B, T]`` per-token log q (0 on padding).
+    lengths: ``[B]`` tokens per row up to and including its EOS.
+    nfe: model calls (1 prefill + one per decoding step).
+    """
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    lengths: torch.Tensor
+    nfe: int
+
+
+def sampling_probs(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
+    """``logits [B, V]`` -> ``[B, V]`` float64 probabilities after temperature and top-p.
+
+    Top-p keeps the smallest set of most likely tokens whose mass reaches ``top_p`` (always at
+    least the most likely one) and renormalises. Ties at the boundary are broken by sort order.
+    """
+    logits = torch.nan_to_num(logits.to(torch.float64), nan=float("-inf"))
+    probs = torch.softmax(logits / config.temperature, dim=-1)  # [B, V]
+    if config.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+        before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass strictly before each token
+        keep_sorted = before < config.top_p
+        keep_sorted[..., 0] = True
+        keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        probs = torch.where(keep, probs, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> AncestralState:
+    """Prefill the prompts (``[B, P]``, left-padded) and return the initial state (1 NFE)."""
+    logits, cache = model.start(prompt_ids, attention_mask)
+    B = prompt_ids.shape[0]
+    return AncestralState(
+        tokens=torch.empty(B, 0, dtype=torch.long),
+        logprobs=torch.empty(B, 0, dtype=torch.float64),
+        logits=logits,
+        cache=cache,
+        done=torch.zeros(B, dtype=torch.bool),
+    )
+
+
+def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
+         *, advance: bool = True) -> tuple[AncestralState, StepInfo]:
+    """Draw one token per row from its uniform ``u [B]`` and (if ``advance``) run the model on it.
+
+    Finished rows receive EOS with log-prob 0. Pure: the input state is not modified.
+    """
+    probs = sampling_probs(state.logits, config)  # [B, V]
+    tok = icdf_categorical(probs, u)  # [B]
+    logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]  # [B]
+    eos = model.eos_id
+    if eos is not None:
+        tok = torch.where(state.done, eos, tok)
+        logq = torch.where(state.done, 0.0, logq)
+        done = state.done | (tok == eos)
+    else:
+        done = state.done
+    logits, cache, nfe = state.logits, state.cache, 0
+    if advance and not bool(done.all()):
+        logits, cache = model.advance(state.cache, tok)
+        nfe = 1
+    new = AncestralState(
+        tokens=torch.cat([state.tokens, tok[:, None]], dim=1),
+        logprobs=torch.cat([state.logprobs, logq[:, None]], dim=1),
+        logits=logits, cache=cache, done=done,
+    )
+    return new, StepInfo(nfe=nfe, n_active=int((~done).sum()))
+
+
+def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
+             source: UniformSource, config: SamplingConfig, *, progress=None) -> Generation:
+    """Sample up to ``config.max_new_tokens`` tokens for every row of ``prompt_ids [B, P]``.
+
+    ``source.n`` must equal B; step t consumes dimension t of the source for every row (finished
+    rows too, so dimensions stay aligned across rows). Stops when every row has emitted EOS.
+    ``progress``, if given, is called with the step index after each step (the harness uses it
+    for progress bars; the engine itself never prints).
+    """
+    B = prompt_ids.shape[0]
+    if source.n != B:
+        raise ValueError(f"the uniform source serves {source.n} rows but there are {B} prompts "
+                         "rows; build the source with n = number of rows.")
+    state, nfe = init(model, prompt_ids, attention_mask), 1
+    for t in range(config.max_new_tokens):
+        u = source.uniform()  # [B]
+        last = t == config.max_new_tokens - 1
+        state, info = step(u, state, model, config, advance=not last)
+        nfe += info.nfe
+        if progress is not None:
+            progress(t)
+        if info.n_active == 0:
+            break
+    if model.eos_id is not None:
+        is_eos = state.tokens == model.eos_id  # [B, T]
+        first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, state.tokens.shape[1])
+        lengths = first
+    else:
+        lengths = torch.full((B,), state.tokens.shape[1])
+    return Generation(state.tokens, state.logprobs, lengths, nfe)

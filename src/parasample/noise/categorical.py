@@ -1,0 +1,73 @@
+"""Turning explicit uniforms into categorical draws.
+
+Both functions are deterministic given ``u``: the randomness lives in the caller's
+:class:`~parasample.noise.UniformSource`, so correlated sources, common random numbers and
+reference-vs-fast equivalence tests all work by passing the same ``u``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["icdf_categorical", "gumbel_argmax", "EPS_UNIFORM"]
+
+#: Smallest uniform used inside a log (keeps -log(-log u) finite for u = 0).
+EPS_UNIFORM = 1e-12
+
+
+def icdf_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw: the index y with F(y-1) <= u * F(V-1) < F(y), F the cumulative sum.
+
+    If u ~ U[0, 1) then y ~ probs / probs.sum(-1) exactly. Robust to
+
+    * a float32 cumulative sum that ends below (or above) 1: u is scaled by the row total, which
+      is computed in float64;
+    * zero-probability tokens: they own an empty interval, so they are never returned, even
+      for u = 0 or u rounding to the row total.
+
+    Args:
+        probs: ``[..., V]`` non-negative weights (need not be normalised); each row must have
+            a positive, finite sum.
+        u: ``[...]`` uniforms in [0, 1).
+
+    Returns:
+        ``[...]`` int64 indices into the last dimension of ``probs``.
+    """
+    if probs.shape[:-1] != u.shape:
+        raise ValueError(
+            f"icdf_categorical: probs {tuple(probs.shape)} needs u of shape "
+            f"{tuple(probs.shape[:-1])}, got {tuple(u.shape)}."
+        )
+    cdf = torch.cumsum(probs.to(torch.float64), dim=-1)  # [..., V]
+    total = cdf[..., -1:]  # [..., 1]
+    if not torch.all(torch.isfinite(total) & (total > 0)):
+        raise ValueError(
+            "icdf_categorical: a row of probs sums to zero, NaN or inf; check for a logits row "
+            "that is all -inf or contains NaN."
+        )
+    target = u.to(torch.float64).unsqueeze(-1) * total  # [..., 1]
+    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # [...]
+    # u * total can round up to total; the answer is then the last token with positive mass.
+    positive = probs > 0
+    last = probs.shape[-1] - 1 - torch.argmax(positive.flip(-1).to(torch.int8), dim=-1)
+    return torch.minimum(idx, last)
+
+
+def gumbel_argmax(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Gumbel-max draw: argmax_v logits_v - log(-log u_v) ~ softmax(logits).
+
+    Args:
+        logits: ``[..., V]`` (entries may be -inf; at least one finite per row).
+        u: ``[..., V]`` uniforms in [0, 1), one per category.
+
+    Returns:
+        ``[...]`` int64 indices.
+    """
+    if logits.shape != u.shape:
+        raise ValueError(
+            f"gumbel_argmax: u must have the shape of logits {tuple(logits.shape)}, "
+            f"got {tuple(u.shape)}."
+        )
+    u = u.to(torch.float64).clamp(EPS_UNIFORM, 1.0 - EPS_UNIFORM)
+    g = -torch.log(-torch.log(u))
+    return torch.argmax(logits.to(torch.float64) + g, dim=-1)

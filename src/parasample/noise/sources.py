@@ -1,0 +1,226 @@
+"""Uniform sources: where every random number in parasample comes from.
+
+A source serves ``n`` rows (dimension 0: samples / chains / particles). Each call
+``source.uniform(*shape)`` returns a ``[n, *shape]`` tensor in [0, 1) and advances the
+source by ``prod(shape)`` *dimensions*. Rows are split into consecutive groups of ``k``
+(``n = groups * k``): within a group the k points are correlated as the source designs
+(a scrambled Sobol net, a shifted lattice, antithetic pairs); across groups and across the
+i.i.d. source every number is independent.
+
+Contract shared by every source: **each row, on its own, is a sequence of i.i.d. U[0, 1)
+numbers**. So any sampler that is exact when driven by i.i.d. uniforms stays exact, row by
+row, when driven by a correlated source; only the joint law across the k rows of a group
+changes. This is what makes QMC / lattice / antithetic sampling "marginally exact".
+
+Dimensions are consumed in order: a sampler that asks for one uniform per row at each decoding
+step uses dimension t at step t, which is what randomised QMC over the per-step uniforms
+means. Correlated sources draw their point sets in blocks of ``dim_block`` dimensions; the
+blocks are randomised independently, so sequences longer than one block remain exact (the
+QMC structure then holds within each block).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from scipy.stats import qmc
+
+__all__ = [
+    "UniformSource",
+    "IIDSource",
+    "SobolSource",
+    "LatticeSource",
+    "AntitheticSource",
+    "SOURCES",
+    "make_source",
+]
+
+
+def _check_sizes(n: int, k: int) -> None:
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} rows: a uniform source needs at least one row (n >= 1).")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r}: the group size must be a positive integer (k >= 1).")
+    if n % k:
+        raise ValueError(
+            f"n={n} rows is not a whole number of groups of k={k}; "
+            f"use n = groups * k (e.g. n={k * max(1, n // k)})."
+        )
+
+
+def _seed_from(generator: torch.Generator) -> int:
+    """A 62-bit integer seed drawn from ``generator`` (for libraries that take int seeds)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
+class UniformSource(ABC):
+    """``n`` rows of U[0, 1) numbers, correlated within consecutive groups of ``k`` rows.
+
+    Args:
+        n: rows served per call (dimension 0 of every returned tensor).
+        k: group size; rows ``[g*k, (g+1)*k)`` form one correlated group.
+        generator: the only randomness the source uses.
+    """
+
+    name: str = "abstract"
+
+    def __init__(self, n: int, k: int | None = None, *, generator: torch.Generator):
+        k = n if k is None else k
+        _check_sizes(n, k)
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                "generator must be a torch.Generator, e.g. torch.Generator().manual_seed(0); "
+                "parasample never uses the global RNG."
+            )
+        self.n, self.k, self.groups = n, k, n // k
+        self.generator = generator
+
+    def uniform(self, *shape: int) -> torch.Tensor:
+        """Next ``prod(shape)`` dimensions of all rows: float64 ``[n, *shape]`` in [0, 1)."""
+        d = math.prod(shape)
+        out = self._next(d) if d > 0 else torch.empty(self.n, 0, dtype=torch.float64)
+        return out.reshape(self.n, *shape)
+
+    @abstractmethod
+    def _next(self, d: int) -> torch.Tensor:
+        """``[n, d]`` float64 in [0, 1): the next d dimensions of every row."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n={self.n}, k={self.k})"
+
+
+class IIDSource(UniformSource):
+    """Independent U[0, 1) numbers (the usual sampler)."""
+
+    name = "iid"
+
+    def _next(self, d: int) -> torch.Tensor:
+        # Drawn dimension-major so that k calls of d/k dimensions equal one call of d (the
+        # generator's stream is split the same way whatever the chunking).
+        return torch.rand(d, self.n, generator=self.generator, dtype=torch.float64).T
+
+
+class _BlockSource(UniformSource):
+    """A correlated source whose point sets are drawn ``dim_block`` dimensions at a time."""
+
+    def __init__(self, n, k=None, *, generator, dim_block: int = 64):
+        super().__init__(n, k, generator=generator)
+        if dim_block < 1:
+            raise ValueError(f"dim_block={dim_block} must be >= 1.")
+        self.dim_block = dim_block
+        self._buf = torch.empty(self.n, 0, dtype=torch.float64)
+
+    @abstractmethod
+    def _block(self) -> torch.Tensor:
+        """One freshly randomised block: ``[groups, k, dim_block]`` float64 in [0, 1)."""
+
+    def _next(self, d: int) -> torch.Tensor:
+        while self._buf.shape[1] < d:
+            block = self._block().reshape(self.n, self.dim_block)
+            self._buf = torch.cat([self._buf, block], dim=1)
+        out, self._buf = self._buf[:, :d], self._buf[:, d:]
+        return out
+
+
+class SobolSource(_BlockSource):
+    """Randomised QMC: each group is an Owen-scrambled Sobol net of k points.
+
+    Uses :class:`scipy.stats.qmc.Sobol` (scrambled), which keeps the (t, m, s)-net balance
+    only for power-of-two point counts, so ``k`` must be a power of two. Each scrambled point
+    is exactly U[0, 1)^dim_block, hence each row is i.i.d. uniform.
+    """
+
+    name = "sobol"
+
+    def __init__(self, n, k=None, *, generator, dim_block: int = 64):
+        super().__init__(n, k, generator=generator, dim_block=dim_block)
+        if self.k & (self.k - 1):
+            up = 1 << (self.k - 1).bit_length()
+            raise ValueError(
+                f"k={self.k}: a scrambled Sobol net needs a power-of-two number of points; "
+                f"use k={up} (or the 'iid' or 'antithetic' sampler)."
+            )
+
+    def _block(self) -> torch.Tensor:
+        pts = []
+        for _ in range(self.groups):
+            eng = qmc.Sobol(d=self.dim_block, scramble=True, seed=_seed_from(self.generator))
+            pts.append(torch.from_numpy(eng.random(self.k)))
+        return torch.stack(pts)  # [groups, k, dim_block]
+
+
+def korobov_vector(k: int, d: int) -> torch.Tensor:
+    """Generating vector z_j = a^j mod k of a rank-1 Korobov lattice, a odd and near 0.618 k.
+
+    With a odd and coprime to a power-of-two k every coordinate i * z_j / k runs through all k
+    residues (each one-dimensional projection is a perfect stratification); the golden-ratio
+    multiplier spreads pairs of consecutive dimensions well. We write this by hand because
+    neither scipy nor torch ships rank-1 lattice rules.
+    """
+    a = max(1, round(0.6180339887 * k))
+    while math.gcd(a, k) != 1:
+        a += 1
+    # z_0 = 1: the first coordinate is the plain 1-D grid i/k (arithmetic sampling's code points).
+    z, cur = [], 1 % k if k > 1 else 0
+    for _ in range(d):
+        z.append(cur)
+        cur = (cur * a) % k if k > 1 else 0
+    return torch.tensor(z, dtype=torch.float64)
+
+
+class LatticeSource(_BlockSource):
+    """Randomly shifted rank-1 lattice: x_i = frac(i * z / k + Delta), Delta ~ U[0,1)^d per group.
+
+    The random shift makes every point exactly U[0, 1)^d. Its first coordinate is the
+    randomly shifted 1-D grid ``frac(i/k + Delta)`` of arithmetic sampling (Vilnis et al., 2023).
+    """
+
+    name = "lattice"
+
+    def _block(self) -> torch.Tensor:
+        z = korobov_vector(self.k, self.dim_block)  # [d]
+        i = torch.arange(self.k, dtype=torch.float64)[:, None]  # [k, 1]
+        base = torch.remainder(i * z[None, :] / self.k, 1.0)  # [k, d]
+        shift = torch.rand(self.groups, 1, self.dim_block, generator=self.generator,
+                           dtype=torch.float64)
+        return torch.remainder(base[None] + shift, 1.0)  # [groups, k, d]
+
+
+class AntitheticSource(UniformSource):
+    """Antithetic pairs: rows 2j and 2j+1 of a group get u and 1 - u (k must be even)."""
+
+    name = "antithetic"
+
+    def __init__(self, n, k=None, *, generator):
+        super().__init__(n, k, generator=generator)
+        if self.k % 2:
+            raise ValueError(
+                f"k={self.k}: antithetic sampling pairs samples, so k must be even; "
+                f"use k={self.k + 1}."
+            )
+
+    def _next(self, d: int) -> torch.Tensor:
+        u = torch.rand(d, self.n // 2, generator=self.generator, dtype=torch.float64)
+        u = u.T[:, None, :]  # [n/2, 1, d], dimension-major as in IIDSource
+        # 1 - u lies in (0, 1]; fold the measure-zero value 1.0 back to 0.0 to stay in [0, 1).
+        pair = torch.cat([u, torch.remainder(1.0 - u, 1.0)], dim=1)  # [n/2, 2, d]
+        return pair.reshape(self.n, d)
+
+
+SOURCES: dict[str, type[UniformSource]] = {
+    s.name: s for s in (IIDSource, SobolSource, LatticeSource, AntitheticSource)
+}
+
+
+def make_source(name: str, n: int, k: int | None = None, *, generator: torch.Generator,
+                **kwargs) -> UniformSource:
+    """Build a source by name (``iid``, ``sobol``, ``lattice``, ``antithetic``)."""
+    try:
+        cls = SOURCES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown sampler {name!r}; choose one of: {', '.join(SOURCES)}."
+        ) from None
+    return cls(n, k, generator=generator, **kwargs)

@@ -1,0 +1,20 @@
+"""What is sampled. ``parasample.targets.hf`` (transformers) is imported lazily by its users."""
+
+from parasample.targets.base import ARModel, EnergyTarget, MaskedModel, NFECounter
+from parasample.targets.exact import MAX_STATES, enumerate_states, exact_distribution, state_index
+from parasample.targets.toy import IsingChain, TiltedTarget, ToyARLM, count_reward
+
+__all__ = [
+    "MAX_STATES",
+    "ARModel",
+    "EnergyTarget",
+    "IsingChain",
+    "MaskedModel",
+    "NFECounter",
+    "TiltedTarget",
+    "ToyARLM",
+    "count_reward",
+    "enumerate_states",
+    "exact_distribution",
+    "state_index",
+]

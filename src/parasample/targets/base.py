@@ -1,0 +1,96 @@
+"""What is sampled: the Target protocols and the NFE-counting wrapper.
+
+Three kinds of target, all batch-first (dimension 0 is chains / particles / samples):
+
+* :class:`EnergyTarget` - an unnormalised distribution over fixed-length token sequences,
+  ``log_prob(tokens [B, L]) -> [B]`` (log pi up to a constant); MCMC and exact enumeration use it.
+* :class:`ARModel` - an autoregressive LM that the ancestral engine steps through with a cache:
+  ``start(prompt_ids [B, P], attention_mask [B, P]) -> (logits [B, V], state)`` then
+  ``advance(state, tokens [B]) -> (logits [B, V], state)``. ``state`` is opaque to the engine
+  (a KV cache for HF models, the prefix itself for toys).
+* :class:`MaskedModel` - a bidirectional masked LM: ``logits(tokens [B, L]) -> [B, L, V]`` with
+  a ``mask_id``.
+
+:class:`NFECounter` wraps any of them and counts model calls (forward passes), the unit in which
+parasample reports compute.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["EnergyTarget", "ARModel", "MaskedModel", "NFECounter"]
+
+
+@runtime_checkable
+class EnergyTarget(Protocol):
+    """Unnormalised target over sequences in ``{0..vocab_size-1}^length``."""
+
+    vocab_size: int
+    length: int
+
+    def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, L]`` int64 -> ``[B]`` float, log pi(tokens) up to an additive constant."""
+        ...
+
+
+@runtime_checkable
+class ARModel(Protocol):
+    """An autoregressive LM stepped token by token with an opaque cache state."""
+
+    vocab_size: int
+    eos_id: int | None
+
+    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor
+              ) -> tuple[torch.Tensor, Any]:
+        """Prefill: ``prompt_ids [B, P]`` (left-padded), ``attention_mask [B, P]`` ->
+        (next-token logits ``[B, V]`` float32, state)."""
+        ...
+
+    def advance(self, state: Any, tokens: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Append ``tokens [B]`` -> (next-token logits ``[B, V]`` float32, new state)."""
+        ...
+
+
+@runtime_checkable
+class MaskedModel(Protocol):
+    """A masked (diffusion) LM: all positions' logits from one bidirectional pass."""
+
+    vocab_size: int
+    mask_id: int
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, L]`` -> ``[B, L, V]`` float32."""
+        ...
+
+
+# Methods of the protocols above that run the model once per call.
+_MODEL_CALLS = ("log_prob", "start", "advance", "logits", "next_logits")
+
+
+class NFECounter:
+    """Transparent wrapper that counts model calls (NFE) of the wrapped target or model.
+
+    Every attribute is forwarded; calls of ``log_prob``, ``start``, ``advance``, ``logits`` and
+    ``next_logits`` add one to :attr:`nfe` each (one batched forward pass, whatever the batch).
+    """
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.nfe = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name in _MODEL_CALLS and callable(attr):
+            def counted(*args, **kwargs):
+                self.nfe += 1
+                return attr(*args, **kwargs)
+            return counted
+        return attr
+
+    def reset(self) -> int:
+        """Zero the counter and return the count it had."""
+        n, self.nfe = self.nfe, 0
+        return n

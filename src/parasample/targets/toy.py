@@ -1,0 +1,148 @@
+"""Exactly enumerable toy targets: the cyclic Ising chain and a small random AR LM (+ reward tilt).
+
+Their exact distributions come from :mod:`parasample.targets.exact` by enumeration, so every
+sampler can be checked against the truth (DESIGN.md, "Distributional tests on exact targets").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["IsingChain", "ToyARLM", "TiltedTarget", "count_reward"]
+
+#: Largest vocabulary and length of the toy AR LM (V^L = 262144 states stays enumerable).
+TOY_MAX_VOCAB, TOY_MAX_LENGTH = 8, 6
+
+
+@dataclass(frozen=True)
+class IsingChain:
+    """Cyclic Ising chain on {-1, +1}^n: E(x) = -(beta/2) sum_i x_i x_{i-1} (indices mod n).
+
+    pi(x) is proportional to exp(-E(x)). Tokens are {0, 1} and map to spins through the
+    one-dimensional embedding table :attr:`embedding` (token 0 -> -1, token 1 -> +1), so the
+    energy is a differentiable function of embeddings, as gradient samplers (p-NCG) need.
+    """
+
+    n: int
+    beta: float = 0.42
+    vocab_size: int = field(default=2, init=False)
+
+    def __post_init__(self):
+        if self.n < 2:
+            raise ValueError(f"n={self.n}: the cyclic Ising chain needs at least 2 spins.")
+        if not self.beta > 0:
+            raise ValueError(f"beta={self.beta}: the inverse temperature must be > 0.")
+
+    @property
+    def length(self) -> int:
+        return self.n
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        """``[V=2, D=1]`` spin value of each token."""
+        return torch.tensor([[-1.0], [1.0]])
+
+    def log_prob_embedded(self, e: torch.Tensor) -> torch.Tensor:
+        """``e [B, n, 1]`` (spins, possibly relaxed) -> ``[B]`` -E(x), differentiable."""
+        x = e[..., 0]  # [B, n]
+        return 0.5 * self.beta * (x * torch.roll(x, 1, dims=-1)).sum(-1)
+
+    def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, n]`` in {0, 1} -> ``[B]`` log pi up to a constant."""
+        return self.log_prob_embedded(self.embedding[tokens.long()])
+
+
+class ToyARLM:
+    """A random autoregressive LM over a tiny vocabulary, exactly enumerable.
+
+    The next-token logits depend on the position and the two previous tokens through a random
+    table ``[L, V+1, V+1, V]`` (index V stands for "before the start"), scaled by ``sharpness``.
+    With ``eos_id`` set, that token ends the sequence: later positions are filled with EOS and
+    sequences that continue after EOS have probability zero.
+
+    It implements both :class:`~parasample.targets.ARModel` (for the ancestral engine) and
+    :class:`~parasample.targets.EnergyTarget` (``log_prob`` of full sequences).
+
+    Args:
+        vocab_size: V <= 8.
+        length: L <= 6, the number of generated tokens.
+        generator: draws the logits table.
+        sharpness: scale of the random logits (larger = peakier, more duplicates under iid).
+        eos_id: optional end-of-sequence token.
+    """
+
+    def __init__(self, vocab_size: int = 4, length: int = 4, *, generator: torch.Generator,
+                 sharpness: float = 1.5, eos_id: int | None = None):
+        if not 2 <= vocab_size <= TOY_MAX_VOCAB:
+            raise ValueError(f"vocab_size={vocab_size}: the toy AR LM supports 2..{TOY_MAX_VOCAB}.")
+        if not 1 <= length <= TOY_MAX_LENGTH:
+            raise ValueError(f"length={length}: the toy AR LM supports 1..{TOY_MAX_LENGTH}.")
+        if eos_id is not None and not 0 <= eos_id < vocab_size:
+            raise ValueError(f"eos_id={eos_id} is not a token of the vocabulary "
+                             f"0..{vocab_size - 1}.")
+        self.vocab_size, self.length, self.eos_id = vocab_size, length, eos_id
+        V = vocab_size
+        self.table = sharpness * torch.randn(length, V + 1, V + 1, V, generator=generator)
+
+    # -- ARModel -------------------------------------------------------------------------
+    def _logits_after(self, prefix: torch.Tensor) -> torch.Tensor:
+        """``prefix [B, t]`` -> next-token logits ``[B, V]`` (float32)."""
+        B, t = prefix.shape
+        start = torch.full((B, 2), self.vocab_size, dtype=torch.long)
+        ctx = torch.cat([start, prefix.long()], dim=1)  # [B, t+2]
+        logits = self.table[t, ctx[:, -2], ctx[:, -1]].clone()  # [B, V]
+        if self.eos_id is not None and t > 0:
+            # After EOS the sequence is over: only EOS can follow (padding), with probability one.
+            done = (prefix == self.eos_id).any(dim=1)
+            logits[done] = float("-inf")
+            logits[done, self.eos_id] = 0.0
+        return logits
+
+    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """The toy LM is unconditional: the prompt only sets the batch size."""
+        prefix = torch.empty(prompt_ids.shape[0], 0, dtype=torch.long)
+        return self._logits_after(prefix), prefix
+
+    def advance(self, state: torch.Tensor, tokens: torch.Tensor):
+        prefix = torch.cat([state, tokens.long()[:, None]], dim=1)
+        return self._logits_after(prefix), prefix
+
+    # -- EnergyTarget --------------------------------------------------------------------
+    def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, L]`` -> ``[B]`` exact log p(tokens) (-inf for impossible sequences)."""
+        B, L = tokens.shape
+        if L != self.length:
+            raise ValueError(f"tokens have length {L}; this toy LM generates length {self.length}.")
+        total = torch.zeros(B)
+        for t in range(L):
+            logp = torch.log_softmax(self._logits_after(tokens[:, :t]), dim=-1)  # [B, V]
+            total = total + logp.gather(1, tokens[:, t:t + 1].long())[:, 0]
+        return total
+
+
+def count_reward(token: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Reward r(y) = number of occurrences of ``token`` in y: ``[B, L] -> [B]``."""
+    return lambda tokens: (tokens == token).sum(-1).to(torch.float32)
+
+
+class TiltedTarget:
+    """Reward-tilted target pi(y) proportional to p(y) exp(r(y) / beta).
+
+    ``base`` is any EnergyTarget (log p); ``reward`` maps ``[B, L] -> [B]``. Attributes other
+    than ``log_prob`` (vocab_size, length, the AR interface) are those of ``base``.
+    """
+
+    def __init__(self, base, reward: Callable[[torch.Tensor], torch.Tensor], beta: float):
+        if not beta > 0:
+            raise ValueError(f"beta={beta}: the tilt temperature must be > 0 (pi ~ p exp(r/beta)).")
+        self.base, self.reward, self.beta = base, reward, beta
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, L] -> [B]``: log p(y) + r(y) / beta."""
+        return self.base.log_prob(tokens) + self.reward(tokens) / self.beta

@@ -1,0 +1,151 @@
+"""The synthetic arithmetic-chain task and the character-level tokenizer of the project's models.
+
+A problem chains ``n_ops`` operations on single-letter variables::
+
+    prompt:    a=7;b=a+5;c=b*3;d=c-4;d?
+    solution:  b=7+5=12;c=12*3=36;d=36-4=32;#32
+
+The solution is a worked trace (substitute, compute, carry on) ending in ``#<answer>``. Values
+stay in [0, MAX_VALUE] so every step is a small, learnable computation; ``n_ops`` is the
+difficulty knob. Problems are split into train and held-out test by a stable hash of the
+prompt, so no test prompt is ever a training prompt, whatever the seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["ArithProblem", "ArithChainTask", "CharTokenizer", "PAD", "BOS", "EOS", "MASK",
+           "extract_arith_answer"]
+
+PAD, BOS, EOS, MASK = "<pad>", "<bos>", "<eos>", "<mask>"
+MAX_VALUE = 99
+_VARS = string.ascii_lowercase
+
+
+@dataclass(frozen=True)
+class ArithProblem:
+    prompt: str
+    solution: str
+    answer: str
+
+
+def extract_arith_answer(text: str) -> str | None:
+    """The digits after the last ``#`` of a solution, or None."""
+    if "#" not in text:
+        return None
+    tail = text.rsplit("#", 1)[1]
+    digits = ""
+    for ch in tail:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return digits or None
+
+
+@dataclass(frozen=True)
+class ArithChainTask:
+    """Seeded generator of arithmetic-chain problems.
+
+    Attributes:
+        n_ops: chained operations per problem (difficulty), 1..25.
+        max_operand: operands are drawn from 1..max_operand.
+    """
+
+    n_ops: int = 4
+    max_operand: int = 9
+
+    def __post_init__(self):
+        if not 1 <= self.n_ops <= len(_VARS) - 1:
+            raise ValueError(f"n_ops={self.n_ops} must be in 1..{len(_VARS) - 1}.")
+        if not 1 <= self.max_operand <= MAX_VALUE:
+            raise ValueError(f"max_operand={self.max_operand} must be in 1..{MAX_VALUE}.")
+
+    def sample(self, generator: torch.Generator) -> ArithProblem:
+        """One problem (train or test: use :meth:`problems` for a split)."""
+        def randint(lo, hi):  # inclusive
+            return int(torch.randint(lo, hi + 1, (1,), generator=generator))
+
+        value = randint(0, MAX_VALUE // 4)
+        prompt, trace = [f"a={value}"], []
+        for i in range(1, self.n_ops + 1):
+            operand = randint(1, self.max_operand)
+            ops = [op for op, res in (("+", value + operand), ("-", value - operand),
+                                      ("*", value * operand)) if 0 <= res <= MAX_VALUE]
+            op = ops[randint(0, len(ops) - 1)]
+            new = {"+": value + operand, "-": value - operand, "*": value * operand}[op]
+            prev, var = _VARS[i - 1], _VARS[i]
+            prompt.append(f"{var}={prev}{op}{operand}")
+            trace.append(f"{var}={value}{op}{operand}={new}")
+            value = new
+        return ArithProblem(";".join(prompt) + f";{_VARS[self.n_ops]}?",
+                            ";".join(trace) + f";#{value}", str(value))
+
+    @staticmethod
+    def is_test(prompt: str) -> bool:
+        """Held-out split: one prompt in eight, by a stable cryptographic hash of the prompt.
+
+        (Not CRC32: it is linear over GF(2), so its low bits select structured prompt subsets.)
+        """
+        return hashlib.blake2b(prompt.encode(), digest_size=8).digest()[0] % 8 == 0
+
+    def problems(self, n: int, *, split: str, seed: int) -> list[ArithProblem]:
+        """``n`` distinct problems of the ``train`` or ``test`` split, deterministic in ``seed``."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split={split!r}; use 'train' or 'test'.")
+        g = torch.Generator().manual_seed(seed)
+        want_test, seen, out = split == "test", set(), []
+        for _ in range(200 * n + 1000):
+            p = self.sample(g)
+            if self.is_test(p.prompt) == want_test and p.prompt not in seen:
+                seen.add(p.prompt)
+                out.append(p)
+                if len(out) == n:
+                    return out
+        raise RuntimeError(f"could not draw {n} distinct {split} problems with n_ops={self.n_ops};"
+                           " ask for fewer.")
+
+    @staticmethod
+    def is_correct(text: str, answer: str) -> bool:
+        return extract_arith_answer(text) == answer
+
+
+class CharTokenizer:
+    """Character-level tokenizer of the arithmetic-chain task (shared by the project's models).
+
+    Ids 0..3 are the special tokens PAD, BOS, EOS, MASK (see :attr:`pad_id` etc.); then digits,
+    lowercase letters and ``+-*=;?#``.
+    """
+
+    specials = (PAD, BOS, EOS, MASK)
+    chars = string.digits + _VARS + "+-*=;?#"
+
+    def __init__(self):
+        self.itos = list(self.specials) + list(self.chars)
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+        self.pad_id, self.bos_id, self.eos_id, self.mask_id = (self.stoi[s] for s in self.specials)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError as e:
+            raise ValueError(f"character {e.args[0]!r} is not in the arithmetic-chain vocabulary "
+                             f"({self.chars!r}).") from None
+
+    def decode(self, ids) -> str:
+        """Ids -> text, stopping at the first EOS and dropping other special tokens."""
+        out = []
+        for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids):
+            if i == self.eos_id:
+                break
+            if i >= len(self.specials):
+                out.append(self.itos[i])
+        return "".join(out)

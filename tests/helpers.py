@@ -1,0 +1,42 @@
+"""Shared test helpers: brute-force references and statistical tolerances."""
+
+import itertools
+
+import torch
+from scipy import stats
+
+from parasample.ancestral import sampling_probs
+
+
+def chi2_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """Pearson chi-square p-value of ``counts`` against ``probs``, pooling cells with tiny
+    expected counts (< 5) into one so the asymptotic law holds."""
+    counts, probs = counts.double(), probs.double()
+    n = counts.sum()
+    exp = probs * n
+    big = exp >= 5
+    obs_c = torch.cat([counts[big], counts[~big].sum()[None]])
+    exp_c = torch.cat([exp[big], exp[~big].sum()[None]])
+    keep = exp_c > 0
+    assert torch.all(obs_c[~keep] == 0), "counts on states of probability zero"
+    obs_c, exp_c = obs_c[keep], exp_c[keep]
+    stat = float(((obs_c - exp_c) ** 2 / exp_c).sum())
+    return float(stats.chi2.sf(stat, df=max(1, len(obs_c) - 1)))
+
+
+def brute_force_ar(model, length, config):
+    """q(y) for every y in V^L by multiplying the engine's per-step sampling probabilities,
+    one sequence at a time (no batching, no caching): the reference for exactness tests."""
+    V = model.vocab_size
+    probs = torch.zeros(V**length, dtype=torch.float64)
+    for i, seq in enumerate(itertools.product(range(V), repeat=length)):
+        logits, state = model.start(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1))
+        p = 1.0
+        for t, tok in enumerate(seq):
+            p *= float(sampling_probs(logits, config)[0, tok])
+            if p == 0:
+                break
+            if t < length - 1:
+                logits, state = model.advance(state, torch.tensor([tok]))
+        probs[i] = p
+    return probs

@@ -1,0 +1,117 @@
+import pytest
+import torch
+
+from parasample.ancestral import SamplingConfig, generate, sampling_probs
+from parasample.noise import make_source
+from parasample.targets import ToyARLM, exact_distribution, state_index
+from tests.helpers import brute_force_ar, chi2_pvalue
+
+SOURCES = ["iid", "sobol", "lattice", "antithetic"]
+
+
+def _draw(model, name, k, groups, config, seed):
+    n = k * groups
+    src = make_source(name, n, k, generator=torch.Generator().manual_seed(seed))
+    ids = torch.zeros(n, 1, dtype=torch.long)
+    out = generate(model, ids, torch.ones_like(ids), src, config)
+    return out
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_each_sample_is_an_exact_draw(name):
+    """Marginal exactness: row j of every k-batch (independent across batches) follows p."""
+    model = ToyARLM(4, 3, generator=torch.Generator().manual_seed(0))
+    k, groups = 8, 3000
+    out = _draw(model, name, k, groups, SamplingConfig(max_new_tokens=3), seed=1)
+    idx = state_index(out.tokens, 4).reshape(groups, k)
+    exact = exact_distribution(model)
+    for row in (0, k - 1):
+        counts = torch.bincount(idx[:, row], minlength=64)
+        assert chi2_pvalue(counts, exact) > 1e-3, (name, row)
+    # all rows pooled: TVD within a bound derived from N (E TVD <= 0.5 sqrt(S / N))
+    pooled = torch.bincount(idx.reshape(-1), minlength=64).double() / idx.numel()
+    assert 0.5 * (pooled - exact).abs().sum() < 0.5 * (64 / idx.numel()) ** 0.5
+
+
+@pytest.mark.parametrize("name", ["sobol", "lattice"])
+def test_correlated_sources_give_fewer_duplicates_than_iid(name):
+    model = ToyARLM(4, 3, generator=torch.Generator().manual_seed(0), sharpness=2.5)
+    k, groups = 8, 400
+    cfg = SamplingConfig(max_new_tokens=3)
+
+    def distinct(src_name):
+        idx = state_index(_draw(model, src_name, k, groups, cfg, seed=2).tokens, 4)
+        return torch.tensor([len(set(r.tolist())) for r in idx.reshape(groups, k)]).double()
+
+    d_iid, d_corr = distinct("iid"), distinct(name)
+    # a 5-standard-error margin on the difference of means
+    se = (d_iid.var() / groups + d_corr.var() / groups).sqrt()
+    assert d_corr.mean() - d_iid.mean() > 5 * se, (d_iid.mean(), d_corr.mean())
+
+
+def test_antithetic_pairs_collide_less_often_than_iid_pairs():
+    """Antithetic correlation acts within each pair (u, 1-u): fewer identical pairs."""
+    model = ToyARLM(4, 3, generator=torch.Generator().manual_seed(0), sharpness=2.5)
+    cfg = SamplingConfig(max_new_tokens=3)
+    pairs = 4000
+
+    def same(src_name):
+        idx = state_index(_draw(model, src_name, 2, pairs, cfg, seed=5).tokens, 4)
+        return (idx[0::2] == idx[1::2]).double()
+
+    s_iid, s_anti = same("iid"), same("antithetic")
+    se = (s_iid.var() / pairs + s_anti.var() / pairs).sqrt()
+    assert s_iid.mean() - s_anti.mean() > 5 * se, (s_iid.mean(), s_anti.mean())
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_temperature_and_top_p_are_applied_identically_and_exactly(name):
+    """With temperature and top-p every source samples the same transformed distribution."""
+    model = ToyARLM(3, 3, generator=torch.Generator().manual_seed(3))
+    cfg = SamplingConfig(temperature=0.7, top_p=0.8, max_new_tokens=3)
+    q = brute_force_ar(model, 3, cfg)
+    k, groups = 4, 3000
+    idx = state_index(_draw(model, name, k, groups, cfg, seed=4).tokens, 3).reshape(groups, k)
+    assert chi2_pvalue(torch.bincount(idx[:, 0], minlength=27), q) > 1e-3
+    assert torch.all(q[idx.reshape(-1)] > 0)  # never a token outside the nucleus
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    logits = torch.log(torch.tensor([[0.05, 0.5, 0.15, 0.3]]))
+    p = sampling_probs(logits, SamplingConfig(top_p=0.8))
+    assert torch.allclose(p, torch.tensor([[0, 0.625, 0, 0.375]], dtype=torch.float64))
+    # a tiny top_p keeps the single most likely token
+    assert sampling_probs(logits, SamplingConfig(top_p=1e-9))[0].tolist() == [0, 1, 0, 0]
+
+
+def test_rows_stop_at_eos_and_are_padded(gen):
+    model = ToyARLM(4, 5, generator=gen, eos_id=0)
+    out = _draw(model, "iid", 4, 50, SamplingConfig(max_new_tokens=5), seed=0)
+    for row, n in zip(out.tokens, out.lengths, strict=True):
+        hits = (row == 0).nonzero()
+        if len(hits):
+            first = int(hits[0])
+            assert n == first + 1 and torch.all(row[first:] == 0)
+        else:
+            assert n == row.shape[0]
+    assert 1 <= out.nfe <= 5
+    exact = exact_distribution(model)
+    assert torch.all(exact[state_index(
+        torch.nn.functional.pad(out.tokens, (0, 5 - out.tokens.shape[1])), 4)] > 0)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="temperature=0 must be > 0"):
+        SamplingConfig(temperature=0)
+    with pytest.raises(ValueError, match=r"top_p=1.5 must lie in \(0, 1\]"):
+        SamplingConfig(top_p=1.5)
+    with pytest.raises(ValueError, match="max_new_tokens=0"):
+        SamplingConfig(max_new_tokens=0)
+
+
+def test_source_row_count_must_match(gen):
+    model = ToyARLM(4, 3, generator=gen)
+    src = make_source("iid", 4, generator=gen)
+    ids = torch.zeros(5, 1, dtype=torch.long)
+    with pytest.raises(ValueError, match="serves 4 rows but there are 5"):
+        generate(model, ids, torch.ones_like(ids), src, SamplingConfig(max_new_tokens=3))

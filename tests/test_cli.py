@@ -1,0 +1,52 @@
+import pytest
+from typer.testing import CliRunner
+
+from parasample.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-k", "0"], "the number of samples must be at least 1"),
+    (["-t", "0"], "temperature=0.0 must be > 0"),
+    (["-t", "-1"], "temperature=-1.0 must be > 0"),
+    (["--top-p", "0"], "top_p=0.0 must lie in (0, 1]"),
+    (["-n", "0"], "max_new_tokens=0"),
+    (["-k", "6", "-s", "sobol"], "power-of-two number of points; use k=8"),
+    (["-k", "3", "-s", "antithetic"], "k must be even"),
+    (["-m", "/no/such/model"], "does not exist"),
+])
+def test_sample_bad_input_gets_a_clear_message(args, message):
+    result = runner.invoke(app, ["sample", "-p", "hi", *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_unknown_sampler_is_rejected_with_choices():
+    result = runner.invoke(app, ["sample", "-p", "hi", "--sampler", "qmc"])
+    assert result.exit_code == 2
+    out = " ".join(result.output.split())
+    assert "qmc" in out and "sobol" in out
+
+
+def test_help_documents_every_option():
+    result = runner.invoke(app, ["sample", "--help"])
+    assert result.exit_code == 0
+    for opt in ("--prompt", "--model", "--sampler", "--temperature", "--top-p",
+                "--max-new-tokens", "--seed"):
+        assert opt in result.output
+
+
+def test_models_lists_smollm2():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0 and "smollm2" in result.output
+
+
+@pytest.mark.slow
+def test_sample_smollm2_prints_k_completions():
+    result = runner.invoke(app, ["sample", "--model", "smollm2", "--prompt", "What is 17 + 25?",
+                                 "-k", "8", "--sampler", "sobol", "--seed", "0",
+                                 "--max-new-tokens", "16"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("sample ") == 8 and "sample 8/8" in result.output

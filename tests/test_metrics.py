@@ -1,0 +1,44 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from parasample.metrics import empirical_distribution, ess, pass_at_k, throughput, tvd
+
+
+def test_tvd_and_empirical():
+    p = torch.tensor([0.5, 0.5, 0.0])
+    assert float(tvd(p, torch.tensor([0.0, 0.5, 0.5]))) == pytest.approx(0.5)
+    emp = empirical_distribution(torch.tensor([[0, 0, 1, 2], [2, 2, 2, 2]]), 3)
+    assert emp.tolist() == [[0.5, 0.25, 0.25], [0, 0, 1]]
+    with pytest.raises(ValueError, match="shapes differ"):
+        tvd(p, torch.ones(2))
+
+
+@pytest.mark.parametrize("n,c", [(5, 0), (5, 2), (8, 3), (8, 8), (10, 1)])
+def test_pass_at_k_equals_brute_force_over_subsets(n, c):
+    outcomes = [1] * c + [0] * (n - c)
+    for k in range(1, n + 1):
+        subsets = list(itertools.combinations(outcomes, k))
+        brute = sum(any(s) for s in subsets) / len(subsets)
+        assert pass_at_k(n, c, k) == pytest.approx(brute, abs=1e-12)
+    assert pass_at_k(n, c, 1) == pytest.approx(c / n)
+
+
+def test_pass_at_k_bad_input():
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        pass_at_k(4, 1, 5)
+
+
+def test_ess_edge_cases():
+    assert float(ess(torch.zeros(10))) == pytest.approx(10)
+    # zero-weight particles count for nothing
+    lw = torch.tensor([0.0, 0.0, -math.inf, -math.inf])
+    assert float(ess(lw)) == pytest.approx(2)
+    assert float(ess(torch.full((3,), -math.inf))) == 0.0
+    assert float(ess(torch.tensor([0.0, -1000.0]))) == pytest.approx(1.0)
+
+
+def test_throughput():
+    assert throughput(100, 2.0) == 50 and throughput(5, 0.0) == 0.0
