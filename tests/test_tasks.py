@@ -33,10 +33,14 @@ def test_is_correct_matches_numbers_not_strings():
 
 
 def test_real_gsm8k_file_loads():
-    problems = load_gsm8k(default_gsm8k_path("test"))
+    try:
+        path = default_gsm8k_path("test")
+    except FileNotFoundError:
+        pytest.skip("GSM8K data not beside this checkout (../shared/data/gsm8k)")
+    problems = load_gsm8k(path)
     assert len(problems) == 1319
     assert problems[0].answer == "18" and "ducks" in problems[0].question
-    assert len(load_gsm8k(default_gsm8k_path("test"), limit=5)) == 5
+    assert len(load_gsm8k(path, limit=5)) == 5
 
 
 def test_gsm8k_path_from_environment(tmp_path, monkeypatch):
