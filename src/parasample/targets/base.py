@@ -17,6 +17,7 @@ parasample reports compute.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -74,23 +75,30 @@ class NFECounter:
     """Transparent wrapper that counts model calls (NFE) of the wrapped target or model.
 
     Every attribute is forwarded; calls of ``log_prob``, ``start``, ``advance``, ``logits`` and
-    ``next_logits`` add one to :attr:`nfe` each (one batched forward pass, whatever the batch).
+    ``next_logits`` add one to :attr:`nfe` each (one batched forward pass, whatever the batch)
+    and their wall seconds to :attr:`forward_s`. It is the harness's instrument: samplers never
+    count or time anything themselves.
     """
 
     def __init__(self, inner: Any):
         self.inner = inner
         self.nfe = 0
+        self.forward_s = 0.0
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
         if name in _MODEL_CALLS and callable(attr):
             def counted(*args, **kwargs):
                 self.nfe += 1
-                return attr(*args, **kwargs)
+                t0 = time.perf_counter()
+                try:
+                    return attr(*args, **kwargs)
+                finally:
+                    self.forward_s += time.perf_counter() - t0
             return counted
         return attr
 
     def reset(self) -> int:
-        """Zero the counter and return the count it had."""
-        n, self.nfe = self.nfe, 0
+        """Zero both counters and return the call count it had."""
+        n, self.nfe, self.forward_s = self.nfe, 0, 0.0
         return n

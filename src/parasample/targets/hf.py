@@ -22,6 +22,7 @@ __all__ = [
     "HFCausalLM",
     "HFMaskedLM",
     "load_causal_lm",
+    "load_masked_lm",
     "smollm2",
     "smollm2_path",
 ]
@@ -176,6 +177,30 @@ class HFMaskedLM:
             )
         self.vocab_size = int(self.model.config.vocab_size)
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+        self.eos_id = getattr(self.tokenizer, "eos_token_id", None)
+
+    def encode_prompt(self, text: str, chat: bool = True) -> torch.Tensor:
+        """One prompt -> ``[1, P]`` ids (chat template applied when the tokenizer has one)."""
+        if self.tokenizer is None:
+            raise ValueError("this masked LM was built without a tokenizer; pass tokenizer=...")
+        if chat and getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                      tokenize=False, add_generation_prompt=True)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.tokenizer(text)["input_ids"]
+        if not ids:
+            raise ValueError(f"prompt {text!r} tokenises to nothing.")
+        return torch.tensor([ids])
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """``[B, G]`` -> texts cut at the first EOS."""
+        out = []
+        for row in ids.tolist():
+            if self.eos_id is not None and self.eos_id in row:
+                row = row[:row.index(self.eos_id)]
+            out.append(self.tokenizer.decode(row, skip_special_tokens=True))
+        return out
 
     @torch.inference_mode()
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -199,6 +224,24 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32) -> HFCausalLM:
                                                  **kw)
     tok.padding_side = "left"
     return HFCausalLM(model, tok, name=Path(gguf or directory).stem)
+
+
+@functools.lru_cache(maxsize=2)
+def load_masked_lm(path: str, mask_id: int | None = None) -> HFMaskedLM:
+    """Load a masked / diffusion LM (BERT-style, or LLaDA/Dream-style with local remote code)
+    from a local directory; ``model(x).logits`` must be ``[B, L, V]``. Cached per process."""
+    directory, gguf = _resolve(path)
+    if gguf:
+        raise ValueError("GGUF files hold causal LMs here; pass a masked LM's model directory.")
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+    kw = {"local_files_only": True, "trust_remote_code": True}
+    tok = AutoTokenizer.from_pretrained(directory, **kw)
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(directory, **kw)
+    except ValueError:  # LLaDA / Dream register only AutoModel in their remote code
+        model = AutoModel.from_pretrained(directory, **kw)
+    return HFMaskedLM(model, mask_id=mask_id, tokenizer=tok)
 
 
 def smollm2() -> HFCausalLM:

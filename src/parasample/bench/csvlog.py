@@ -1,0 +1,61 @@
+"""Resumable CSV output: one row appended and flushed as each run finishes.
+
+An interrupted sweep loses at most the run in progress; rerunning it skips every run whose key
+is already in the file.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+__all__ = ["ResumableCSV", "write_csv", "read_csv"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """All rows of a CSV file as dicts (empty list if the file does not exist)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, header: list[str], rows: list[dict]) -> None:
+    """Write ``rows`` (only the ``header`` columns, in that order) atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+class ResumableCSV:
+    """Append-only CSV whose rows are identified by the values of ``key`` columns."""
+
+    def __init__(self, path: Path, header: list[str], key: list[str]):
+        self.path, self.header, self.key = Path(path), header, key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rows = read_csv(self.path)
+        if rows and list(rows[0].keys()) != header:
+            raise ValueError(f"{self.path} has other columns than this benchmark writes; move it "
+                             "away or pass another --out.")
+        self.rows = rows
+
+    def _key(self, row: dict) -> tuple:
+        return tuple(str(row[k]) for k in self.key)
+
+    def done(self, row_key: dict) -> dict | None:
+        """The finished row with these key values, if any."""
+        want = self._key(row_key)
+        return next((r for r in self.rows if self._key(r) == want), None)
+
+    def append(self, row: dict) -> None:
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.header, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+            f.flush()
+        self.rows.append({k: str(row[k]) for k in self.header})

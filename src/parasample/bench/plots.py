@@ -1,0 +1,62 @@
+"""Plots of benchmark CSVs (they read CSV only, so a plot can be remade from any finished run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only
+import matplotlib.pyplot as plt  # noqa: E402
+
+from parasample.bench.csvlog import read_csv  # noqa: E402
+
+__all__ = ["ACC_COLOR", "TPUT_COLOR", "dual_axis_plot", "dllm_plots"]
+
+# One colour per quantity, the same in every chart (guide: "identical colour/order").
+ACC_COLOR, TPUT_COLOR = "tab:blue", "tab:orange"
+
+
+def dual_axis_plot(rows: list[dict], x: str, title: str, path: Path) -> Path:
+    """Accuracy (left) and throughput (right) against ``x`` on a log2 axis, points annotated."""
+    rows = sorted(rows, key=lambda r: float(r[x]))
+    xs = [float(r[x]) for r in rows]
+    acc = [100 * float(r["accuracy"]) for r in rows]
+    tput = [float(r["throughput"]) for r in rows]
+    fig, ax1 = plt.subplots(figsize=(7.5, 4.5))
+    ax1.set_xscale("log", base=2)
+    ax1.plot(xs, acc, "o-", color=ACC_COLOR, label="accuracy")
+    ax1.set_xlabel(x.replace("_", " ") + " (log2)")
+    ax1.set_ylabel("accuracy (%)", color=ACC_COLOR)
+    ax1.set_ylim(0, 105)
+    ax1.set_xticks(xs, [str(int(v)) for v in xs])
+    ax2 = ax1.twinx()
+    ax2.plot(xs, tput, "s--", color=TPUT_COLOR, label="throughput")
+    ax2.set_ylabel("throughput (tokens/s)", color=TPUT_COLOR)
+    ax2.set_ylim(0, max(tput) * 1.25 if tput else 1)
+    for xi, a, t in zip(xs, acc, tput, strict=True):
+        ax2.annotate(f"({a:.0f}%, {t:.0f})", (xi, t), textcoords="offset points", xytext=(0, 7),
+                     ha="center", fontsize=7, color="dimgray")
+    lines = ax1.get_lines() + ax2.get_lines()
+    ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper center", fontsize=8,
+               bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    ax1.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def dllm_plots(out: Path, label: str = "") -> list[Path]:
+    """``L-B.png`` (stage 1) and ``L-S.png`` (stage 2) from ``out/results.csv``."""
+    rows = read_csv(out / "results.csv")
+    s1 = [r for r in rows if r["run_name"].startswith("stage1")]
+    s2 = [r for r in rows if r["run_name"].startswith("stage2")]
+    paths = []
+    if s1:
+        paths.append(dual_axis_plot(s1, "block_length", f"L-B: block sweep, threshold decoding, "
+                                    f"one nominal step per block {label}", out / "L-B.png"))
+    if s2:
+        paths.append(dual_axis_plot(s2, "steps", f"L-S: step sweep, B = 32, fixed steps {label}",
+                                    out / "L-S.png"))
+    return paths

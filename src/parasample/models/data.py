@@ -1,0 +1,45 @@
+"""Sequence layout of the arithmetic-chain task for the project's small models.
+
+``[PAD ... PAD, BOS, prompt chars]`` (left-padded to ``PROMPT_LEN``) followed by the answer region
+``[solution chars, EOS, EOS, ...]`` padded with EOS to ``gen_length``, as LLaDA's instruction
+tuning pads answers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from parasample.tasks.arith import ArithProblem, CharTokenizer
+
+__all__ = ["PROMPT_LEN", "encode_prompts", "encode_answers"]
+
+#: Prompt region length: fits chains of up to 6 operations ("a=24;" + 6 x "b=a*9;" + "g?" + BOS).
+PROMPT_LEN = 48
+
+
+def encode_prompts(prompts: list[str], tok: CharTokenizer, prompt_len: int = PROMPT_LEN
+                   ) -> torch.Tensor:
+    """Texts -> ``[B, prompt_len]`` int64, BOS + characters, left-padded with PAD."""
+    out = torch.full((len(prompts), prompt_len), tok.pad_id, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids = [tok.bos_id] + tok.encode(p)
+        if len(ids) > prompt_len:
+            raise ValueError(f"prompt {p!r} has {len(ids)} tokens with BOS; this model's prompt "
+                             f"region holds {prompt_len}. Use fewer chained operations.")
+        out[i, prompt_len - len(ids):] = torch.tensor(ids)
+    return out
+
+
+def encode_answers(problems: list[ArithProblem], tok: CharTokenizer, gen_length: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solutions -> ``answers [B, gen_length]`` (EOS-padded) and ``lengths [B]`` (chars + 1 EOS)."""
+    out = torch.full((len(problems), gen_length), tok.eos_id, dtype=torch.long)
+    lengths = torch.empty(len(problems), dtype=torch.long)
+    for i, p in enumerate(problems):
+        ids = tok.encode(p.solution)
+        if len(ids) + 1 > gen_length:
+            raise ValueError(f"solution of {len(ids)} characters does not fit gen_length="
+                             f"{gen_length}.")
+        out[i, :len(ids)] = torch.tensor(ids)
+        lengths[i] = len(ids) + 1
+    return out, lengths

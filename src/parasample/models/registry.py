@@ -1,0 +1,49 @@
+"""Where the shipped checkpoints live and how they load."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from parasample.models.transformer import MaskedLMAdapter, TinyTransformer, TransformerConfig
+from parasample.tasks.arith import CharTokenizer
+
+__all__ = ["CHECKPOINT_DIR", "DEFAULT_DLLM", "checkpoint_path", "load_dllm", "load_checkpoint"]
+
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+#: The shipped masked-diffusion LM (arithmetic-chain task), made by `parasample train dllm`.
+DEFAULT_DLLM = "dllm-arith"
+
+
+def checkpoint_path(name: str) -> Path:
+    """A shipped checkpoint's name (e.g. ``dllm-arith``) or a path to a .pt file -> its path."""
+    p = Path(name)
+    if p.suffix == ".pt" or p.exists():
+        if not p.is_file():
+            raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist.")
+        return p
+    p = CHECKPOINT_DIR / f"{name}.pt"
+    if not p.is_file():
+        shipped = sorted(c.stem for c in CHECKPOINT_DIR.glob("*.pt"))
+        raise FileNotFoundError(f"no shipped checkpoint named {name!r}; available: "
+                                f"{', '.join(shipped) or 'none'}. Train one with "
+                                "`parasample train dllm`.")
+    return p
+
+
+def load_checkpoint(name: str) -> tuple[TinyTransformer, dict]:
+    """Load a checkpoint (shipped float16 or a training state) as a float32 model + metadata."""
+    saved = torch.load(checkpoint_path(name), map_location="cpu", weights_only=False)
+    model = TinyTransformer(TransformerConfig(**saved["model_config"]))
+    model.load_state_dict({k: v.float() for k, v in saved["model"].items()})
+    return model.eval(), saved
+
+
+@functools.lru_cache(maxsize=4)
+def load_dllm(name: str = DEFAULT_DLLM) -> MaskedLMAdapter:
+    """The shipped masked-diffusion LM as a MaskedModel (cached per process)."""
+    model, _ = load_checkpoint(name)
+    tok = CharTokenizer()
+    return MaskedLMAdapter(model, mask_id=tok.mask_id, eos_id=tok.eos_id, tokenizer=tok)
