@@ -119,13 +119,18 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> Ances
 
 
 def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
-         *, advance: bool = True) -> tuple[AncestralState, StepInfo]:
+         *, advance: bool = True, forced: torch.Tensor | None = None
+         ) -> tuple[AncestralState, StepInfo]:
     """Draw one token per row from its uniform ``u [B]`` and (if ``advance``) run the model on it.
 
+    ``forced [B]`` (optional) imposes a token on the rows where it is >= 0 (teacher forcing, as
+    QUEST does to keep a prefix); their log-prob is still that of the forced token under q.
     Finished rows receive EOS with log-prob 0. Pure: the input state is not modified.
     """
     probs = sampling_probs(state.logits, config)  # [B, V]
     tok = icdf_categorical(probs, u)  # [B]
+    if forced is not None:
+        tok = torch.where(forced >= 0, forced, tok)
     logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]  # [B]
     eos = model.eos_id
     if eos is not None:

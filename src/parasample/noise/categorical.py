@@ -45,7 +45,7 @@ def icdf_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             "icdf_categorical: a row of probs sums to zero, NaN or inf; check for a logits row "
             "that is all -inf or contains NaN."
         )
-    target = u.to(torch.float64).unsqueeze(-1) * total  # [..., 1]
+    target = (u.to(torch.float64).unsqueeze(-1) * total).contiguous()  # [..., 1]
     idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # [...]
     # u * total can round up to total; the answer is then the last token with positive mass.
     positive = probs > 0

@@ -54,6 +54,10 @@ class ARModel(Protocol):
         """Append ``tokens [B]`` -> (next-token logits ``[B, V]`` float32, new state)."""
         ...
 
+    def reorder(self, state: Any, index: torch.Tensor) -> Any:
+        """The state whose row b is row ``index[b]`` of ``state`` (SMC resampling)."""
+        ...
+
 
 @runtime_checkable
 class MaskedModel(Protocol):

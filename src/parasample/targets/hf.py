@@ -150,6 +150,13 @@ class HFCausalLM:
                          past_key_values=cache, use_cache=True)
         return out.logits[:, -1].float(), (out.past_key_values, mask, pos[:, 0])
 
+    def reorder(self, state, index: torch.Tensor):
+        """Rows ``index [B]`` of the state (KV cache reordered in place: states are not shared
+        after resampling)."""
+        cache, mask, last = state
+        cache.reorder_cache(index)
+        return cache, mask[index], last[index]
+
 
 @dataclass
 class HFMaskedLM:

@@ -110,7 +110,35 @@ class ToyARLM:
         prefix = torch.cat([state, tokens.long()[:, None]], dim=1)
         return self._logits_after(prefix), prefix
 
+    def reorder(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The state of rows ``index [B]`` (SMC resampling)."""
+        return state[index]
+
     # -- EnergyTarget --------------------------------------------------------------------
+    @property
+    def embedding(self) -> torch.Tensor:
+        """``[V, V]`` one-hot embedding table (for gradient samplers such as p-NCG)."""
+        return torch.eye(self.vocab_size)
+
+    def log_prob_embedded(self, e: torch.Tensor) -> torch.Tensor:
+        """``e [B, L, V]`` -> ``[B]``: the multilinear extension of log p in the one-hot
+        embeddings, equal to :meth:`log_prob` at one-hot points and differentiable everywhere.
+
+        Only for toys without EOS (EOS makes the conditionals non-multilinear).
+        """
+        if self.eos_id is not None:
+            raise ValueError("log_prob_embedded needs a toy LM without eos_id.")
+        B, L, V = e.shape
+        start = torch.zeros(B, 2, V + 1, dtype=e.dtype)
+        start[..., V] = 1.0
+        ctx = torch.cat([start, torch.nn.functional.pad(e, (0, 1))], dim=1)  # [B, L+2, V+1]
+        total = e.new_zeros(B)
+        for t in range(L):
+            logp = torch.log_softmax(self.table[t].to(e.dtype), dim=-1)  # [V+1, V+1, V]
+            total = total + torch.einsum("ba,bc,acv,bv->b", ctx[:, t], ctx[:, t + 1], logp,
+                                         e[:, t])
+        return total
+
     def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, L]`` -> ``[B]`` exact log p(tokens) (-inf for impossible sequences)."""
         B, L = tokens.shape
@@ -123,9 +151,26 @@ class ToyARLM:
         return total
 
 
-def count_reward(token: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Reward r(y) = number of occurrences of ``token`` in y: ``[B, L] -> [B]``."""
-    return lambda tokens: (tokens == token).sum(-1).to(torch.float32)
+@dataclass(frozen=True)
+class count_reward:  # noqa: N801 - used like a function: count_reward(1)(tokens)
+    """Reward r(y) = number of occurrences of ``token`` in y: ``tokens [B, L] -> [B]``.
+
+    Additive over positions, so :meth:`partial` gives the exact reward-so-far that SMC twists
+    with, and :meth:`embedded` its differentiable form on one-hot embeddings.
+    """
+
+    token: int
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        return (tokens == self.token).sum(-1).to(torch.float32)
+
+    def partial(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Reward of a prefix ``[B, t]`` (the same count, so r_L = r)."""
+        return self(tokens)
+
+    def embedded(self, e: torch.Tensor) -> torch.Tensor:
+        """``e [B, L, V]`` one-hot -> ``[B]``."""
+        return e[..., self.token].sum(-1)
 
 
 class TiltedTarget:
@@ -146,3 +191,7 @@ class TiltedTarget:
     def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[B, L] -> [B]``: log p(y) + r(y) / beta."""
         return self.base.log_prob(tokens) + self.reward(tokens) / self.beta
+
+    def log_prob_embedded(self, e: torch.Tensor) -> torch.Tensor:
+        """Differentiable form (needs ``base.log_prob_embedded`` and ``reward.embedded``)."""
+        return self.base.log_prob_embedded(e) + self.reward.embedded(e) / self.beta

@@ -1,0 +1,185 @@
+import math
+
+import pytest
+import torch
+
+from parasample.ancestral import SamplingConfig, generate
+from parasample.mcmc import mh_accept, mtm, pncg, quest
+from parasample.mcmc.proposal import pncg_logits, seq_log_prob, value_and_grad
+from parasample.noise import icdf_categorical, make_source
+from parasample.targets import (
+    IsingChain,
+    TiltedTarget,
+    ToyARLM,
+    count_reward,
+    enumerate_states,
+    exact_distribution,
+    state_index,
+)
+from tests.helpers import chi2_pvalue
+
+
+def _pncg_kernel(target, alpha, p):
+    """The exact p-NCG transition matrix K[x, y] on an enumerable target."""
+    S = enumerate_states(target.vocab_size, target.length)  # [n, L]
+    logp, g = value_and_grad(target, S)
+    q = pncg_logits(S, g, target.embedding, alpha, p)  # [n, L, V]
+    n = S.shape[0]
+    logq = torch.stack([seq_log_prob(q, S[j].expand_as(S)) for j in range(n)], 1)  # [x, y]
+    log_a = (logp[None] - logp[:, None] + logq.T - logq).clamp(max=0)
+    K = torch.exp(logq + log_a).double()
+    K.fill_diagonal_(0)
+    K += torch.diag(1 - K.sum(1))
+    return K
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("make", [
+    lambda: IsingChain(3, beta=1.0),
+    lambda: TiltedTarget(ToyARLM(3, 2, generator=torch.Generator().manual_seed(0)),
+                         count_reward(1), beta=0.5),
+])
+def test_pncg_kernel_leaves_the_target_exactly_invariant(p, make):
+    target = make()
+    pi = exact_distribution(target)
+    K = _pncg_kernel(target, alpha=2.0, p=p)
+    assert torch.all(K >= -1e-12) and torch.allclose(K.sum(1), torch.ones(len(pi)).double())
+    assert torch.allclose(pi @ K, pi, atol=1e-10)
+
+
+def _run(kernel_step, state, dims, B, steps, seed, **kw):
+    src = make_source("iid", B, generator=torch.Generator().manual_seed(seed))
+    acc = 0.0
+    for _ in range(steps):
+        state, info = kernel_step(src.uniform(dims), state, **kw)
+        acc += float(info.accepted.double().mean())
+    return state, acc / steps
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_pncg_chains_reach_the_ising_distribution(p):
+    target = IsingChain(4, beta=1.0)
+    B = 20000
+    x0 = torch.randint(0, 2, (B, 4), generator=torch.Generator().manual_seed(0))
+    st = pncg.init(x0, target, alpha=1.0, p=p)
+    st, acc = _run(pncg.step, st, 5, B, 25, 1, target=target, alpha=1.0, p=p)
+    counts = torch.bincount(state_index(st.x, 2), minlength=16)
+    assert chi2_pvalue(counts, exact_distribution(target)) > 1e-3
+    assert 0 < acc < 1
+
+
+@pytest.mark.parametrize("weights,steps", [("lambda1", 100), ("importance", 30)])
+def test_multiple_try_pncg_is_exact(weights, steps):
+    target = TiltedTarget(ToyARLM(3, 3, generator=torch.Generator().manual_seed(1)),
+                          count_reward(2), beta=0.7)
+    B, k = 10000, 3
+    x0 = torch.randint(0, 3, (B, 3), generator=torch.Generator().manual_seed(0))
+    st = mtm.init(x0, target, alpha=1.0)
+    # from a uniform start the lambda = 1 chains mix slower (TVD 0.06 at 20 steps, 0.006 at 100)
+    st, acc = _run(mtm.step, st, mtm.noise_dims(3, k), B, steps, 2, target=target, alpha=1.0,
+                   tries=k, weights=weights)
+    counts = torch.bincount(state_index(st.x, 3), minlength=27)
+    assert chi2_pvalue(counts, exact_distribution(target)) > 1e-3
+
+
+def test_single_try_mtm_with_lambda1_is_pncg():
+    """k = 1 and lambda = 1 reduce the MTM ratio to the p-NCG MH ratio: same chain."""
+    target = IsingChain(5, beta=0.8)
+    x0 = torch.randint(0, 2, (64, 5), generator=torch.Generator().manual_seed(0))
+    a = pncg.init(x0, target, alpha=3.0)
+    b = mtm.init(x0, target, alpha=3.0)
+    src = make_source("iid", 64, generator=torch.Generator().manual_seed(1))
+    for _ in range(10):
+        u = src.uniform(7)  # p-NCG takes [L + 1], MTM with k = 1 takes [L + 2]: drop u[:, L]
+        a, _ = pncg.step(torch.cat([u[:, :5], u[:, 6:]], 1), a, target, alpha=3.0)
+        b, _ = mtm.step(u, b, target, alpha=3.0, tries=1)
+        assert torch.equal(a.x, b.x)
+
+
+def _toy_with_eos():
+    base = ToyARLM(3, 3, generator=torch.Generator().manual_seed(4), eos_id=0)
+    return base, TiltedTarget(base, count_reward(1), beta=0.5)
+
+
+def _exact_draws(target, B, seed):
+    """B exact draws from an enumerable target (to test stationarity: pi in, pi out)."""
+    pi = exact_distribution(target)
+    u = torch.rand(B, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return enumerate_states(target.vocab_size, target.length)[icdf_categorical(
+        pi.expand(B, -1), u)]
+
+
+def test_quest_leaves_the_tilted_target_invariant():
+    """Chains started at exact draws of pi are still distributed as pi after 10 moves."""
+    base, target = _toy_with_eos()
+    B, L = 20000, 3
+    cfg = SamplingConfig(max_new_tokens=L)
+    ids = torch.zeros(B, 1, dtype=torch.long)
+    st = quest.init(_exact_draws(target, B, 0), target.reward, base.eos_id)
+    src = make_source("iid", B, generator=torch.Generator().manual_seed(1))
+    acc = 0.0
+    for _ in range(10):
+        st, info = quest.step(src.uniform(L + 2), st, base, ids, torch.ones_like(ids),
+                              target.reward, 0.5, cfg)
+        acc += float(info.accepted.double().mean()) / 10
+    counts = torch.bincount(state_index(st.y, 3), minlength=27)
+    assert chi2_pvalue(counts, exact_distribution(target)) > 1e-3
+    assert 0.2 < acc < 1  # it moves
+
+
+def test_quest_converges_from_lm_samples():
+    base, target = _toy_with_eos()
+    B, L = 4000, 3
+    cfg = SamplingConfig(max_new_tokens=L)
+    ids = torch.zeros(B, 1, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    y0 = generate(base, ids, mask, make_source("iid", B, generator=torch.Generator()
+                                               .manual_seed(0)), cfg).tokens
+    y0 = torch.nn.functional.pad(y0, (0, L - y0.shape[1]), value=0)
+    st = quest.init(y0, target.reward, base.eos_id)
+    src = make_source("iid", B, generator=torch.Generator().manual_seed(1))
+    for _ in range(150):  # TVD 0.25 after 1 move, 0.06 after 15, 0.009 after 100
+        st, _ = quest.step(src.uniform(L + 2), st, base, ids, mask, target.reward, 0.5, cfg)
+    emp = torch.bincount(state_index(st.y, 3), minlength=27).double() / B
+    assert 0.5 * float((emp - exact_distribution(target)).abs().sum()) < 0.5 * (27 / B) ** 0.5
+
+
+def test_quest_rejects_and_counts_nan_rewards():
+    base, _ = _toy_with_eos()
+
+    def reward(y):  # NaN whenever the last token is 2
+        r = (y == 1).sum(-1).double()
+        return torch.where(y[:, -1] == 2, math.nan, r)
+
+    B, L = 512, 3
+    cfg = SamplingConfig(max_new_tokens=L)
+    ids = torch.zeros(B, 1, dtype=torch.long)
+    y0 = torch.ones(B, L, dtype=torch.long)
+    st = quest.init(y0, reward, 0)
+    src = make_source("iid", B, generator=torch.Generator().manual_seed(2))
+    nan = 0
+    for _ in range(5):
+        st, info = quest.step(src.uniform(L + 2), st, base, ids, torch.ones_like(ids), reward,
+                              1.0, cfg)
+        nan += int(info.nan_rejected.sum())
+        assert not torch.any(info.accepted & info.nan_rejected)
+    assert nan > 0 and torch.all(st.y[:, -1] != 2) and not torch.isnan(st.reward).any()
+
+
+def test_mh_accept_rejects_nan():
+    out = mh_accept(torch.tensor([math.nan, 0.0, -math.inf, 1.0]), torch.full((4,), 0.5))
+    assert out.tolist() == [False, True, False, True]
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda t, x: pncg.init(x, t, alpha=0.0), "alpha=0.0 must be > 0"),
+    (lambda t, x: pncg.init(x, t, alpha=1.0, p=3), "p=3"),
+    (lambda t, x: mtm.step(torch.zeros(4, 20), mtm.init(x, t, 1.0), t, 1.0, tries=0),
+     "tries=0 must be an integer >= 1"),
+    (lambda t, x: IsingChain(4, beta=-1.0), "beta=-1.0"),
+])
+def test_bad_input(call, message):
+    t = IsingChain(4)
+    x = torch.zeros(4, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=message):
+        call(t, x)

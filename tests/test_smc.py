@@ -1,0 +1,96 @@
+import math
+
+import pytest
+import torch
+
+from parasample.ancestral import SamplingConfig
+from parasample.noise import make_source
+from parasample.smc import multinomial, smc, stratified, systematic
+from parasample.targets import (
+    TiltedTarget,
+    ToyARLM,
+    count_reward,
+    enumerate_states,
+    exact_distribution,
+    state_index,
+)
+
+
+def test_systematic_copies_are_floor_or_ceil_of_n_w():
+    w = torch.tensor([[0.5, 0.0, 0.3, 0.2]])
+    for u in torch.linspace(0, 0.999, 50):
+        idx = systematic(w, u[None])
+        copies = torch.bincount(idx[0], minlength=4).double()
+        assert torch.all(copies >= torch.floor(4 * w[0]) - 1e-9)
+        assert torch.all(copies <= torch.ceil(4 * w[0]) + 1e-9) and copies[1] == 0
+
+
+@pytest.mark.parametrize("fn,dims", [(stratified, 5), (multinomial, 5)])
+def test_resamplers_are_unbiased(fn, dims):
+    w = torch.tensor([0.1, 0.0, 0.6, 0.05, 0.25])
+    R = 40000
+    u = torch.rand(R, dims, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    idx = fn(w.expand(R, 5), u)
+    mean_copies = torch.bincount(idx.reshape(-1), minlength=5).double() / R
+    assert torch.allclose(mean_copies, 5 * w.double(), atol=0.03) and mean_copies[1] == 0
+
+
+def _run_smc(base, reward, beta, R, N, seed, L=3):
+    cfg = smc.SMCConfig(n_particles=N, beta=beta)
+    sampling = SamplingConfig(max_new_tokens=L)
+    B = R * N
+    ids = torch.zeros(B, 1, dtype=torch.long)
+    st = smc.init(base, ids, torch.ones_like(ids), cfg, reward)
+    tok = make_source("iid", B, generator=torch.Generator().manual_seed(seed))
+    res = make_source("iid", R, generator=torch.Generator().manual_seed(seed + 1))
+    for t in range(L):
+        st, info = smc.step(tok.uniform(), res.uniform(smc.noise_dims(cfg)), st, base, reward,
+                            cfg, sampling, advance=t < L - 1)
+    return st
+
+
+def test_smc_is_properly_weighted_and_its_evidence_unbiased():
+    base = ToyARLM(3, 3, generator=torch.Generator().manual_seed(5))
+    beta = 0.5
+    target = TiltedTarget(base, count_reward(1), beta)
+    R, N = 6000, 8
+    st = _run_smc(base, count_reward(1), beta, R, N, seed=0)
+    log_z = smc.final_log_evidence(st)  # [R]
+    states = enumerate_states(3, 3)
+    z_true = float((exact_distribution(base) * torch.exp((states == 1).sum(1) / beta)).sum())
+    z_hat = torch.exp(log_z)
+    se = float(z_hat.std() / math.sqrt(R))
+    assert abs(float(z_hat.mean()) - z_true) < 4 * se
+    # E[Z_hat * sum_i wbar_i 1(y_i = y)] = gamma(y): the weighted histogram is unbiased for pi
+    wbar = torch.softmax(st.logw, -1) * z_hat[:, None]  # [R, N]
+    idx = state_index(st.ar.tokens, 3).view(R, N)
+    est = torch.zeros(27, dtype=torch.float64).scatter_add_(0, idx.reshape(-1), wbar.reshape(-1))
+    est = est / est.sum()
+    assert 0.5 * float((est - exact_distribution(target)).abs().sum()) < 0.03
+
+
+def test_smc_gives_nan_reward_particles_zero_weight():
+    base = ToyARLM(3, 3, generator=torch.Generator().manual_seed(5))
+
+    class NaNReward:
+        def __call__(self, y):
+            return self.partial(y)
+
+        def partial(self, y):
+            r = (y == 1).sum(-1).double()
+            return torch.where((y == 2).any(-1), math.nan, r) if y.shape[1] else r
+
+    st = _run_smc(base, NaNReward(), 1.0, 200, 8, seed=3)
+    has2 = (st.ar.tokens == 2).any(-1).view(200, 8)
+    assert has2.any() and not torch.isnan(st.logw).any()
+    assert torch.all(st.logw[has2] == -math.inf)  # zero weight, and the run went on
+    alive = torch.isfinite(st.logw).any(-1)
+    assert alive.any() and torch.all(torch.isfinite(smc.final_log_evidence(st)[alive]))
+    assert torch.all(smc.final_log_evidence(st)[~alive] == -math.inf)
+
+
+def test_smc_config_errors():
+    with pytest.raises(ValueError, match="beta=0"):
+        smc.SMCConfig(beta=0)
+    with pytest.raises(ValueError, match="resampler='bogus'"):
+        smc.SMCConfig(resampler="bogus")
