@@ -266,5 +266,95 @@ def _dllm_summary(rows: list[dict]) -> None:
             f"({100 * (float(par['accuracy']) - float(ref['accuracy'])):+.1f} points)")
 
 
+@bench_app.command("mcmc")
+@friendly_errors
+def bench_mcmc(
+    out: str = typer.Option(None, "--out", help="Output folder (default results/mcmc, or "
+                            "results/mcmc-quick with --quick)."),
+    quick: bool = typer.Option(False, "--quick", help="A reduced run (n = 4, 100 steps, 10 "
+                               "trials, small LM part) for smoke checks."),
+    skip_lm: bool = typer.Option(False, "--skip-lm", help="Skip part (c), the SmolLM2 energy "
+                                 "model."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every chain."),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
+):
+    """MCMC and SMC samplers: (a) the research log's Ising table with the i.i.d. floor and the
+    exact t-step marginal TVD, (b) QUEST / SMC / p-NCG against the exact tilted toy LM,
+    (c) SmolLM2 energy traces (mixing.png). Writes ising.csv, marginal.csv, toy.csv,
+    smollm2.csv, smollm2_traces.csv; resumes when rerun.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from parasample.bench import mcmc as bm
+    from parasample.bench import mcmc_lm as bl
+
+    torch.set_num_threads(threads)
+    if quick:
+        cfg = bm.MCMCBenchConfig(ns=(4,), betas=(0.42,), alphas=(16.0, 64.0), tries=(4,),
+                                 steps=100, trials=10, marginal_chains=2000,
+                                 marginal_times=(1, 10, 100), seed=seed)
+        lcfg = bl.LMBenchConfig(chains=2, pncg_steps=3, mtm_steps=2, quest_steps=2, n_iid=8,
+                                smc_particles=4, seed=seed)
+    else:
+        cfg, lcfg = bm.MCMCBenchConfig(seed=seed), bl.LMBenchConfig(seed=seed)
+    out_dir = Path(out or ("results/mcmc-quick" if quick else "results/mcmc"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = lambda m: console.print(f"  done: {m}", highlight=False)  # noqa: E731
+    console.print(f"bench mcmc -> {out_dir}: (a) Ising n={list(cfg.ns)}, beta={list(cfg.betas)},"
+                  f" {cfg.steps} steps x {cfg.trials} trials, alphas {list(cfg.alphas)}, tries "
+                  f"{list(cfg.tries)}, p={cfg.p}")
+    with console.status("(a) Ising table ..."):
+        rows = bm.ising_table(cfg, out_dir, progress=log)
+    tuned = bm.best_settings(rows)
+    with console.status(f"(a) t-step marginals from {cfg.marginal_chains} chains ..."):
+        marg = bm.marginal_table(cfg, tuned, out_dir, progress=log)
+    with console.status("(b) tilted toy LM ..."):
+        toy = bm.toy_table(out_dir, seed=seed, samples=1024 if quick else 4096, progress=log)
+    lm_rows = []
+    if not skip_lm:
+        with console.status("(c) SmolLM2 energy model ..."):
+            lm_rows = bl.smollm2_tables(lcfg, out_dir, progress=log)
+        bl.mixing_plot(out_dir)
+    _mcmc_summary(tuned, marg, toy, lm_rows)
+    console.print(f"wrote {out_dir}/ising.csv, marginal.csv, toy.csv"
+                  + ("" if skip_lm else ", smollm2.csv, smollm2_traces.csv, mixing.png"))
+
+
+def _mcmc_summary(tuned, marg, toy, lm_rows) -> None:
+    from rich.table import Table
+
+    t = Table("sampler", "n", "beta", "tuned alpha", "tries", "final TVD (mean +- sd)",
+              "i.i.d. floor", "accept", "wall / trial (s)", title="(a) Ising, best setting")
+    for (sampler, n, beta), r in sorted(tuned.items(), key=lambda kv: (kv[0][2], kv[0][1],
+                                                                        kv[0][0])):
+        t.add_row(sampler, str(n), str(beta), str(r["alpha"]), str(r["tries"]),
+                  f"{float(r['mean_final_tvd']):.4f} +- {float(r['std_final_tvd']):.4f}",
+                  f"{float(r['floor_tvd']):.4f}", f"{float(r['mean_accept_rate']):.1%}",
+                  f"{float(r['mean_wallclock']):.2f}")
+    console.print(t)
+    m = Table("sampler", "n", "beta", "t", "TVD of t-step marginal", "floor (chains)",
+              title="(a) exact t-step marginal")
+    for r in marg:
+        m.add_row(r["sampler"], str(r["n"]), str(r["beta"]), str(r["t"]),
+                  f"{float(r['tvd']):.4f}", f"{float(r['floor_tvd']):.4f}")
+    console.print(m)
+    b = Table("sampler", "budget", "NFE / sample", "TVD to exact", "floor", title="(b) toy "
+              "tilted LM")
+    for r in toy:
+        b.add_row(r["sampler"], str(r["budget"]), str(r["nfe_per_sample"]),
+                  f"{float(r['tvd']):.4f}", f"{float(r['floor_tvd']):.4f}")
+    console.print(b)
+    if lm_rows:
+        c = Table("experiment", "sampler", "NFE / chain", "wall (s)", "accept", "mean energy",
+                  "i.i.d. energy", "mean reward", title="(c) SmolLM2-135M")
+        for r in lm_rows:
+            c.add_row(r["experiment"], r["sampler"], str(r["nfe_per_chain"]), str(r["wall_s"]),
+                      str(r["accept_rate"]), str(r["final_mean_energy"]),
+                      f"{r['iid_mean_energy']} +- {r['iid_sd_energy']}", str(r["mean_reward"]))
+        console.print(c)
+
+
 def run():  # pragma: no cover - console entry for `python -m parasample`
     sys.exit(app())

@@ -3,9 +3,10 @@
 from parasample.metrics.core import (
     empirical_distribution,
     ess,
+    iid_tvd_floor,
     pass_at_k,
     throughput,
     tvd,
 )
 
-__all__ = ["empirical_distribution", "ess", "pass_at_k", "throughput", "tvd"]
+__all__ = ["empirical_distribution", "ess", "iid_tvd_floor", "pass_at_k", "throughput", "tvd"]

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-__all__ = ["tvd", "empirical_distribution", "pass_at_k", "ess", "throughput"]
+__all__ = ["tvd", "empirical_distribution", "pass_at_k", "ess", "throughput", "iid_tvd_floor"]
 
 
 def tvd(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -53,3 +53,20 @@ def ess(log_weights: torch.Tensor) -> torch.Tensor:
 def throughput(tokens: int, seconds: float) -> float:
     """Tokens per second; 0 for an empty or instant run."""
     return tokens / seconds if seconds > 0 else 0.0
+
+
+def iid_tvd_floor(p: torch.Tensor, n: int) -> float:
+    """Expected TVD between ``p [S]`` and the histogram of ``n`` exact i.i.d. draws from it.
+
+    The sampling-error floor of any sampler judged by the TVD of n samples: 1/2 sum_i
+    E|X_i / n - p_i| with X_i ~ Binomial(n, p_i), using de Moivre's closed form of the binomial
+    mean absolute deviation, E|X - np| = 2 (k + 1) C(n, k + 1) p^(k+1) (1 - p)^(n-k), k =
+    floor(np), evaluated in log space (scipy has no vectorised binomial MAD).
+    """
+    p = p.to(torch.float64).clamp(0, 1)
+    k = torch.floor(n * p)
+    inner = (p > 0) & (p < 1) & (k + 1 <= n)
+    pp, kk = p[inner], k[inner]
+    log_mad = (math.log(2) + torch.log(kk + 1) + math.lgamma(n + 1) - torch.lgamma(kk + 2)
+               - torch.lgamma(n - kk) + (kk + 1) * torch.log(pp) + (n - kk) * torch.log1p(-pp))
+    return float(torch.exp(log_mad).sum() / (2 * n))
