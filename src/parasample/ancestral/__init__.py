@@ -7,9 +7,10 @@ from parasample.ancestral.engine import (
     StepInfo,
     generate,
     init,
+    lengths_with_eos,
     sampling_probs,
     step,
 )
 
 __all__ = ["AncestralState", "Generation", "SamplingConfig", "StepInfo", "generate", "init",
-           "sampling_probs", "step"]
+           "lengths_with_eos", "sampling_probs", "step"]

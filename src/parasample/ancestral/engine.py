@@ -19,7 +19,16 @@ import torch
 from parasample.noise import UniformSource, icdf_categorical
 
 __all__ = ["SamplingConfig", "AncestralState", "StepInfo", "Generation", "sampling_probs",
-           "init", "step", "generate"]
+           "init", "step", "generate", "lengths_with_eos"]
+
+
+def lengths_with_eos(tokens: torch.Tensor, eos_id: int | None) -> torch.Tensor:
+    """Tokens of each row up to and including its first EOS (``L`` if none): ``[B, L] -> [B]``."""
+    L = tokens.shape[1]
+    if eos_id is None:
+        return torch.full((tokens.shape[0],), L)
+    is_eos = tokens == eos_id
+    return torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, L)
 
 
 @dataclass(frozen=True)
@@ -174,10 +183,5 @@ def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
             progress(t)
         if info.n_active == 0:
             break
-    if model.eos_id is not None:
-        is_eos = state.tokens == model.eos_id  # [B, T]
-        first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, state.tokens.shape[1])
-        lengths = first
-    else:
-        lengths = torch.full((B,), state.tokens.shape[1])
-    return Generation(state.tokens, state.logprobs, lengths, nfe)
+    return Generation(state.tokens, state.logprobs, lengths_with_eos(state.tokens, model.eos_id),
+                      nfe)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 
+from parasample.ancestral import lengths_with_eos
 from parasample.bench.csvlog import ResumableCSV, write_csv
 from parasample.bench.timing import machine_fields
 from parasample.diffusion import DecodeConfig, FixedSteps, Threshold, decode
@@ -97,11 +98,10 @@ class DLLMTask(NamedTuple):
 
 def answer_tokens(tokens: torch.Tensor, eos_id: int | None) -> int:
     """Tokens before each row's first EOS, summed (EOS and padding excluded)."""
-    if eos_id is None:
-        return tokens.numel()
-    is_eos = tokens == eos_id
-    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), tokens.shape[1])
-    return int(first.sum())
+    n = lengths_with_eos(tokens, eos_id)
+    if eos_id is not None:
+        n = n - (tokens == eos_id).any(1).long()  # the EOS itself is not an answer token
+    return int(n.sum())
 
 
 def run_one(task: DLLMTask, spec: RunSpec, cfg: DLLMBenchConfig, on_batch=None) -> dict:

@@ -17,12 +17,12 @@ from typing import NamedTuple
 
 import torch
 
-from parasample.ancestral import SamplingConfig
+from parasample.ancestral import SamplingConfig, lengths_with_eos
 from parasample.ancestral import init as ar_init
 from parasample.ancestral import step as ar_step
 from parasample.mcmc.proposal import mh_accept
 
-__all__ = ["QuestState", "QuestInfo", "init", "step", "noise_dims", "sequence_lengths"]
+__all__ = ["QuestState", "QuestInfo", "init", "step", "noise_dims"]
 
 
 class QuestState(NamedTuple):
@@ -46,17 +46,9 @@ def noise_dims(length: int) -> int:
     return length + 2
 
 
-def sequence_lengths(y: torch.Tensor, eos_id: int | None) -> torch.Tensor:
-    """Tokens up to and including the first EOS (``L`` when there is none): ``[B, L] -> [B]``."""
-    if eos_id is None:
-        return torch.full((y.shape[0],), y.shape[1])
-    is_eos = y == eos_id
-    return torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, y.shape[1])
-
-
 def init(y: torch.Tensor, reward, eos_id: int | None) -> QuestState:
     """Start chains at ``y [B, L]`` (e.g. ancestral samples)."""
-    return QuestState(y, reward(y).to(torch.float64), sequence_lengths(y, eos_id))
+    return QuestState(y, reward(y).to(torch.float64), lengths_with_eos(y, eos_id))
 
 
 def _regenerate(u, keep, y, model, prompt_ids, attention_mask, sampling):
@@ -90,7 +82,7 @@ def step(u: torch.Tensor, state: QuestState, model, prompt_ids: torch.Tensor,
     y_new, nfe = _regenerate(u[:, 1:L + 1], cut, state.y, model, prompt_ids, attention_mask,
                              sampling)
     r_new = reward(y_new).to(torch.float64)
-    len_new = sequence_lengths(y_new, model.eos_id)
+    len_new = lengths_with_eos(y_new, model.eos_id)
     log_ratio = ((r_new - state.reward) / beta + torch.log(state.length.double())
                  - torch.log(len_new.double()))
     acc = mh_accept(log_ratio, u[:, L + 1])

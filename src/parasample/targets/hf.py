@@ -54,6 +54,27 @@ def smollm2_path() -> Path:
     return path
 
 
+def _prompt_ids(tokenizer, text: str, chat: bool) -> list[int]:
+    """One prompt's token ids, through the chat template when ``chat`` (instruct models)."""
+    if chat:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                             tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=not chat)["input_ids"]
+    if len(ids) == 0:
+        raise ValueError(f"prompt {text!r} tokenises to nothing; give a non-empty prompt.")
+    return ids
+
+
+def _decode_until_eos(tokenizer, ids: torch.Tensor, eos_id: int | None) -> list[str]:
+    """``ids [B, T]`` -> texts, each cut at its first EOS."""
+    out = []
+    for row in ids.tolist():
+        if eos_id is not None and eos_id in row:
+            row = row[:row.index(eos_id)]
+        out.append(tokenizer.decode(row, skip_special_tokens=True))
+    return out
+
+
 def _resolve(path: str | os.PathLike) -> tuple[str, str | None]:
     """A local model directory, or a .gguf file -> (directory, gguf file name or None)."""
     p = Path(path).expanduser()
@@ -103,16 +124,7 @@ class HFCausalLM:
         ``chat=None`` applies the tokenizer's chat template when it has one (instruct models).
         """
         chat = chat if chat is not None else bool(getattr(self.tokenizer, "chat_template", None))
-        rows = []
-        for text in prompts:
-            if chat:
-                text = self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": text}], tokenize=False,
-                    add_generation_prompt=True)
-            ids = self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
-            if len(ids) == 0:
-                raise ValueError(f"prompt {text!r} tokenises to nothing; give a non-empty prompt.")
-            rows.append(ids)
+        rows = [_prompt_ids(self.tokenizer, text, chat) for text in prompts]
         P = max(len(r) for r in rows)
         ids = torch.full((len(rows), P), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), P), dtype=torch.long)
@@ -123,12 +135,7 @@ class HFCausalLM:
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """``ids [B, T]`` -> texts, cut at the first EOS."""
-        out = []
-        for row in ids.tolist():
-            if self.eos_id is not None and self.eos_id in row:
-                row = row[:row.index(self.eos_id)]
-            out.append(self.tokenizer.decode(row, skip_special_tokens=True))
-        return out
+        return _decode_until_eos(self.tokenizer, ids, self.eos_id)
 
     # -- ARModel -----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -191,24 +198,12 @@ class HFMaskedLM:
         """One prompt -> ``[1, P]`` ids (chat template applied when the tokenizer has one)."""
         if self.tokenizer is None:
             raise ValueError("this masked LM was built without a tokenizer; pass tokenizer=...")
-        if chat and getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                      tokenize=False, add_generation_prompt=True)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids = self.tokenizer(text)["input_ids"]
-        if not ids:
-            raise ValueError(f"prompt {text!r} tokenises to nothing.")
-        return torch.tensor([ids])
+        chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
+        return torch.tensor([_prompt_ids(self.tokenizer, text, chat)])
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """``[B, G]`` -> texts cut at the first EOS."""
-        out = []
-        for row in ids.tolist():
-            if self.eos_id is not None and self.eos_id in row:
-                row = row[:row.index(self.eos_id)]
-            out.append(self.tokenizer.decode(row, skip_special_tokens=True))
-        return out
+        return _decode_until_eos(self.tokenizer, ids, self.eos_id)
 
     @torch.inference_mode()
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
