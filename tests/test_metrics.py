@@ -59,3 +59,27 @@ def test_iid_tvd_floor_matches_binomial_brute_force_and_the_seed():
     # BENCHMARKS.md: 1000 draws give about 0.047 / 0.196 / 0.971 on Ising n = 4 / 8 / 16
     floors = [iid_tvd_floor(exact_distribution(IsingChain(n, 0.42)), 1000) for n in (4, 8, 16)]
     assert floors == pytest.approx([0.047, 0.196, 0.971], abs=0.002)
+
+
+def test_passk_batches_and_iid_agree_for_independent_samples():
+    from parasample.metrics.passk import passk_batches, passk_iid
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.05, 0.3, 0.7])[:, None, None]
+    batches = torch.rand(3, 4000, 4, generator=g) < p  # R = 4000 i.i.d. batches of k = 4
+    est, se = passk_batches(batches)
+    exact = float((1 - (1 - p.flatten()) ** 4).mean())
+    assert abs(est - exact) < 0.01 and se > 0
+    iid_est, _ = passk_iid(batches.reshape(3, -1), 4)
+    assert abs(iid_est - exact) < 0.01
+
+
+def test_samples_saved_interpolates_in_log_k():
+    from parasample.metrics.passk import samples_saved
+
+    ks = [1, 2, 4, 8]
+    iid = [0.1, 0.2, 0.3, 0.4]
+    # the correlated sampler at k = 2 matches i.i.d. at k = 4: half the samples saved
+    assert samples_saved(ks, iid, [0.1, 0.3, 0.35, 0.5]) == pytest.approx(
+        [0.0, 0.5, 1 - 4 / 2**2.5, None])
+    assert samples_saved(ks, iid, [0.05, 0.2, 0.3, 0.4]) == [None, 0.0, 0.0, 0.0]

@@ -1,0 +1,69 @@
+"""pass@k for i.i.d. and correlated k-batches, and samples saved at matched pass@k.
+
+A correlated sampler's k samples are not exchangeable with i.i.d. draws, so its pass@k is not
+the unbiased subset estimator over a pool: it is estimated from R independent randomisations of
+the k-batch, ``mean_r 1[some sample of batch r is correct]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from parasample.metrics.core import pass_at_k
+
+__all__ = ["passk_iid", "passk_batches", "samples_saved"]
+
+
+def passk_iid(correct: torch.Tensor, k: int) -> tuple[float, float]:
+    """Mean over problems of the unbiased pass@k, with its standard error.
+
+    ``correct [P, n]`` bool: n i.i.d. samples per problem.
+    """
+    n = correct.shape[1]
+    per = torch.tensor([pass_at_k(n, int(c), k) for c in correct.sum(1).tolist()],
+                       dtype=torch.float64)
+    return float(per.mean()), float(per.std() / math.sqrt(len(per))) if len(per) > 1 else 0.0
+
+
+def passk_batches(correct: torch.Tensor) -> tuple[float, float]:
+    """pass@k from R independent k-batches per problem, with its standard error.
+
+    ``correct [P, R, k]`` bool. Per problem, the fraction of batches with a correct sample;
+    the SE combines the within-problem (batch) and between-problem variation by treating the
+    per-problem means as the units.
+    """
+    hit = correct.any(-1).double()  # [P, R]
+    per = hit.mean(1)  # [P]
+    P = per.numel()
+    return float(per.mean()), float(per.std() / math.sqrt(P)) if P > 1 else 0.0
+
+
+def samples_saved(ks: list[int], iid: list[float], corr: list[float]) -> list[float | None]:
+    """For each k of the correlated curve, 1 - k / k_iid where k_iid is the i.i.d. sample count
+    with the same pass@k (linear interpolation in log2 k). None where the i.i.d. curve never
+    reaches that pass@k inside the grid (or is flat there).
+
+    ``ks`` increasing; ``iid`` and ``corr`` pass@k at each k. Interpolation is written here
+    because it inverts a curve sampled on a log grid, with explicit out-of-range handling.
+    """
+    logk = np.log2(np.asarray(ks, dtype=float))
+    y = np.maximum.accumulate(np.asarray(iid, dtype=float))  # pass@k is non-decreasing in k
+    out: list[float | None] = []
+    for k, target in zip(ks, corr, strict=True):
+        if target < y[0] or target > y[-1]:
+            out.append(None)
+            continue
+        j = int(np.searchsorted(y, target, side="left"))
+        if j == 0:
+            k_iid = 2 ** logk[0]
+        elif y[j] == y[j - 1]:
+            out.append(None)
+            continue
+        else:
+            t = (target - y[j - 1]) / (y[j] - y[j - 1])
+            k_iid = 2 ** (logk[j - 1] + t * (logk[j] - logk[j - 1]))
+        out.append(1.0 - k / k_iid)
+    return out
