@@ -111,3 +111,14 @@ def test_gumbel_argmax_is_softmax_distributed(gen):
     counts = torch.bincount(y, minlength=4)
     assert counts[2] == 0
     assert chi2_pvalue(counts, torch.softmax(logits.double(), 0)) > 1e-3
+
+
+def test_icdf_many_equals_one_draw_at_a_time(gen):
+    from parasample.noise import icdf_categorical_many
+
+    probs = torch.rand(3, 5, 6, generator=gen) * (torch.rand(3, 5, 6, generator=gen) > 0.3)
+    probs[..., 0] += 0.01  # every row has mass
+    u = torch.rand(3, 5, 4, generator=gen, dtype=torch.float64)
+    many = icdf_categorical_many(probs, u)
+    one = torch.stack([icdf_categorical(probs, u[..., j]) for j in range(4)], -1)
+    assert torch.equal(many, one)

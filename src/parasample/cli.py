@@ -309,7 +309,9 @@ def bench_mcmc(
         rows = bm.ising_table(cfg, out_dir, progress=log)
     tuned = bm.best_settings(rows)
     with console.status(f"(a) t-step marginals from {cfg.marginal_chains} chains ..."):
-        marg = bm.marginal_table(cfg, tuned, out_dir, progress=log)
+        marg = bm.marginal_table(cfg, bm.best_settings(rows, cfg.marginal_max_tries,
+                                                       cfg.marginal_betas), out_dir,
+                                 progress=log)
     with console.status("(b) tilted toy LM ..."):
         toy = bm.toy_table(out_dir, seed=seed, samples=1024 if quick else 4096, progress=log)
     lm_rows = []

@@ -20,10 +20,11 @@ import torch
 from parasample.mcmc.pncg import PNCGState, init  # the state is p-NCG's
 from parasample.mcmc.proposal import (
     check_alpha_p,
-    draw,
+    draw_many,
     mh_accept,
     pncg_logits,
     seq_log_prob,
+    seq_log_prob_many,
     value_and_grad,
 )
 from parasample.noise import icdf_categorical
@@ -74,9 +75,9 @@ def step(u: torch.Tensor, state: PNCGState, target, alpha: float, p: int = 2, tr
     u_rev, u_acc = u[:, k * L + 1: (2 * k - 1) * L + 1].view(B, k - 1, L), u[:, -1]
 
     # forward tries from x
-    ys = draw(state.q_logits[:, None].expand(B, k, L, -1), u_fwd)  # [B, k, L]
+    ys = draw_many(state.q_logits, u_fwd)  # [B, k, L]
     logp_y, q_y = _evaluate(target, ys, alpha, p)
-    lq_y_given_x = seq_log_prob(state.q_logits[:, None].expand_as(q_y), ys)  # [B, k]
+    lq_y_given_x = seq_log_prob_many(state.q_logits, ys)  # [B, k]
     lq_x_given_y = seq_log_prob(q_y, state.x[:, None].expand(B, k, L))  # [B, k]
     lw_fwd = _log_weights(logp_y, lq_y_given_x, lq_x_given_y, weights)  # [B, k]
     j = icdf_categorical(torch.softmax(torch.nan_to_num(lw_fwd, nan=-torch.inf), -1), u_sel)
@@ -85,9 +86,9 @@ def step(u: torch.Tensor, state: PNCGState, target, alpha: float, p: int = 2, tr
 
     # reverse tries from y; the k-th reverse point is x itself
     if k > 1:
-        xs = draw(q_sel[:, None].expand(B, k - 1, L, -1), u_rev)  # [B, k-1, L]
+        xs = draw_many(q_sel, u_rev)  # [B, k-1, L]
         logp_xs, q_xs = _evaluate(target, xs, alpha, p)
-        lq_xs_given_y = seq_log_prob(q_sel[:, None].expand_as(q_xs), xs)
+        lq_xs_given_y = seq_log_prob_many(q_sel, xs)
         lq_y_given_xs = seq_log_prob(q_xs, y[:, None].expand(B, k - 1, L))
         lw_rev = _log_weights(logp_xs, lq_xs_given_y, lq_y_given_xs, weights)
     else:

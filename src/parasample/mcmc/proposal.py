@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from parasample.noise import icdf_categorical
+from parasample.noise import icdf_categorical, icdf_categorical_many
 
-__all__ = ["mh_accept", "value_and_grad", "pncg_logits", "draw", "seq_log_prob",
-           "check_alpha_p"]
+__all__ = ["mh_accept", "value_and_grad", "pncg_logits", "draw", "draw_many", "seq_log_prob",
+           "seq_log_prob_many", "check_alpha_p"]
 
 
 def mh_accept(log_ratio: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -69,3 +69,16 @@ def seq_log_prob(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """log q(y) = sum_i log softmax(logits_i)[y_i]: ``[B, L, V], [B, L] -> [B]``."""
     logq = torch.log_softmax(logits.to(torch.float64), dim=-1)
     return logq.gather(-1, y[..., None])[..., 0].sum(-1)
+
+
+def draw_many(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """m independent sequences from one proposal: ``logits [B, L, V]``, ``u [B, m, L]`` ->
+    ``[B, m, L]``; the softmax and CDF are computed once, not m times."""
+    probs = torch.softmax(logits.to(torch.float64), dim=-1)  # [B, L, V]
+    return icdf_categorical_many(probs, u.transpose(1, 2)).transpose(1, 2)
+
+
+def seq_log_prob_many(logits: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """log q(y_j) for m sequences under one proposal: ``[B, L, V], [B, m, L] -> [B, m]``."""
+    logq = torch.log_softmax(logits.to(torch.float64), dim=-1)  # [B, L, V]
+    return logq.gather(-1, ys.transpose(1, 2)).sum(1)  # [B, L, m] -> [B, m]

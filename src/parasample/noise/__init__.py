@@ -1,6 +1,11 @@
 """All randomness in parasample enters here (see :mod:`parasample.noise.sources`)."""
 
-from parasample.noise.categorical import EPS_UNIFORM, gumbel_argmax, icdf_categorical
+from parasample.noise.categorical import (
+    EPS_UNIFORM,
+    gumbel_argmax,
+    icdf_categorical,
+    icdf_categorical_many,
+)
 from parasample.noise.sources import (
     SOURCES,
     AntitheticSource,
@@ -21,5 +26,6 @@ __all__ = [
     "UniformSource",
     "gumbel_argmax",
     "icdf_categorical",
+    "icdf_categorical_many",
     "make_source",
 ]

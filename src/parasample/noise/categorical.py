@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["icdf_categorical", "gumbel_argmax", "EPS_UNIFORM"]
+__all__ = ["icdf_categorical", "icdf_categorical_many", "gumbel_argmax", "EPS_UNIFORM"]
 
 #: Smallest uniform used inside a log (keeps -log(-log u) finite for u = 0).
 EPS_UNIFORM = 1e-12
@@ -38,6 +38,20 @@ def icdf_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             f"icdf_categorical: probs {tuple(probs.shape)} needs u of shape "
             f"{tuple(probs.shape[:-1])}, got {tuple(u.shape)}."
         )
+    return icdf_categorical_many(probs, u.unsqueeze(-1)).squeeze(-1)
+
+
+def icdf_categorical_many(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """m inverse-CDF draws per row of ``probs [..., V]`` from ``u [..., m]`` -> ``[..., m]``.
+
+    The cumulative sum is computed once per row (multiple-try samplers draw k tries from one
+    proposal); same guarantees as :func:`icdf_categorical`.
+    """
+    if probs.shape[:-1] != u.shape[:-1]:
+        raise ValueError(
+            f"icdf_categorical_many: probs {tuple(probs.shape)} needs u of shape "
+            f"{tuple(probs.shape[:-1])} + (m,), got {tuple(u.shape)}."
+        )
     cdf = torch.cumsum(probs.to(torch.float64), dim=-1)  # [..., V]
     total = cdf[..., -1:]  # [..., 1]
     if not torch.all(torch.isfinite(total) & (total > 0)):
@@ -45,11 +59,12 @@ def icdf_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             "icdf_categorical: a row of probs sums to zero, NaN or inf; check for a logits row "
             "that is all -inf or contains NaN."
         )
-    target = (u.to(torch.float64).unsqueeze(-1) * total).contiguous()  # [..., 1]
-    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # [...]
+    target = (u.to(torch.float64) * total).contiguous()  # [..., m]
+    idx = torch.searchsorted(cdf, target, right=True)  # [..., m]
     # u * total can round up to total; the answer is then the last token with positive mass.
     positive = probs > 0
-    last = probs.shape[-1] - 1 - torch.argmax(positive.flip(-1).to(torch.int8), dim=-1)
+    last = probs.shape[-1] - 1 - torch.argmax(positive.flip(-1).to(torch.int8), dim=-1,
+                                              keepdim=True)
     return torch.minimum(idx, last)
 
 
