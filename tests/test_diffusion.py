@@ -159,3 +159,16 @@ def test_causal_model_is_not_a_masked_lm():
                                           causal=True))
     with pytest.raises(ValueError, match="not a masked LM"):
         MaskedLMAdapter(m, mask_id=11)
+
+
+def test_mask_token_is_never_proposed():
+    """Bug caught: a model whose argmax is the mask token would never finish decoding."""
+
+    class MaskLover(TableModel):
+        def logits(self, x):
+            out = super().logits(x).clone()
+            out[..., MASK] = 50.0
+            return out
+
+    out = decode(MaskLover([0.5] * 4), _prompt(), DecodeConfig(4, 4, 4, rule=Threshold(0.9)))
+    assert (out.tokens != MASK).all() and out.nfe == 4

@@ -129,6 +129,8 @@ def step(u: torch.Tensor, state: DecodeState, model, cfg: DecodeConfig
     """
     blk = _block_slice(state, cfg)
     logits = model.logits(state.x)[:, blk].to(torch.float32)  # [B, Lb, V]
+    # The mask token is never a proposal: committing it would leave the position undecided.
+    logits = logits.index_fill(-1, torch.tensor([model.mask_id]), float("-inf"))
     if cfg.temperature == 0:
         probs = torch.softmax(logits, dim=-1)
         x0 = probs.argmax(-1)  # [B, Lb]
