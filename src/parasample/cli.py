@@ -7,6 +7,7 @@ validation) are shown as one clear message and exit code 2, never as a traceback
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from enum import StrEnum
 
@@ -34,12 +35,15 @@ class Sampler(StrEnum):
 
 
 def friendly_errors(fn):
-    """Turn input errors into a one-line message and exit code 2."""
+    """Turn input errors into a one-line message and exit code 2 (set PARASAMPLE_DEBUG=1 to see
+    the full traceback instead)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError, TypeError) as e:
+            if os.environ.get("PARASAMPLE_DEBUG"):
+                raise
             err_console.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
