@@ -112,3 +112,12 @@ def test_char_tokenizer_roundtrip():
     assert len({tok.pad_id, tok.bos_id, tok.eos_id, tok.mask_id}) == 4
     with pytest.raises(ValueError, match="'X' is not in the arithmetic-chain vocabulary"):
         tok.encode("aX")
+
+
+def test_arith_value_range_knob():
+    task = ArithChainTask(n_ops=4, max_value=20)
+    for p in task.problems(300, split="train", seed=0):
+        values = [int(s.rsplit("=", 1)[1]) for s in p.solution.split(";")[:-1]]
+        assert all(0 <= v <= 20 for v in values) and str(_evaluate(p.prompt)) == p.answer
+    with pytest.raises(ValueError, match=r"max_operand=15 must be in 1..10 for max_value=20"):
+        ArithChainTask(max_value=20, max_operand=15)

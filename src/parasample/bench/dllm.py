@@ -176,9 +176,11 @@ def arith_task(model: str, n_problems: int, seed: int, n_ops: int = 4) -> DLLMTa
 
     lm = load_dllm(model)
     tok = CharTokenizer()
-    task = ArithChainTask(n_ops=n_ops)
+    # held-out problems of the task the checkpoint was trained on (its value range)
+    max_value = lm.train_config.get("max_value", 99)
+    task = ArithChainTask(n_ops=n_ops, max_value=max_value)
     return DLLMTask(
-        name=f"arith{n_ops}", model_name=Path(model).stem, model=lm,
+        name=f"arith{n_ops}-v{max_value}", model_name=Path(model).stem, model=lm,
         problems=task.problems(n_problems, split="test", seed=seed),
         encode=lambda ps: encode_prompts([p.prompt for p in ps], tok),
         texts=lambda toks: [tok.decode(r) for r in toks],

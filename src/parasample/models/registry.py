@@ -44,6 +44,8 @@ def load_checkpoint(name: str) -> tuple[TinyTransformer, dict]:
 @functools.lru_cache(maxsize=4)
 def load_dllm(name: str = DEFAULT_DLLM) -> MaskedLMAdapter:
     """The shipped masked-diffusion LM as a MaskedModel (cached per process)."""
-    model, _ = load_checkpoint(name)
+    model, saved = load_checkpoint(name)
     tok = CharTokenizer()
-    return MaskedLMAdapter(model, mask_id=tok.mask_id, eos_id=tok.eos_id, tokenizer=tok)
+    adapter = MaskedLMAdapter(model, mask_id=tok.mask_id, eos_id=tok.eos_id, tokenizer=tok)
+    adapter.train_config = saved.get("train_config", {})  # the task it was trained on
+    return adapter

@@ -40,7 +40,7 @@ __all__ = ["DLLMTrainConfig", "masked_diffusion_loss", "train_dllm", "export_che
 class DLLMTrainConfig:
     """Everything that determines the trained weights (with the seed)."""
 
-    steps: int = 4000
+    steps: int = 2500
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 200
@@ -54,7 +54,8 @@ class DLLMTrainConfig:
     pad_weight: float = 0.1
     prefix_prob: float = 0.5
     max_ops: int = 4
-    curriculum_frac: float = 0.3
+    max_value: int = 20  # values 0..20: ~570 (value, op, operand) facts, 4 chained operations
+    curriculum_frac: float = 0.15
     eps: float = 1e-3
     seed: int = 0
 
@@ -104,7 +105,7 @@ def _batch(step: int, cfg: DLLMTrainConfig, tok: CharTokenizer, g: torch.Generat
     probs = []
     for _ in range(cfg.batch_size):
         n_ops = int(torch.randint(1, top + 1, (1,), generator=g))
-        task = ArithChainTask(n_ops=n_ops)
+        task = ArithChainTask(n_ops=n_ops, max_value=cfg.max_value)
         while True:  # training split only: held-out prompts are never trained on
             p = task.sample(g)
             if not task.is_test(p.prompt):
@@ -154,7 +155,8 @@ def train_dllm(cfg: DLLMTrainConfig, state_path: Path, *, progress=None, log=Non
             log(f"resuming from step {state['step']} ({state_path})")
 
     eg = torch.Generator().manual_seed(10_000 + cfg.seed)
-    eval_probs = ArithChainTask(n_ops=cfg.max_ops).problems(128, split="test", seed=cfg.seed)
+    eval_probs = ArithChainTask(n_ops=cfg.max_ops, max_value=cfg.max_value).problems(
+        128, split="test", seed=cfg.seed)
     ea, el = encode_answers(eval_probs, tok, cfg.short_gen)
     eval_batch = (encode_prompts([p.prompt for p in eval_probs], tok), ea, el,
                   torch.rand(ea.shape, generator=eg) < 0.5)

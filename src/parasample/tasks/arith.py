@@ -6,9 +6,10 @@ A problem chains ``n_ops`` operations on single-letter variables::
     solution:  b=7+5=12;c=12*3=36;d=36-4=32;#32
 
 The solution is a worked trace (substitute, compute, carry on) ending in ``#<answer>``. Values
-stay in [0, MAX_VALUE] so every step is a small, learnable computation; ``n_ops`` is the
-difficulty knob. Problems are split into train and held-out test by a stable hash of the
-prompt, so no test prompt is ever a training prompt, whatever the seeds.
+stay in [0, max_value] so every step is one of a bounded set of arithmetic facts; ``n_ops`` (the
+chain length) and ``max_value`` (the size of the fact table) are the difficulty knobs.
+Problems are split into train and held-out test by a stable hash of the prompt, so no test
+prompt is ever a training prompt, whatever the seeds.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = ["ArithProblem", "ArithChainTask", "CharTokenizer", "PAD", "BOS", "EOS
            "extract_arith_answer"]
 
 PAD, BOS, EOS, MASK = "<pad>", "<bos>", "<eos>", "<mask>"
-MAX_VALUE = 99
+MAX_VALUE = 99  # the largest value the tokenizer's task format is designed for
 _VARS = string.ascii_lowercase
 
 
@@ -54,28 +55,34 @@ class ArithChainTask:
     Attributes:
         n_ops: chained operations per problem (difficulty), 1..25.
         max_operand: operands are drawn from 1..max_operand.
+        max_value: every intermediate value lies in 0..max_value.
     """
 
     n_ops: int = 4
     max_operand: int = 9
+    max_value: int = MAX_VALUE
 
     def __post_init__(self):
         if not 1 <= self.n_ops <= len(_VARS) - 1:
             raise ValueError(f"n_ops={self.n_ops} must be in 1..{len(_VARS) - 1}.")
-        if not 1 <= self.max_operand <= MAX_VALUE:
-            raise ValueError(f"max_operand={self.max_operand} must be in 1..{MAX_VALUE}.")
+        if not 2 <= self.max_value <= MAX_VALUE:
+            raise ValueError(f"max_value={self.max_value} must be in 2..{MAX_VALUE}.")
+        if not 1 <= self.max_operand <= (self.max_value + 1) // 2:
+            # beyond that, some value would admit no operation that stays in range
+            raise ValueError(f"max_operand={self.max_operand} must be in 1.."
+                             f"{(self.max_value + 1) // 2} for max_value={self.max_value}.")
 
     def sample(self, generator: torch.Generator) -> ArithProblem:
         """One problem (train or test: use :meth:`problems` for a split)."""
         def randint(lo, hi):  # inclusive
             return int(torch.randint(lo, hi + 1, (1,), generator=generator))
 
-        value = randint(0, MAX_VALUE // 4)
+        value = randint(0, self.max_value // 4 if self.max_value >= 40 else self.max_value)
         prompt, trace = [f"a={value}"], []
         for i in range(1, self.n_ops + 1):
             operand = randint(1, self.max_operand)
             ops = [op for op, res in (("+", value + operand), ("-", value - operand),
-                                      ("*", value * operand)) if 0 <= res <= MAX_VALUE]
+                                      ("*", value * operand)) if 0 <= res <= self.max_value]
             op = ops[randint(0, len(ops) - 1)]
             new = {"+": value + operand, "-": value - operand, "*": value * operand}[op]
             prev, var = _VARS[i - 1], _VARS[i]
