@@ -172,3 +172,25 @@ def test_mask_token_is_never_proposed():
 
     out = decode(MaskLover([0.5] * 4), _prompt(), DecodeConfig(4, 4, 4, rule=Threshold(0.9)))
     assert (out.tokens != MASK).all() and out.nfe == 4
+
+
+def test_decoding_through_a_random_hf_masked_lm():
+    """The real-model path: an HF masked LM (BERT, randomly initialised from a config) through
+    HFMaskedLM, with both rules, batched == per example."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from parasample.targets.hf import HFMaskedLM
+
+    torch.manual_seed(0)  # weight init of a throwaway model
+    cfg = BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=40)
+    lm = HFMaskedLM(BertForMaskedLM(cfg), mask_id=3)
+    prompts = torch.randint(4, 30, (3, 8), generator=torch.Generator().manual_seed(0))
+    for rule, steps in ((Threshold(0.5), 2), (FixedSteps(), 16)):
+        dc = DecodeConfig(gen_length=16, block_length=8, steps=steps, rule=rule)
+        out = decode(lm, prompts, dc)
+        assert out.tokens.shape == (3, 16) and (out.tokens != 3).all()
+        single = torch.cat([decode(lm, prompts[i:i + 1], dc).tokens for i in range(3)])
+        assert torch.equal(out.tokens, single)
+    with pytest.raises(ValueError, match="exceeds the model's context of 40"):
+        decode(lm, torch.zeros(1, 30, dtype=torch.long), DecodeConfig(16, 8, 2))
