@@ -25,7 +25,7 @@ from parasample.ancestral import step as ar_step
 from parasample.metrics import ess
 from parasample.smc.resampling import RESAMPLERS
 
-__all__ = ["SMCConfig", "SMCState", "SMCInfo", "init", "step", "noise_dims"]
+__all__ = ["SMCConfig", "SMCState", "SMCInfo", "init", "step", "noise_dims", "final_log_evidence"]
 
 
 @dataclass(frozen=True)
