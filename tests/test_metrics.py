@@ -83,3 +83,36 @@ def test_samples_saved_interpolates_in_log_k():
     assert samples_saved(ks, iid, [0.1, 0.3, 0.35, 0.5]) == pytest.approx(
         [0.0, 0.5, 1 - 4 / 2**2.5, None])
     assert samples_saved(ks, iid, [0.05, 0.2, 0.3, 0.4]) == [None, 0.0, 0.0, 0.0]
+
+
+def test_per_problem_passk_matches_the_pooled_estimators():
+    from parasample.metrics.passk import passk_batches, passk_iid, per_problem_passk
+
+    g = torch.Generator().manual_seed(1)
+    correct = torch.rand(5, 3, 8, generator=g) < torch.tensor([0.0, 0.1, 0.4, 0.8, 1.0])[
+        :, None, None]
+    ks = [1, 2, 4, 8]
+    iid = per_problem_passk(correct, ks, iid=True)
+    corr = per_problem_passk(correct, ks, iid=False)
+    for j, k in enumerate(ks):
+        assert float(iid[:, j].mean()) == pytest.approx(passk_iid(correct.reshape(5, 24), k)[0])
+        assert float(corr[:, j].mean()) == pytest.approx(passk_batches(correct[:, :, :k])[0])
+    assert torch.all(iid[:, 1:] >= iid[:, :-1]) and torch.all(corr[:, 1:] >= corr[:, :-1])
+    with pytest.raises(ValueError, match="k=16 exceeds the 8 samples per batch"):
+        per_problem_passk(correct, [16], iid=True)
+
+
+def test_samples_saved_bootstrap_is_zero_for_equal_curves_and_positive_for_better_ones():
+    from parasample.metrics.passk import samples_saved_bootstrap
+
+    ks = [1, 2, 4, 8]
+    base = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.3, 0.5, 0.6, 0.7], [0.0, 0.1, 0.2, 0.3]],
+                        dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    saved, se, head, head_se = samples_saved_bootstrap(ks, base, base, n_boot=50, generator=g)
+    assert saved == [0.0, 0.0, 0.0, 0.0] and head == 0.0 and head_se == 0.0
+    better = torch.cat([base[:, :1], base[:, 2:], base[:, -1:] + 0.05], dim=1)  # k does 2k's job
+    saved, se, head, head_se = samples_saved_bootstrap(ks, base, better, n_boot=50, generator=g)
+    assert saved[1] == pytest.approx(0.5) and saved[2] == pytest.approx(0.5)
+    assert saved[3] is None  # beyond the i.i.d. grid: not extrapolated
+    assert head == pytest.approx(0.5) and head_se is not None and head_se >= 0

@@ -104,9 +104,8 @@ def sample(
     with console.status(f"loading {model} ..."):
         lm = load_ar_model(model)
     ids, mask = lm.encode_prompts([prompt], chat=None if chat else False)
-    ids, mask = ids.expand(k, -1), mask.expand(k, -1)
     with console.status(f"sampling {k} x {max_new_tokens} tokens ({sampler.value}) ..."):
-        out = generate(lm, ids, mask, source, config)
+        out = generate(lm, ids, mask, source, config, samples_per_prompt=k)
     for i, text in enumerate(lm.decode(out.tokens)):
         console.rule(f"sample {i + 1}/{k}  ({int(out.lengths[i])} tokens, "
                      f"log q = {float(out.logprobs[i].sum()):.2f})")
@@ -135,11 +134,14 @@ def models():
 
         meta = torch.load(ckpt, map_location="cpu", weights_only=False)
         tc, last = meta.get("train_config", {}), (meta.get("history") or [{}])[-1]
-        table.add_row(ckpt.stem, f"masked diffusion LM, {tc.get('n_layers')} layers x d="
-                      f"{tc.get('d_model')}, arithmetic chains (values <= {tc.get('max_value')})",
-                      "shipped", f"{ckpt.name}: `parasample train dllm` seed {tc.get('seed')}, "
+        causal = meta["model_config"].get("causal", False)
+        kind, cmd = ("causal LM", "ar") if causal else ("masked diffusion LM", "dllm")
+        metric = ", ".join(f"{k} {v}" for k, v in last.items() if k.startswith("heldout"))
+        table.add_row(ckpt.stem, f"{kind}, {tc.get('n_layers')} layers x d={tc.get('d_model')}, "
+                      f"arithmetic chains (values <= {tc.get('max_value')})", "shipped",
+                      f"{ckpt.name}: `parasample train {cmd}` seed {tc.get('seed')}, "
                       f"{meta.get('step')} steps, {meta.get('elapsed_s', 0) / 60:.0f} min, "
-                      f"held-out token acc {last.get('heldout_token_acc')}")
+                      f"{metric}")
     table.add_row("PATH", "causal or masked LM", "-", "any local HF directory or .gguf file")
     console.print(table)
 
@@ -149,43 +151,73 @@ train_app = typer.Typer(help="Train the small models parasample ships (reproduci
 app.add_typer(train_app, name="train")
 
 
-@train_app.command("dllm")
-@friendly_errors
-def train_dllm_cmd(
-    steps: int = typer.Option(2500, help="Optimiser steps (batch 64; about 0.8 s each on 2 "
-                              "cores)."),
-    seed: int = typer.Option(0, help="Seed of the weights and of every data draw."),
-    state: str = typer.Option("results/train/dllm-arith.state.pt", help="Full training state "
-                              "(weights, optimiser, RNG, curve), saved every 250 steps and on "
-                              "Ctrl-C; rerunning the same command resumes from it."),
-    export: str = typer.Option("src/parasample/models/checkpoints/dllm-arith.pt", help="Where to "
-                               "write the small shipped checkpoint (float16) when training ends."),
-    threads: int = typer.Option(2, help="torch CPU threads."),
-):
-    """Train the masked-diffusion LM on the arithmetic-chain task (LLaDA objective).
-
-    Defaults reproduce the shipped checkpoint `dllm-arith`.
-    """
+def _train(kind: str, cfg, train_fn, state: str, export: str, threads: int) -> None:
+    """Shared by the train commands: progress bar, SIGTERM-as-Ctrl-C, export at the end."""
     import signal
     from pathlib import Path
 
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from parasample.models.train_dllm import DLLMTrainConfig, export_checkpoint, train_dllm
+    from parasample.models.trainer import export_checkpoint
 
     torch.set_num_threads(threads)
     # `kill` (SIGTERM) stops training like Ctrl-C: the state is saved and the run resumes later
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    cfg = DLLMTrainConfig(steps=steps, seed=seed)
-    with Progress(TextColumn("train dllm"), BarColumn(), TextColumn("{task.completed}/{task.total}"
-                  " loss {task.fields[loss]:.3f}"), TimeRemainingColumn(),
-                  console=console) as bar:
-        task = bar.add_task("train", total=steps, loss=float("nan"))
-        train_dllm(cfg, Path(state), log=lambda m: bar.console.print(m, highlight=False),
-                   progress=lambda i, n, m: bar.update(task, completed=i, loss=m["loss"]))
+    with Progress(TextColumn(f"train {kind}"), BarColumn(), TextColumn(
+                  "{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("train", total=cfg.steps, loss=float("nan"))
+        train_fn(cfg, Path(state), log=lambda m: bar.console.print(m, highlight=False),
+                 progress=lambda i, n, m: bar.update(task, completed=i, loss=m["loss"]))
     out = export_checkpoint(Path(state), Path(export))
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+STATE_HELP = ("Full training state (weights, optimiser, RNG, curve), saved every 250 steps and on "
+              "Ctrl-C; rerunning the same command resumes from it.")
+EXPORT_HELP = "Where to write the small shipped checkpoint (float16) when training ends."
+
+
+@train_app.command("dllm")
+@friendly_errors
+def train_dllm_cmd(
+    steps: int = typer.Option(None, help="Optimiser steps (batch 64; about 0.9 s each on 2 "
+                              "cores). Default: the shipped model's 4000."),
+    seed: int = typer.Option(0, help="Seed of the weights and of every data draw."),
+    state: str = typer.Option("results/train/dllm-arith.state.pt", help=STATE_HELP),
+    export: str = typer.Option("src/parasample/models/checkpoints/dllm-arith.pt",
+                               help=EXPORT_HELP),
+    threads: int = typer.Option(2, help="torch CPU threads."),
+):
+    """Train the masked-diffusion LM on the arithmetic-chain task (LLaDA objective).
+
+    Defaults reproduce the shipped checkpoint `dllm-arith`.
+    """
+    from parasample.models.train_dllm import DLLMTrainConfig, train_dllm
+
+    cfg = DLLMTrainConfig(seed=seed) if steps is None else DLLMTrainConfig(steps=steps, seed=seed)
+    _train("dllm", cfg, train_dllm, state, export, threads)
+
+
+@train_app.command("ar")
+@friendly_errors
+def train_ar_cmd(
+    steps: int = typer.Option(None, help="Optimiser steps (batch 64). Default: the shipped "
+                              "model's budget, which stops with pass@1 inside (0.2, 0.8)."),
+    seed: int = typer.Option(0, help="Seed of the weights and of every data draw."),
+    state: str = typer.Option("results/train/ar-arith.state.pt", help=STATE_HELP),
+    export: str = typer.Option("src/parasample/models/checkpoints/ar-arith.pt", help=EXPORT_HELP),
+    threads: int = typer.Option(2, help="torch CPU threads."),
+):
+    """Train the small causal LM on the arithmetic-chain task (for `bench passk`).
+
+    Defaults reproduce the shipped checkpoint `ar-arith`.
+    """
+    from parasample.models.train_ar import ARTrainConfig, train_ar
+
+    cfg = ARTrainConfig(seed=seed) if steps is None else ARTrainConfig(steps=steps, seed=seed)
+    _train("ar", cfg, train_ar, state, export, threads)
 
 
 bench_app = typer.Typer(help="Benchmarks: each runs on embedded defaults, shows progress, writes "
@@ -284,6 +316,127 @@ def _dllm_summary(rows: list[dict]) -> None:
             f"throughput of one token per step (stage2-S256), accuracy "
             f"{float(par['accuracy']):.3f} vs {float(ref['accuracy']):.3f} "
             f"({100 * (float(par['accuracy']) - float(ref['accuracy'])):+.1f} points)")
+
+
+@bench_app.command("passk")
+@friendly_errors
+def bench_passk(
+    k_max: int = typer.Option(64, "--k-max", help="Largest k, a power of two (Sobol and lattice "
+                              "batches need one); pass@k for k = 1, 2, 4, ..., k-max."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Softmax temperature "
+                                      "(> 0), the same for every sampler."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus mass in (0, 1], the same for every "
+                                "sampler."),
+    ar_problems: int = typer.Option(128, "--ar-problems", help="Held-out arithmetic chains for "
+                                    "the shipped small AR model (0 skips it)."),
+    ar_batches: int = typer.Option(4, "--ar-batches", help="Independent k-max batches per chain "
+                                   "problem (R)."),
+    add_problems: int = typer.Option(32, "--add-problems", help="Two-number additions for "
+                                     "SmolLM2 (0 skips them)."),
+    gsm8k_problems: int = typer.Option(3, "--gsm8k-problems", help="GSM8K test problems for "
+                                       "SmolLM2 (0 skips them; about 4 min each on 2 cores)."),
+    gsm8k_tokens: int = typer.Option(128, "--gsm8k-tokens", help="SmolLM2's answer budget on "
+                                     "GSM8K (max new tokens, >= 1)."),
+    data: str = typer.Option(None, "--data", help="GSM8K test JSONL (default: "
+                             "../shared/data/gsm8k/test.jsonl or $PARASAMPLE_GSM8K)."),
+    ar_model: str = typer.Option("ar-arith", "--ar-model", help="Shipped AR checkpoint name or a "
+                                 ".pt file from `parasample train ar`."),
+    skip_throughput: bool = typer.Option(False, "--skip-throughput", help="Skip the engine vs "
+                                         "transformers.generate timing (throughput.csv)."),
+    out: str = typer.Option(None, "--out", help="Output folder (default results/passk, or "
+                            "results/passk-quick with --quick)."),
+    quick: bool = typer.Option(False, "--quick", help="A reduced run (k <= 8, a few problems, no "
+                               "GSM8K) for smoke checks, about a minute."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the problems and of every source."),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
+):
+    """Correlated parallel sampling: pass@k of i.i.d., scrambled Sobol, shifted lattice and
+    antithetic samples on (a) the shipped small AR model on arithmetic chains, (b) SmolLM2 on
+    two-number addition, (c) SmolLM2 on GSM8K.
+
+    Writes passk.csv, summary.csv (samples saved at matched pass@k, bootstrap SE), throughput.csv
+    (our engine vs transformers generate at the same batch and length) and passk.png; resumes
+    when rerun.
+    """
+    from pathlib import Path
+
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from parasample.bench import passk as bp
+    from parasample.bench.plots import passk_plot
+
+    torch.set_num_threads(threads)
+    kw = dict(k_max=k_max, temperature=temperature, top_p=top_p, ar_problems=ar_problems,
+              ar_batches=ar_batches, add_problems=add_problems, gsm8k_problems=gsm8k_problems,
+              gsm8k_tokens=gsm8k_tokens, seed=seed)
+    if quick:
+        defaults = bp.PasskBenchConfig()
+        cfg = bp.PasskBenchConfig.quick(**{k: v for k, v in kw.items()
+                                           if v != getattr(defaults, k)})
+    else:
+        cfg = bp.PasskBenchConfig(**kw)
+    out_dir = Path(out or ("results/passk-quick" if quick else "results/passk"))
+    with console.status("loading models and problems ..."):
+        tasks = [bp.ar_chain_task(cfg.ar_problems, cfg.ar_batches, seed, ar_model)
+                 if cfg.ar_problems else None,
+                 bp.smollm2_add_task(cfg.add_problems, seed) if cfg.add_problems else None,
+                 bp.smollm2_gsm8k_task(cfg.gsm8k_problems, cfg.gsm8k_tokens, data)
+                 if cfg.gsm8k_problems else None]
+        tasks = [t for t in tasks if t is not None]
+        lm = None if skip_throughput else load_ar_model("smollm2")
+    for t in tasks:
+        console.print(f"  {t.model_name} on {t.name}: {len(t.problems)} problems x "
+                      f"{t.batches} batch(es) x k={cfg.k_max} samples x {len(bp.SAMPLERS)} "
+                      f"samplers, <= {t.max_new_tokens} new tokens", highlight=False)
+    console.print(f"bench passk: k = {cfg.ks}, temperature {cfg.temperature}, top-p {cfg.top_p}, "
+                  f"{threads} threads -> {out_dir}", highlight=False)
+    rows_total = sum(len(t.problems) * t.batches * cfg.k_max for t in tasks) * len(bp.SAMPLERS)
+    runs_total = 0 if lm is None else cfg.throughput_reps * (len(bp.SAMPLERS) + 2)
+    prompt = "What is the sum of the first ten positive integers? Explain briefly."
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        jobs = {"rows": bar.add_task("samples", total=rows_total),
+                "runs": bar.add_task("timing runs", total=runs_total)}
+        heads = bp.run_benchmark(cfg, out_dir, tasks, throughput_lm=lm,
+                                 throughput_prompt=prompt,
+                                 progress=lambda kind, n: bar.advance(jobs[kind], n))
+    path = passk_plot(out_dir)
+    _passk_summary(out_dir, heads)
+    console.print(f"wrote {out_dir}/passk.csv, summary.csv"
+                  + ("" if lm is None else ", throughput.csv") + (f", {path}" if path else ""))
+
+
+def _passk_summary(out_dir, heads) -> None:
+    from rich.table import Table
+
+    from parasample.bench.csvlog import read_csv
+
+    t = Table("model", "task", "sampler", "pass@1", "pass@k_max", "distinct @k_max",
+              "samples saved (mean over k >= 2)", title="bench passk")
+    rows = read_csv(out_dir / "passk.csv")
+    for r in rows:
+        if int(r["k"]) != max(int(x["k"]) for x in rows):
+            continue
+        p1 = next(x for x in rows if (x["model"], x["task"], x["sampler"], x["k"]) ==
+                  (r["model"], r["task"], r["sampler"], "1"))
+        head, se = heads.get((r["model"], r["task"]), {}).get(r["sampler"], (None, None))
+        saved = "-" if r["sampler"] == "iid" else (
+            "n/a (outside the i.i.d. curve)" if head is None else
+            f"{head:.1%} +- {se:.1%}" if se is not None else f"{head:.1%}")
+        t.add_row(r["model"], r["task"], r["sampler"], f"{float(p1['pass_at_k']):.3f}",
+                  f"{float(r['pass_at_k']):.3f} +- {float(r['stderr']):.3f}",
+                  r["distinct_answers"], saved)
+    console.print(t)
+    tp = read_csv(out_dir / "throughput.csv")
+    if tp:
+        t2 = Table("engine", "prefill", "sampler", "tokens/s", "vs transformers", "wall vs iid",
+                   title=f"throughput (SmolLM2, batch {tp[0]['batch_size']}, "
+                         f"{tp[0]['new_tokens']} new tokens, median of {tp[0]['reps']})")
+        for r in tp:
+            t2.add_row(r["engine"], r["prefill"], r["sampler"], r["tokens_per_s"],
+                       f"{float(r['ratio_vs_hf']):.2f}x", r["wall_vs_iid"] or "-")
+        console.print(t2)
 
 
 @bench_app.command("mcmc")

@@ -39,11 +39,14 @@ class SamplingConfig:
         temperature: logits are divided by it; must be > 0 (use a small value for near-greedy).
         top_p: nucleus mass in (0, 1]; 1 disables it.
         max_new_tokens: tokens generated per row (rows stop early at EOS).
+        ignore_eos: EOS is an ordinary token and every row runs max_new_tokens (fixed-length
+            timing, as ``min_new_tokens`` does in transformers).
     """
 
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 64
+    ignore_eos: bool = False
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -141,7 +144,7 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
     if forced is not None:
         tok = torch.where(forced >= 0, forced, tok)
     logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]  # [B]
-    eos = model.eos_id
+    eos = None if config.ignore_eos else model.eos_id
     if eos is not None:
         tok = torch.where(state.done, eos, tok)
         logq = torch.where(state.done, 0.0, logq)
@@ -161,19 +164,37 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
 
 
 def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
-             source: UniformSource, config: SamplingConfig, *, progress=None) -> Generation:
-    """Sample up to ``config.max_new_tokens`` tokens for every row of ``prompt_ids [B, P]``.
+             source: UniformSource, config: SamplingConfig, *, samples_per_prompt: int = 1,
+             progress=None) -> Generation:
+    """Sample up to ``config.max_new_tokens`` tokens, ``samples_per_prompt`` rows per prompt of
+    ``prompt_ids [P, L]``.
 
-    ``source.n`` must equal B; step t consumes dimension t of the source for every row (finished
-    rows too, so dimensions stay aligned across rows). Stops when every row has emitted EOS.
-    ``progress``, if given, is called with the step index after each step (the harness uses it
-    for progress bars; the engine itself never prints).
+    Each prompt is prefilled once and its KV cache repeated, so the output has
+    ``B = P * samples_per_prompt`` rows, prompt-major (row ``p * samples_per_prompt + j`` is
+    sample j of prompt p). ``source.n`` must equal B, and its correlated groups of ``source.k``
+    rows then fall inside one prompt's samples when ``source.k`` divides samples_per_prompt.
+    Step t consumes dimension t of the source for every row (finished rows too, so dimensions
+    stay aligned across rows). Stops when every row has emitted EOS. ``progress``, if given, is
+    called with the step index after each step (the engine itself never prints).
     """
-    B = prompt_ids.shape[0]
+    P = prompt_ids.shape[0]
+    if not (isinstance(samples_per_prompt, int) and samples_per_prompt >= 1):
+        raise ValueError(f"samples_per_prompt={samples_per_prompt} must be an integer >= 1.")
+    B = P * samples_per_prompt
+    limit = getattr(model, "max_length", None)
+    if limit is not None and prompt_ids.shape[1] + config.max_new_tokens - 1 > limit:
+        raise ValueError(f"a prompt of {prompt_ids.shape[1]} tokens plus max_new_tokens="
+                         f"{config.max_new_tokens} does not fit the model's context of {limit} "
+                         "tokens; shorten the prompt or lower max_new_tokens.")
     if source.n != B:
-        raise ValueError(f"the uniform source serves {source.n} rows but there are {B} prompts "
-                         "rows; build the source with n = number of rows.")
+        raise ValueError(f"the uniform source serves {source.n} rows but there are {P} prompts x "
+                         f"{samples_per_prompt} samples = {B} rows; build the source with n={B}.")
     state, nfe = init(model, prompt_ids, attention_mask), 1
+    if samples_per_prompt > 1:
+        rows = torch.arange(P).repeat_interleave(samples_per_prompt)  # [B]
+        state = state._replace(tokens=state.tokens[rows], logprobs=state.logprobs[rows],
+                               logits=state.logits[rows], cache=model.reorder(state.cache, rows),
+                               done=state.done[rows])
     for t in range(config.max_new_tokens):
         u = source.uniform()  # [B]
         last = t == config.max_new_tokens - 1
@@ -183,5 +204,5 @@ def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
             progress(t)
         if info.n_active == 0:
             break
-    return Generation(state.tokens, state.logprobs, lengths_with_eos(state.tokens, model.eos_id),
-                      nfe)
+    eos = None if config.ignore_eos else model.eos_id
+    return Generation(state.tokens, state.logprobs, lengths_with_eos(state.tokens, eos), nfe)

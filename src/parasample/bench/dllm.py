@@ -178,7 +178,8 @@ def arith_task(model: str, n_problems: int, seed: int, n_ops: int = 4) -> DLLMTa
     tok = CharTokenizer()
     # held-out problems of the task the checkpoint was trained on (its value range)
     max_value = lm.train_config.get("max_value", 99)
-    task = ArithChainTask(n_ops=n_ops, max_value=max_value)
+    task = ArithChainTask(n_ops=n_ops, max_operand=lm.train_config.get("max_operand", 9),
+                          max_value=max_value)
     return DLLMTask(
         name=f"arith{n_ops}-v{max_value}", model_name=Path(model).stem, model=lm,
         problems=task.problems(n_problems, split="test", seed=seed),

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from parasample.bench.csvlog import read_csv  # noqa: E402
 
-__all__ = ["ACC_COLOR", "TPUT_COLOR", "dual_axis_plot", "dllm_plots"]
+__all__ = ["ACC_COLOR", "TPUT_COLOR", "dual_axis_plot", "dllm_plots", "passk_plot"]
 
 # One colour per quantity, the same in every chart (guide: "identical colour/order").
 ACC_COLOR, TPUT_COLOR = "tab:blue", "tab:orange"
@@ -60,3 +60,39 @@ def dllm_plots(out: Path, label: str = "") -> list[Path]:
         paths.append(dual_axis_plot(s2, "steps", f"L-S: step sweep, B = 32, fixed steps {label}",
                                     out / "L-S.png"))
     return paths
+
+
+SAMPLER_STYLE = {"iid": ("black", "o-"), "sobol": ("tab:blue", "s-"),
+                 "lattice": ("tab:green", "^-"), "antithetic": ("tab:red", "v-")}
+
+
+def passk_plot(out: Path) -> Path | None:
+    """``passk.png`` from ``out/passk.csv``: pass@k against k (log2), one line per sampler with
+    +- 1 SE bars, one panel per model/task."""
+    rows = read_csv(out / "passk.csv")
+    panels = list(dict.fromkeys((r["model"], r["task"]) for r in rows))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4), squeeze=False)
+    for ax, (model, task) in zip(axes[0], panels, strict=True):
+        for sampler in dict.fromkeys(r["sampler"] for r in rows):
+            sel = sorted((r for r in rows if (r["model"], r["task"], r["sampler"]) ==
+                          (model, task, sampler)), key=lambda r: int(r["k"]))
+            if not sel:
+                continue
+            color, style = SAMPLER_STYLE.get(sampler, ("gray", "x-"))
+            ax.errorbar([int(r["k"]) for r in sel], [float(r["pass_at_k"]) for r in sel],
+                        yerr=[float(r["stderr"]) for r in sel], fmt=style, color=color,
+                        label=sampler, markersize=4, capsize=2, linewidth=1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k (log2)")
+        ax.set_ylabel("pass@k")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{model} on {task} ({sel[0]['n_problems']} problems)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "passk.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

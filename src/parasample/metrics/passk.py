@@ -14,7 +14,8 @@ import torch
 
 from parasample.metrics.core import pass_at_k
 
-__all__ = ["passk_iid", "passk_batches", "samples_saved"]
+__all__ = ["passk_iid", "passk_batches", "per_problem_passk", "samples_saved",
+           "samples_saved_bootstrap"]
 
 
 def passk_iid(correct: torch.Tensor, k: int) -> tuple[float, float]:
@@ -67,3 +68,54 @@ def samples_saved(ks: list[int], iid: list[float], corr: list[float]) -> list[fl
             k_iid = 2 ** (logk[j - 1] + t * (logk[j] - logk[j - 1]))
         out.append(1.0 - k / k_iid)
     return out
+
+
+def per_problem_passk(correct: torch.Tensor, ks: list[int], iid: bool) -> torch.Tensor:
+    """``correct [P, R, K]`` bool (R batches of K samples per problem) -> ``[P, len(ks)]``.
+
+    i.i.d. samples: the unbiased estimator over all R * K samples of a problem. A correlated
+    sampler: the fraction of its R batches whose first k samples contain a correct one (every
+    power-of-two prefix of a batch is itself a batch of that sampler, see the noise sources).
+    """
+    P, R, K = correct.shape
+    if max(ks) > K:
+        raise ValueError(f"k={max(ks)} exceeds the {K} samples per batch.")
+    if iid:
+        c = correct.reshape(P, R * K).sum(1).tolist()
+        return torch.tensor([[pass_at_k(R * K, int(ci), k) for k in ks] for ci in c],
+                            dtype=torch.float64)
+    return torch.stack([correct[:, :, :k].any(-1).double().mean(1) for k in ks], dim=1)
+
+
+def samples_saved_bootstrap(ks: list[int], iid: torch.Tensor, corr: torch.Tensor, *,
+                            n_boot: int, generator: torch.Generator
+                            ) -> tuple[list[float | None], list[float | None], float | None,
+                                       float | None]:
+    """Samples saved per k with bootstrap standard errors, and their mean over k >= 2.
+
+    ``iid``, ``corr``: per-problem pass@k ``[P, len(ks)]`` of the same problems. Problems are
+    resampled with replacement ``n_boot`` times (the problems are the random units); the SE of
+    a k is the spread over the resamples where the matched i.i.d. count is inside the grid.
+    Returns (saved per k, SE per k, mean over k >= 2 of the defined values, its SE).
+    """
+    P = iid.shape[0]
+
+    def point(idx):
+        return samples_saved(ks, iid[idx].mean(0).tolist(), corr[idx].mean(0).tolist())
+
+    est = point(torch.arange(P))
+    use = [j for j, k in enumerate(ks) if k >= 2 and est[j] is not None]
+    boots, heads = [], []
+    for _ in range(n_boot):
+        b = point(torch.randint(0, P, (P,), generator=generator))
+        boots.append(b)
+        vals = [b[j] for j in use if b[j] is not None]
+        if vals:
+            heads.append(float(np.mean(vals)))
+    se = []
+    for j in range(len(ks)):
+        vals = [b[j] for b in boots if b[j] is not None]
+        se.append(float(np.std(vals, ddof=1)) if est[j] is not None and len(vals) > 1 else None)
+    head = float(np.mean([est[j] for j in use])) if use else None
+    head_se = float(np.std(heads, ddof=1)) if head is not None and len(heads) > 1 else None
+    return est, se, head, head_se

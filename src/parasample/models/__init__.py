@@ -1,7 +1,9 @@
 """The small models parasample trains and ships, their training and loading."""
 
-from parasample.models.registry import DEFAULT_DLLM, checkpoint_path, load_dllm
-from parasample.models.transformer import MaskedLMAdapter, TinyTransformer, TransformerConfig
+from parasample.models.registry import (DEFAULT_AR, DEFAULT_DLLM, checkpoint_path, load_ar,
+                                        load_dllm)
+from parasample.models.transformer import (CausalLMAdapter, MaskedLMAdapter, TinyTransformer,
+                                           TransformerConfig)
 
-__all__ = ["DEFAULT_DLLM", "MaskedLMAdapter", "TinyTransformer", "TransformerConfig",
-           "checkpoint_path", "load_dllm"]
+__all__ = ["DEFAULT_AR", "DEFAULT_DLLM", "CausalLMAdapter", "MaskedLMAdapter", "TinyTransformer",
+           "TransformerConfig", "checkpoint_path", "load_ar", "load_dllm"]

@@ -11,7 +11,7 @@ import torch
 
 from parasample.tasks.arith import ArithProblem, CharTokenizer
 
-__all__ = ["PROMPT_LEN", "encode_prompts", "encode_answers"]
+__all__ = ["PROMPT_LEN", "encode_prompts", "encode_answers", "result_positions"]
 
 #: Prompt region length: fits chains of up to 6 operations ("a=24;" + 6 x "b=a*9;" + "g?" + BOS).
 PROMPT_LEN = 48
@@ -43,3 +43,19 @@ def encode_answers(problems: list[ArithProblem], tok: CharTokenizer, gen_length:
         out[i, :len(ids)] = torch.tensor(ids)
         lengths[i] = len(ids) + 1
     return out, lengths
+
+
+def result_positions(problems: list[ArithProblem], gen_length: int) -> torch.Tensor:
+    """``[B, gen_length]`` bool: the answer-region characters that state a computed value.
+
+    In ``b=7+5=12;#12`` those are ``12`` (after a step's second ``=``) and the final ``12``.
+    """
+    out = torch.zeros(len(problems), gen_length, dtype=torch.bool)
+    for i, p in enumerate(problems):
+        pos = 0
+        for seg in p.solution.split(";"):
+            start = seg.rfind("=") + 1 if seg.count("=") == 2 else (1 if seg[:1] == "#" else None)
+            if start is not None:
+                out[i, pos + start:pos + len(seg)] = True
+            pos += len(seg) + 1
+    return out

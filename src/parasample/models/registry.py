@@ -7,14 +7,18 @@ from pathlib import Path
 
 import torch
 
-from parasample.models.transformer import MaskedLMAdapter, TinyTransformer, TransformerConfig
+from parasample.models.transformer import (CausalLMAdapter, MaskedLMAdapter, TinyTransformer,
+                                           TransformerConfig)
 from parasample.tasks.arith import CharTokenizer
 
-__all__ = ["CHECKPOINT_DIR", "DEFAULT_DLLM", "checkpoint_path", "load_dllm", "load_checkpoint"]
+__all__ = ["CHECKPOINT_DIR", "DEFAULT_DLLM", "DEFAULT_AR", "checkpoint_path", "load_dllm",
+           "load_ar", "load_checkpoint"]
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 #: The shipped masked-diffusion LM (arithmetic-chain task), made by `parasample train dllm`.
 DEFAULT_DLLM = "dllm-arith"
+#: The shipped small AR LM (arithmetic-chain task), made by `parasample train ar`.
+DEFAULT_AR = "ar-arith"
 
 
 def checkpoint_path(name: str) -> Path:
@@ -29,7 +33,7 @@ def checkpoint_path(name: str) -> Path:
         shipped = sorted(c.stem for c in CHECKPOINT_DIR.glob("*.pt"))
         raise FileNotFoundError(f"no shipped checkpoint named {name!r}; available: "
                                 f"{', '.join(shipped) or 'none'}. Train one with "
-                                "`parasample train dllm`.")
+                                "`parasample train dllm` or `parasample train ar`.")
     return p
 
 
@@ -47,5 +51,15 @@ def load_dllm(name: str = DEFAULT_DLLM) -> MaskedLMAdapter:
     model, saved = load_checkpoint(name)
     tok = CharTokenizer()
     adapter = MaskedLMAdapter(model, mask_id=tok.mask_id, eos_id=tok.eos_id, tokenizer=tok)
+    adapter.train_config = saved.get("train_config", {})  # the task it was trained on
+    return adapter
+
+
+@functools.lru_cache(maxsize=4)
+def load_ar(name: str = DEFAULT_AR, use_cache: bool = True) -> CausalLMAdapter:
+    """The shipped small AR LM as an ARModel (cached per process)."""
+    model, saved = load_checkpoint(name)
+    tok = CharTokenizer()
+    adapter = CausalLMAdapter(model, eos_id=tok.eos_id, tokenizer=tok, use_cache=use_cache)
     adapter.train_config = saved.get("train_config", {})  # the task it was trained on
     return adapter

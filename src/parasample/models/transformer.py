@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TransformerConfig", "TinyTransformer", "MaskedLMAdapter"]
+__all__ = ["TransformerConfig", "TinyTransformer", "MaskedLMAdapter", "CausalLMAdapter"]
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,20 @@ class _Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
                                  nn.Linear(4 * cfg.d_model, cfg.d_model))
 
-    def forward(self, x, cos, sin):  # x [B, L, D]
+    def forward(self, x, cos, sin, past=None):
+        """``x [B, L, D]`` -> (``[B, L, D]``, this layer's keys and values ``[B, H, T, Dh]``).
+
+        ``past``: cached (keys, values) of the T - L earlier positions (causal models, L = 1).
+        """
         B, L, D = x.shape
         H = self.cfg.n_heads
         q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, H, D // H).permute(2, 0, 3, 1, 4)
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)  # [B, H, L, Dh]
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal)
+        if past is not None:  # one new position attends to every earlier one: no mask needed
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal and past is None)
         x = x + self.proj(a.transpose(1, 2).reshape(B, L, D))
-        return x + self.mlp(self.ln2(x))
+        return x + self.mlp(self.ln2(x)), (k, v)
 
 
 class TinyTransformer(nn.Module):
@@ -82,15 +88,30 @@ class TinyTransformer(nn.Module):
         self.register_buffer("sin", ang.sin(), persistent=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, L]`` -> logits ``[B, L, V]``."""
+        return self.forward_cached(tokens)[0]
+
+    def forward_cached(self, tokens: torch.Tensor, past: list | None = None
+                       ) -> tuple[torch.Tensor, list]:
+        """Logits of ``tokens [B, L]`` that follow the cached positions ``past`` (a list of
+        per-layer keys/values, None for a fresh sequence) and the extended cache.
+
+        With a cache, only causal models and one new token per call (L = 1) are supported.
+        """
         L = tokens.shape[1]
-        if L > self.cfg.max_len:
-            raise ValueError(f"sequence of {L} tokens exceeds this model's context of "
+        start = 0 if past is None else past[0][0].shape[2]
+        if past is not None and (L != 1 or not self.cfg.causal):
+            raise ValueError("a KV cache extends a causal model by one token per call.")
+        if start + L > self.cfg.max_len:
+            raise ValueError(f"sequence of {start + L} tokens exceeds this model's context of "
                              f"{self.cfg.max_len}; shorten the prompt or gen_length.")
         x = self.embed(tokens)
-        cos, sin = self.cos[:L], self.sin[:L]
-        for blk in self.blocks:
-            x = blk(x, cos, sin)
-        return self.head(self.ln_f(x)).float()
+        cos, sin = self.cos[start:start + L], self.sin[start:start + L]
+        cache = []
+        for i, blk in enumerate(self.blocks):
+            x, kv = blk(x, cos, sin, None if past is None else past[i])
+            cache.append(kv)
+        return self.head(self.ln_f(x)).float(), cache
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -111,3 +132,43 @@ class MaskedLMAdapter:
     @torch.inference_mode()
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)
+
+
+class CausalLMAdapter:
+    """:class:`~parasample.targets.ARModel` view of a causal TinyTransformer on the
+    arithmetic-chain layout (prompts left-padded to a fixed region, so all rows share positions).
+
+    ``use_cache=False`` recomputes the whole sequence at every step: the reference that the
+    KV-cached path is tested against.
+    """
+
+    def __init__(self, model: TinyTransformer, eos_id: int, tokenizer=None,
+                 use_cache: bool = True):
+        if not model.cfg.causal:
+            raise ValueError("a bidirectional transformer is not an AR LM; train it with "
+                             "causal=True.")
+        self.model, self.eos_id, self.tokenizer = model.eval(), eos_id, tokenizer
+        self.use_cache = use_cache
+        self.vocab_size = model.cfg.vocab_size
+        self.max_length = model.cfg.max_len
+
+    @torch.inference_mode()
+    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Prefill ``prompt_ids [B, P]`` (padding is part of the layout the model was trained
+        on, so the attention mask is not needed) -> (next-token logits ``[B, V]``, state)."""
+        logits, cache = self.model.forward_cached(prompt_ids)
+        return logits[:, -1], (cache if self.use_cache else prompt_ids)
+
+    @torch.inference_mode()
+    def advance(self, state, tokens: torch.Tensor):
+        if self.use_cache:
+            logits, cache = self.model.forward_cached(tokens[:, None], state)
+            return logits[:, -1], cache
+        seq = torch.cat([state, tokens[:, None]], dim=1)  # [B, t + 1]
+        return self.model(seq)[:, -1], seq
+
+    def reorder(self, state, index: torch.Tensor):
+        """Rows ``index [B']`` of the state (B' may exceed B: rows are repeated)."""
+        if self.use_cache:
+            return [(k[index], v[index]) for k, v in state]
+        return state[index]

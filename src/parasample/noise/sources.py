@@ -127,6 +127,8 @@ class _BlockSource(UniformSource):
 class SobolSource(_BlockSource):
     """Randomised QMC: each group is an Owen-scrambled Sobol net of k points.
 
+    The rows of a group are the sequence's first k points in order, so its first 2^j rows are
+    themselves a scrambled net: one group of k serves every smaller power-of-two batch.
     Uses :class:`scipy.stats.qmc.Sobol` (scrambled), which keeps the (t, m, s)-net balance
     only for power-of-two point counts, so ``k`` must be a power of two. Each scrambled point
     is exactly U[0, 1)^dim_block, hence each row is i.i.d. uniform.
@@ -170,18 +172,30 @@ def korobov_vector(k: int, d: int) -> torch.Tensor:
     return torch.tensor(z, dtype=torch.float64)
 
 
+def lattice_order(k: int) -> torch.Tensor:
+    """Row order of a k-point lattice: for a power-of-two k the bit-reversal (van der Corput)
+    permutation of 0..k-1, so every prefix of 2^j rows is itself the 2^j-point lattice with the
+    same generating vector (an extensible lattice, Hickernell et al. 2000); else 0..k-1."""
+    if k & (k - 1):
+        return torch.arange(k)
+    m = k.bit_length() - 1
+    return torch.tensor([int(format(i, f"0{m}b")[::-1], 2) if m else 0 for i in range(k)])
+
+
 class LatticeSource(_BlockSource):
     """Randomly shifted rank-1 lattice: x_i = frac(i * z / k + Delta), Delta ~ U[0,1)^d per group.
 
     The random shift makes every point exactly U[0, 1)^d. Its first coordinate is the
     randomly shifted 1-D grid ``frac(i/k + Delta)`` of arithmetic sampling (Vilnis et al., 2023).
+    Rows follow :func:`lattice_order`: for a power-of-two k, the first k' = 2^j rows of a group
+    are a shifted k'-point lattice, so one group of k serves every smaller power-of-two batch.
     """
 
     name = "lattice"
 
     def _block(self) -> torch.Tensor:
         z = korobov_vector(self.k, self.dim_block)  # [d]
-        i = torch.arange(self.k, dtype=torch.float64)[:, None]  # [k, 1]
+        i = lattice_order(self.k).to(torch.float64)[:, None]  # [k, 1]
         base = torch.remainder(i * z[None, :] / self.k, 1.0)  # [k, d]
         shift = torch.rand(self.groups, 1, self.dim_block, generator=self.generator,
                            dtype=torch.float64)
@@ -189,7 +203,9 @@ class LatticeSource(_BlockSource):
 
 
 class AntitheticSource(UniformSource):
-    """Antithetic pairs: rows 2j and 2j+1 of a group get u and 1 - u (k must be even)."""
+    """Antithetic pairs: rows 2j and 2j+1 of a group get u and 1 - u (k must be even).
+
+    Every even prefix of a group is a set of whole pairs."""
 
     name = "antithetic"
 

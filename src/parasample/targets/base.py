@@ -55,7 +55,8 @@ class ARModel(Protocol):
         ...
 
     def reorder(self, state: Any, index: torch.Tensor) -> Any:
-        """The state whose row b is row ``index[b]`` of ``state`` (SMC resampling)."""
+        """The state whose row b is row ``index[b]`` of ``state`` (SMC resampling; ``index`` may
+        be longer than the batch, repeating rows, to draw k samples after one prefill)."""
         ...
 
 

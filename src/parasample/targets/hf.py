@@ -100,12 +100,14 @@ class HFCausalLM:
     """:class:`~parasample.targets.ARModel` over a transformers causal LM, with a KV cache.
 
     Prompts are left-padded; positions come from the attention mask so padded rows decode
-    exactly as unpadded ones would.
+    exactly as unpadded ones would. ``use_cache=False`` reruns the whole sequence at every step:
+    the reference that the KV-cached path is tested against.
     """
 
     model: Any
     tokenizer: Any
     name: str = "hf"
+    use_cache: bool = True
 
     def __post_init__(self):
         self.model.eval()
@@ -145,25 +147,34 @@ class HFCausalLM:
                              f"context of {self.max_length}; shorten it.")
         pos = (attention_mask.cumsum(1) - 1).clamp(min=0)  # [B, P]
         out = self.model(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=pos,
-                         use_cache=True)
-        state = (out.past_key_values, attention_mask, pos[:, -1])
-        return out.logits[:, -1].float(), state
+                         use_cache=self.use_cache)
+        # state: (KV cache, or the ids so far without one; attention mask; last position)
+        kv = out.past_key_values if self.use_cache else prompt_ids
+        return out.logits[:, -1].float(), (kv, attention_mask, pos[:, -1])
 
     @torch.inference_mode()
     def advance(self, state, tokens: torch.Tensor):
-        cache, mask, last = state
+        kv, mask, last = state
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [B, P+t]
         pos = (last + 1)[:, None]  # [B, 1]
+        if not self.use_cache:
+            ids = torch.cat([kv, tokens[:, None]], dim=1)  # [B, P+t]
+            out = self.model(input_ids=ids, attention_mask=mask,
+                             position_ids=(mask.cumsum(1) - 1).clamp(min=0), use_cache=False)
+            return out.logits[:, -1].float(), (ids, mask, pos[:, 0])
         out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos,
-                         past_key_values=cache, use_cache=True)
+                         past_key_values=kv, use_cache=True)
         return out.logits[:, -1].float(), (out.past_key_values, mask, pos[:, 0])
 
     def reorder(self, state, index: torch.Tensor):
-        """Rows ``index [B]`` of the state (KV cache reordered in place: states are not shared
-        after resampling)."""
-        cache, mask, last = state
-        cache.reorder_cache(index)
-        return cache, mask[index], last[index]
+        """Rows ``index [B']`` of the state; B' may exceed B (rows repeated: k samples from one
+        prefill). The KV cache is reordered in place: states are not shared afterwards."""
+        kv, mask, last = state
+        if self.use_cache:
+            kv.reorder_cache(index)
+        else:
+            kv = kv[index]
+        return kv, mask[index], last[index]
 
 
 @dataclass

@@ -15,13 +15,14 @@ prompt is ever a training prompt, whatever the seeds.
 from __future__ import annotations
 
 import hashlib
+import re
 import string
 from dataclasses import dataclass
 
 import torch
 
 __all__ = ["ArithProblem", "ArithChainTask", "CharTokenizer", "PAD", "BOS", "EOS", "MASK",
-           "extract_arith_answer"]
+           "extract_arith_answer", "SimpleAddTask", "first_integer"]
 
 PAD, BOS, EOS, MASK = "<pad>", "<bos>", "<eos>", "<mask>"
 MAX_VALUE = 99  # the largest value the tokenizer's task format is designed for
@@ -119,6 +120,57 @@ class ArithChainTask:
     @staticmethod
     def is_correct(text: str, answer: str) -> bool:
         return extract_arith_answer(text) == answer
+
+
+def first_integer(text: str) -> str | None:
+    """The first integer in ``text`` ('-12' kept signed), or None."""
+    m = re.search(r"-?\d+", text)
+    return str(int(m.group())) if m else None
+
+
+@dataclass(frozen=True)
+class SimpleAddTask:
+    """Two-number addition posed few-shot to a general LM (``bench passk`` with SmolLM2).
+
+    The prompt is plain text (no chat template), ``Q: 23 + 45 = ?\nA:``, after
+    ``shots`` solved examples, and the answer is the first integer of the completion, so a few
+    new tokens suffice. Operands are drawn from 1..``max_operand``.
+    """
+
+    max_operand: int = 99
+    shots: int = 3
+
+    def __post_init__(self):
+        if self.max_operand < 1 or self.shots < 0:
+            raise ValueError(f"max_operand={self.max_operand} must be >= 1 and shots="
+                             f"{self.shots} >= 0.")
+
+    def problems(self, n: int, *, seed: int) -> list[ArithProblem]:
+        """``n`` problems (distinct pairs while the range allows), deterministic in ``seed``."""
+        g = torch.Generator().manual_seed(seed)
+
+        def pair():
+            a, b = (int(v) for v in torch.randint(1, self.max_operand + 1, (2,), generator=g))
+            return a, b
+
+        shots = "".join(f"Q: {a} + {b} = ?\nA: {a + b}\n" for a, b in
+                        (pair() for _ in range(self.shots)))
+        seen, out = set(), []
+        while len(out) < n:
+            a, b = pair()
+            if (a, b) in seen and len(seen) < self.max_operand ** 2:
+                continue
+            seen.add((a, b))
+            out.append(ArithProblem(f"{shots}Q: {a} + {b} = ?\nA:", f" {a + b}", str(a + b)))
+        return out
+
+    @staticmethod
+    def answer(text: str) -> str | None:
+        return first_integer(text)
+
+    @staticmethod
+    def is_correct(text: str, answer: str) -> bool:
+        return first_integer(text) == answer
 
 
 class CharTokenizer:

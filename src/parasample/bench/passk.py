@@ -1,0 +1,357 @@
+"""``parasample bench passk``: correlated parallel sampling (QuasiMoTTo, seed 003).
+
+For every (model, task, sampler) the harness draws, per problem, R batches of ``k_max`` samples
+whose uniforms come from the sampler's source (one correlated group per batch), scores them with
+the task's exact checker, and reads pass@k for every power-of-two k <= k_max off the first k
+samples of each batch (every power-of-two prefix of a Sobol, lattice or antithetic group is
+itself a group of that sampler). i.i.d. samples use the unbiased estimator over all R * k_max.
+
+Outputs under ``out``: ``passk.csv`` (one row per sampler, model, task, k), ``summary.csv``
+(samples saved at matched pass@k per correlated sampler, with bootstrap SE over problems),
+``throughput.csv`` (our engine against ``transformers`` ``generate(do_sample=True)``, and the
+correlated sources against i.i.d., in one run), ``passk.png``. Raw per-problem results are kept
+in ``raw/`` after each chunk, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from parasample.ancestral import SamplingConfig, generate
+from parasample.bench.csvlog import read_csv, write_csv
+from parasample.bench.timing import machine_fields
+from parasample.metrics.passk import per_problem_passk, samples_saved_bootstrap
+from parasample.noise import make_source
+
+__all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
+           "THROUGHPUT_HEADER", "SAMPLERS", "ar_chain_task", "smollm2_add_task",
+           "smollm2_gsm8k_task", "sample_task", "passk_rows", "summary_rows",
+           "measure_throughput", "run_benchmark"]
+
+SAMPLERS = ("iid", "sobol", "lattice", "antithetic")
+PASSK_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "stderr", "distinct_answers",
+                "n_problems", "tokens", "wall_s"]
+SUMMARY_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "iid_pass_at_k",
+                  "samples_saved", "samples_saved_se"]
+THROUGHPUT_HEADER = ["engine", "prefill", "sampler", "model", "batch_size", "new_tokens",
+                     "tokens", "wall_s", "tokens_per_s", "ratio_vs_hf", "wall_vs_iid", "reps",
+                     "device", "torch_threads"]
+
+
+@dataclass(frozen=True)
+class PasskBenchConfig:
+    """Sweep settings; the problem counts are sized so the default run fits 30 min on 2 cores.
+
+    Attributes:
+        k_max: largest k (a power of two); pass@k is reported for k = 1, 2, 4, ..., k_max.
+        temperature, top_p: identical for every sampler.
+        ar_problems, ar_batches: held-out arithmetic chains for the small AR model and the R
+            independent k_max-batches per problem.
+        add_problems, gsm8k_problems: problems for SmolLM2 (one k_max-batch each).
+        gsm8k_tokens: SmolLM2's answer budget on GSM8K.
+        throughput_batch, throughput_tokens, throughput_reps: the engine comparison.
+        n_boot: bootstrap resamples of the problems for the samples-saved SE.
+    """
+
+    k_max: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    ar_problems: int = 128
+    ar_batches: int = 4
+    add_problems: int = 32
+    gsm8k_problems: int = 3
+    gsm8k_tokens: int = 128
+    throughput_batch: int = 32
+    throughput_tokens: int = 32
+    throughput_reps: int = 3
+    n_boot: int = 500
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.k_max < 2 or self.k_max & (self.k_max - 1):
+            raise ValueError(f"k_max={self.k_max}: Sobol and lattice batches need a power of two "
+                             f">= 2; use {1 << max(1, (self.k_max - 1).bit_length())}.")
+        SamplingConfig(temperature=self.temperature, top_p=self.top_p)  # validates both
+        for name in ("ar_batches", "gsm8k_tokens", "throughput_batch", "throughput_tokens",
+                     "throughput_reps", "n_boot"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        for name in ("ar_problems", "add_problems", "gsm8k_problems"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 skips the task).")
+
+    @property
+    def ks(self) -> list[int]:
+        return [1 << j for j in range(self.k_max.bit_length())]
+
+    @classmethod
+    def quick(cls, **kw) -> PasskBenchConfig:
+        """A run of about a minute (tests, smoke checks): k up to 8, a few problems."""
+        base = dict(k_max=8, ar_problems=8, ar_batches=2, add_problems=2, gsm8k_problems=0,
+                    throughput_batch=4, throughput_tokens=4, throughput_reps=1, n_boot=50)
+        return cls(**{**base, **kw})
+
+
+class PasskTask(NamedTuple):
+    """One model on one task: how to prompt it, read its answers and check them.
+
+    ``encode(problems) -> (ids [P, L], attention_mask [P, L])``; ``texts(tokens [B, T])``;
+    ``answer(text)`` is the extracted final answer (None if there is none; used for distinct
+    answers); ``correct(text, problem)``; ``batches`` is R; ``rows_per_call`` bounds the rows
+    of one generate call.
+    """
+
+    name: str
+    model_name: str
+    model: Any
+    problems: list
+    encode: Callable
+    texts: Callable
+    answer: Callable
+    correct: Callable
+    max_new_tokens: int
+    batches: int
+    rows_per_call: int
+
+
+def ar_chain_task(n: int, batches: int, seed: int, model: str = "ar-arith") -> PasskTask:
+    """The shipped small AR LM on held-out arithmetic chains of the task it was trained on."""
+    from parasample.models import load_ar
+    from parasample.models.data import encode_prompts
+    from parasample.tasks.arith import ArithChainTask, CharTokenizer, extract_arith_answer
+
+    lm, tok = load_ar(model), CharTokenizer()
+    tc = lm.train_config
+    task = ArithChainTask(n_ops=tc.get("n_ops", 4), max_operand=tc.get("max_operand", 9),
+                          max_value=tc.get("max_value", 20))
+
+    def encode(ps):
+        ids = encode_prompts([p.prompt for p in ps], tok)
+        return ids, torch.ones_like(ids)
+
+    return PasskTask(f"chain{task.n_ops}-v{task.max_value}", Path(model).stem, lm,
+                     task.problems(n, split="test", seed=seed), encode,
+                     lambda toks: [tok.decode(r) for r in toks], extract_arith_answer,
+                     lambda text, p: task.is_correct(text, p.answer),
+                     tc.get("gen_length", 48), batches, 2048)
+
+
+def smollm2_add_task(n: int, seed: int) -> PasskTask:
+    """SmolLM2-135M-Instruct on few-shot two-number addition (plain text, 5 new tokens)."""
+    from parasample.targets.hf import smollm2
+    from parasample.tasks.arith import SimpleAddTask
+
+    lm, task = smollm2(), SimpleAddTask(max_operand=50)
+    return PasskTask("add2", "smollm2", lm, task.problems(n, seed=seed),
+                     lambda ps: lm.encode_prompts([p.prompt for p in ps], chat=False), lm.decode,
+                     task.answer, lambda text, p: task.is_correct(text, p.answer), 5, 1, 64)
+
+
+def smollm2_gsm8k_task(n: int, max_new_tokens: int, data: str | None = None) -> PasskTask:
+    """SmolLM2-135M-Instruct on GSM8K test problems (chat template, step-by-step prompt)."""
+    from parasample.targets.hf import smollm2
+    from parasample.tasks.gsm8k import extract_answer, format_prompt, is_correct, load_gsm8k
+
+    lm = smollm2()
+    return PasskTask("gsm8k", "smollm2", lm, load_gsm8k(data, limit=n) if n else [],
+                     lambda ps: lm.encode_prompts([format_prompt(p.question) for p in ps]),
+                     lm.decode, extract_answer, lambda text, p: is_correct(text, p.answer),
+                     max_new_tokens, 1, 64)
+
+
+def _seed(*parts) -> int:
+    """A seed from the run's identity, so every chunk's noise is independent of run order."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
+
+
+def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: Path, *,
+                on_rows=None) -> dict:
+    """Draw and score every batch of ``task`` with ``sampler`` (resuming from ``raw_dir``).
+
+    Returns ``correct [P, R, K]`` bool, ``tokens [P, R, K]`` (generated tokens per sample),
+    ``answers`` (nested lists [P][R][K]) and ``wall_s`` (generation seconds, scoring excluded).
+    """
+    K, R = cfg.k_max, task.batches
+    path = raw_dir / f"{task.model_name}-{task.name}-{sampler}.pt"
+    key = {"cfg": asdict(cfg), "task": task.name, "model": task.model_name, "sampler": sampler,
+           "n_problems": len(task.problems)}
+    saved = torch.load(path, weights_only=False) if path.exists() else None
+    if saved is None or saved["key"] != key:
+        saved = {"key": key, "chunks": {}, "wall_s": 0.0}
+    per_call = max(1, task.rows_per_call // (R * K))
+    config = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_new_tokens=task.max_new_tokens)
+    for c, start in enumerate(range(0, len(task.problems), per_call)):
+        chunk = task.problems[start:start + per_call]
+        if c in saved["chunks"]:
+            continue
+        ids, mask = task.encode(chunk)
+        P = len(chunk)
+        src = make_source(sampler, P * R * K, K, generator=torch.Generator().manual_seed(
+            _seed(cfg.seed, task.model_name, task.name, sampler, c)))
+        t0 = time.perf_counter()
+        out = generate(task.model, ids, mask, src, config, samples_per_prompt=R * K)
+        saved["wall_s"] += time.perf_counter() - t0
+        texts = task.texts(out.tokens)
+        probs = [p for p in chunk for _ in range(R * K)]
+        saved["chunks"][c] = {
+            "correct": torch.tensor([task.correct(t, p) for t, p in zip(texts, probs)]
+                                    ).view(P, R, K),
+            "tokens": out.lengths.view(P, R, K),
+            "answers": [task.answer(t) for t in texts],
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(saved, tmp)
+        tmp.replace(path)  # atomic: an interruption loses at most the chunk in progress
+        if on_rows:
+            on_rows(P * R * K)
+    chunks = [saved["chunks"][c] for c in sorted(saved["chunks"])]
+    answers = [a for ch in chunks for a in ch["answers"]]
+    P = len(task.problems)
+    return {"correct": torch.cat([ch["correct"] for ch in chunks]),
+            "tokens": torch.cat([ch["tokens"] for ch in chunks]),
+            "answers": [[answers[(p * R + r) * K:(p * R + r + 1) * K] for r in range(R)]
+                        for p in range(P)],
+            "wall_s": saved["wall_s"]}
+
+
+def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[dict]:
+    """``passk.csv`` rows of one sampler on one task (``wall_s``: the whole draw's seconds)."""
+    per = per_problem_passk(res["correct"], ks, iid=sampler == "iid")  # [P, len(ks)]
+    P = per.shape[0]
+    rows = []
+    for j, k in enumerate(ks):
+        distinct = [len({a for a in batch[:k] if a is not None})
+                    for prob in res["answers"] for batch in prob]
+        rows.append({"sampler": sampler, "model": task.model_name, "task": task.name, "k": k,
+                     "pass_at_k": round(float(per[:, j].mean()), 5),
+                     "stderr": round(float(per[:, j].std() / P ** 0.5), 5) if P > 1 else 0.0,
+                     "distinct_answers": round(statistics.fmean(distinct), 4),
+                     "n_problems": P, "tokens": int(res["tokens"][:, :, :k].sum()),
+                     "wall_s": round(res["wall_s"], 2)})
+    return rows
+
+
+def summary_rows(task: PasskTask, results: dict[str, dict], ks: list[int], n_boot: int,
+                 seed: int) -> tuple[list[dict], dict[str, tuple]]:
+    """Samples saved at matched pass@k for every correlated sampler against i.i.d.
+
+    Returns the ``summary.csv`` rows and, per sampler, (mean saved over k >= 2, its SE).
+    """
+    iid = per_problem_passk(results["iid"]["correct"], ks, iid=True)
+    rows, heads = [], {}
+    for sampler, res in results.items():
+        if sampler == "iid":
+            continue
+        corr = per_problem_passk(res["correct"], ks, iid=False)
+        g = torch.Generator().manual_seed(_seed(seed, "boot", task.name, sampler))
+        saved, se, head, head_se = samples_saved_bootstrap(ks, iid, corr, n_boot=n_boot,
+                                                           generator=g)
+        heads[sampler] = (head, head_se)
+        for j, k in enumerate(ks):
+            rows.append({"sampler": sampler, "model": task.model_name, "task": task.name, "k": k,
+                         "pass_at_k": round(float(corr[:, j].mean()), 5),
+                         "iid_pass_at_k": round(float(iid[:, j].mean()), 5),
+                         "samples_saved": "" if saved[j] is None else round(saved[j], 4),
+                         "samples_saved_se": "" if se[j] is None else round(se[j], 4)})
+    return rows, heads
+
+
+def measure_throughput(lm, prompt: str, cfg: PasskBenchConfig, samplers=SAMPLERS,
+                       progress=None) -> list[dict]:
+    """Tokens/s of our engine and of ``transformers`` ``generate(do_sample=True)`` on ``lm``.
+
+    Every run makes ``throughput_batch`` samples of exactly ``throughput_tokens`` new tokens of
+    one prompt (EOS ignored; ``min_new_tokens`` for transformers), temperature 1, no top-k /
+    top-p, after one warm-up each. Configurations are interleaved ``throughput_reps`` times and
+    the median wall time is kept. ``prefill``: ``per-row`` prefills the prompt for each row, as
+    ``generate(num_return_sequences=...)`` does; ``shared`` prefills once and repeats the cache.
+    """
+    B, N = cfg.throughput_batch, cfg.throughput_tokens
+    ids, mask = lm.encode_prompts([prompt])
+
+    def ours(sampler, shared, n_tokens, rep):
+        sc = SamplingConfig(max_new_tokens=n_tokens, ignore_eos=True)
+        src = make_source(sampler, B, B, generator=torch.Generator().manual_seed(rep))
+        if shared:
+            return generate(lm, ids, mask, src, sc, samples_per_prompt=B)
+        return generate(lm, ids.expand(B, -1), mask.expand(B, -1), src, sc)
+
+    @torch.inference_mode()
+    def hf(n_tokens, rep):
+        torch.manual_seed(rep)  # transformers samples from the global RNG
+        return lm.model.generate(input_ids=ids, attention_mask=mask, do_sample=True,
+                                 num_return_sequences=B, max_new_tokens=n_tokens,
+                                 min_new_tokens=n_tokens, temperature=1.0, top_k=0, top_p=1.0,
+                                 pad_token_id=lm.pad_id)
+
+    runs = {("transformers.generate", "per-row", "iid"): lambda n, r: hf(n, r),
+            ("parasample", "per-row", "iid"): lambda n, r: ours("iid", False, n, r)}
+    for s in samplers:
+        runs[("parasample", "shared", s)] = lambda n, r, s=s: ours(s, True, n, r)
+    for fn in runs.values():
+        fn(2, 0)  # warm-up: first-call allocations and lazy initialisation
+    walls = {name: [] for name in runs}
+    for rep in range(cfg.throughput_reps):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn(N, rep + 1)
+            walls[name].append(time.perf_counter() - t0)
+            if progress:
+                progress(1)
+    med = {name: statistics.median(w) for name, w in walls.items()}
+    hf_wall = med[("transformers.generate", "per-row", "iid")]
+    iid_wall = med[("parasample", "shared", "iid")]
+    rows = []
+    for (engine, prefill, sampler), wall in med.items():
+        rows.append({"engine": engine, "prefill": prefill, "sampler": sampler,
+                     "model": getattr(lm, "name", "hf"), "batch_size": B, "new_tokens": N,
+                     "tokens": B * N, "wall_s": round(wall, 3),
+                     "tokens_per_s": round(B * N / wall, 1),
+                     "ratio_vs_hf": round(hf_wall / wall, 3),
+                     "wall_vs_iid": round(wall / iid_wall, 3) if prefill == "shared" else "",
+                     "reps": cfg.throughput_reps, **machine_fields()})
+    return rows
+
+
+def run_benchmark(cfg: PasskBenchConfig, out: Path, tasks: list[PasskTask], *,
+                  throughput_lm=None, throughput_prompt: str = "", progress=None) -> dict:
+    """Run every task x sampler (resuming), then write the CSVs; returns the summary heads.
+
+    ``progress(kind, amount)`` is called with ("rows", n) after each generated chunk and
+    ("runs", 1) after each timing run.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / "raw"
+    raw.mkdir(exist_ok=True)
+    ks = cfg.ks
+    passk, summary, heads = [], [], {}
+    for task in tasks:
+        if not task.problems:
+            continue
+        results = {}
+        for sampler in SAMPLERS:
+            results[sampler] = sample_task(task, sampler, cfg, raw, on_rows=(
+                (lambda n: progress("rows", n)) if progress else None))
+            passk += passk_rows(task, sampler, results[sampler], ks)
+            write_csv(out / "passk.csv", PASSK_HEADER, passk)
+        rows, h = summary_rows(task, results, ks, cfg.n_boot, cfg.seed)
+        summary += rows
+        heads[(task.model_name, task.name)] = h
+        write_csv(out / "summary.csv", SUMMARY_HEADER, summary)
+    done = read_csv(out / "throughput.csv")
+    if throughput_lm is not None and not (done and int(done[0]["batch_size"]) == cfg.throughput_batch
+                                          and int(done[0]["new_tokens"]) == cfg.throughput_tokens
+                                          and int(done[0]["reps"]) == cfg.throughput_reps):
+        tp = measure_throughput(throughput_lm, throughput_prompt, cfg, progress=(
+            (lambda n: progress("runs", n)) if progress else None))
+        write_csv(out / "throughput.csv", THROUGHPUT_HEADER, tp)
+    return heads

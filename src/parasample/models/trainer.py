@@ -1,0 +1,115 @@
+"""The resumable training loop shared by ``parasample train dllm`` and ``parasample train ar``.
+
+One loop, the objective and data plugged in: AdamW with linear warm-up and cosine decay to 10%
+of the peak rate, gradient clipping at 1, a held-out evaluation every ``eval_every`` steps, and
+the full state (weights, optimiser, data RNG, curve) saved every ``ckpt_every`` steps and on
+interruption, so a rerun of the same command continues where it stopped and ends with the same
+weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["lr_at", "run_training", "export_checkpoint"]
+
+
+def lr_at(step: int, *, lr: float, warmup: int, steps: int) -> float:
+    """Learning rate at ``step``: linear warm-up over ``warmup`` steps, then cosine to lr / 10."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    frac = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path: Path, *,
+                 batch: Callable[[int, torch.Generator], Any],
+                 loss: Callable[[Any, torch.Generator], torch.Tensor],
+                 evaluate: Callable[[], dict[str, float]],
+                 progress=None, log=None, eval_every: int = 100, ckpt_every: int = 250) -> dict:
+    """Train ``model`` (or resume from ``state_path``) and return the final training state.
+
+    ``cfg`` is a frozen dataclass with ``steps, lr, warmup, weight_decay, seed``; it is stored in
+    the state and a resume with another config is refused. ``batch(step, g)`` draws a batch
+    from the data generator ``g``; ``loss(batch, g)`` is the scalar objective (it may draw its
+    masks from ``g``); ``evaluate()`` returns held-out metrics (the model is in eval mode).
+    ``progress(step, total, metrics)`` and ``log(message)`` are optional callbacks (the CLI
+    shows a progress bar); training itself never prints.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98),
+                            weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    state = {"step": 0, "history": [], "elapsed_s": 0.0}
+    if state_path.exists():
+        saved = torch.load(state_path, weights_only=False)
+        if saved["train_config"] != asdict(cfg):
+            raise ValueError(f"{state_path} was written with another training config; delete it "
+                             "or use another --state path to start afresh.")
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optim"])
+        g.set_state(saved["rng"])
+        state = {k: saved[k] for k in ("step", "history", "elapsed_s")}
+        if log:
+            log(f"resuming from step {state['step']} ({state_path})")
+
+    def save():
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "rng": g.get_state(),
+                    "train_config": asdict(cfg), "model_config": model_config.to_dict(),
+                    **state}, tmp)
+        tmp.replace(state_path)  # atomic: an interruption never leaves a half-written state
+
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    model.train()
+    t0, ema = time.perf_counter() - state["elapsed_s"], None
+    try:
+        while state["step"] < cfg.steps:
+            step = state["step"]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
+            value = loss(batch(step, g), g)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            loss_f = float(value.detach())
+            ema = loss_f if ema is None else 0.98 * ema + 0.02 * loss_f
+            state["step"] = step + 1
+            state["elapsed_s"] = time.perf_counter() - t0
+            if state["step"] % eval_every == 0 or state["step"] == cfg.steps:
+                model.eval()
+                with torch.no_grad():
+                    metrics = evaluate()
+                model.train()
+                state["history"].append({"step": state["step"], "loss": round(ema, 4),
+                                         **{k: round(v, 4) for k, v in metrics.items()},
+                                         "elapsed_s": round(state["elapsed_s"], 1)})
+                if log:
+                    shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+                    log(f"step {state['step']}: loss {ema:.3f}, {shown}, "
+                        f"{state['elapsed_s'] / 60:.1f} min")
+            if state["step"] % ckpt_every == 0:
+                save()
+            if progress:
+                progress(state["step"], cfg.steps, {"loss": ema})
+    finally:
+        save()  # also on Ctrl-C: nothing is lost, the next run resumes here
+    return {"model": model, "model_config": model_config, "train_config": cfg, **state}
+
+
+def export_checkpoint(state_path: Path, out: Path) -> Path:
+    """Write the small shipped checkpoint (float16 weights, configs, curve) from a state file."""
+    saved = torch.load(state_path, weights_only=False)
+    weights = {k: v.half() for k, v in saved["model"].items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": weights, "model_config": saved["model_config"],
+                "train_config": saved["train_config"], "history": saved["history"],
+                "step": saved["step"], "elapsed_s": saved["elapsed_s"]}, out)
+    return out

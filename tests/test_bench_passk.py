@@ -1,0 +1,83 @@
+"""bench passk end to end on the shipped small AR model (mechanics and resumption), the CLI's
+bad input, and the SmolLM2 quick run (slow)."""
+
+import csv
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from parasample.bench import passk as bp
+from parasample.cli import app
+
+
+@pytest.fixture(scope="module")
+def chain_task():
+    return bp.ar_chain_task(6, batches=2, seed=0)
+
+
+def test_bench_writes_csvs_and_resumes_without_resampling(chain_task, tmp_path, monkeypatch):
+    cfg = bp.PasskBenchConfig.quick()
+    bp.run_benchmark(cfg, tmp_path, [chain_task])
+    rows = list(csv.DictReader(open(tmp_path / "passk.csv")))
+    assert list(rows[0]) == bp.PASSK_HEADER == [
+        "sampler", "model", "task", "k", "pass_at_k", "stderr", "distinct_answers",
+        "n_problems", "tokens", "wall_s"]
+    assert [(r["sampler"], r["k"]) for r in rows] == [
+        (s, str(k)) for s in bp.SAMPLERS for k in (1, 2, 4, 8)]
+    for s in bp.SAMPLERS:
+        curve = [float(r["pass_at_k"]) for r in rows if r["sampler"] == s]
+        distinct = [float(r["distinct_answers"]) for r in rows if r["sampler"] == s]
+        assert curve == sorted(curve) and distinct == sorted(distinct) and distinct[0] <= 1
+    summary = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert {r["sampler"] for r in summary} == {"sobol", "lattice", "antithetic"}
+    # a rerun reads the raw results back: no model call, identical CSV
+    before = (tmp_path / "passk.csv").read_text()
+    monkeypatch.setattr(bp, "generate", lambda *a, **k: pytest.fail("resampled"))
+    bp.run_benchmark(cfg, tmp_path, [chain_task])
+    assert (tmp_path / "passk.csv").read_text() == before
+
+
+def test_an_interrupted_run_resumes_to_the_same_numbers(chain_task, tmp_path):
+    cfg = bp.PasskBenchConfig.quick()
+    task = chain_task._replace(rows_per_call=16)  # one problem per chunk: several chunks
+    bp.run_benchmark(cfg, tmp_path / "ref", [task])
+    calls = []
+
+    def stop_after_two_chunks(kind, n):
+        calls.append(n)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bp.run_benchmark(cfg, tmp_path / "run", [task], progress=stop_after_two_chunks)
+    bp.run_benchmark(cfg, tmp_path / "run", [task])
+    strip = lambda p: [{k: v for k, v in r.items() if k != "wall_s"}  # noqa: E731
+                       for r in csv.DictReader(open(p / "passk.csv"))]
+    assert strip(tmp_path / "run") == strip(tmp_path / "ref")
+
+
+def test_config_and_cli_bad_input():
+    with pytest.raises(ValueError, match="k_max=48: Sobol and lattice batches need a power of "
+                       "two >= 2; use 64"):
+        bp.PasskBenchConfig(k_max=48)
+    with pytest.raises(ValueError, match=r"top_p=0 must lie in \(0, 1\]"):
+        bp.PasskBenchConfig(top_p=0)
+    runner = CliRunner()
+    for args, msg in [(["--k-max", "48"], "use 64"), (["--top-p", "1.5"], "top_p=1.5"),
+                      (["--gsm8k-tokens", "0"], "gsm8k_tokens=0 must be >= 1")]:
+        res = runner.invoke(app, ["bench", "passk", *args])
+        assert res.exit_code == 2 and msg in res.output, res.output
+
+
+@pytest.mark.slow
+def test_quick_cli_run_with_smollm2(tmp_path):
+    res = CliRunner().invoke(app, ["bench", "passk", "--quick", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "samples saved" in res.output and (tmp_path / "passk.png").stat().st_size > 0
+    tp = list(csv.DictReader(open(tmp_path / "throughput.csv")))
+    assert {(r["engine"], r["prefill"], r["sampler"]) for r in tp} == {
+        ("transformers.generate", "per-row", "iid"), ("parasample", "per-row", "iid"),
+        *(("parasample", "shared", s) for s in bp.SAMPLERS)}
+    models = {r["model"] for r in csv.DictReader(open(tmp_path / "passk.csv"))}
+    assert models == {"ar-arith", "smollm2"}
