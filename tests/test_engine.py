@@ -102,3 +102,40 @@ def test_engine_input_errors():
                        "fit the model's context of 32 tokens"):
         _run(lm, torch.ones(1, 30, dtype=torch.long), torch.ones(1, 30, dtype=torch.long),
              "iid", 1, SamplingConfig(max_new_tokens=5, ignore_eos=True))
+
+
+class _CharTok:
+    """A stand-in tokenizer: letters -> ids, everything else dropped."""
+
+    eos_token_id, pad_token_id, chat_template = 2, 0, None
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [3 + ord(c) % 40 for c in text if c.isalpha()]}
+
+
+def test_empty_prompts_are_refused_with_a_clear_message():
+    from parasample.targets.hf import HFCausalLM
+
+    lm = HFCausalLM(_tiny_llama(), _CharTok())
+    ids, mask = lm.encode_prompts(["abc", "de"])
+    assert ids.shape == (2, 3) and mask.tolist() == [[1, 1, 1], [0, 1, 1]]
+    with pytest.raises(ValueError, match="prompt 1 is empty; give a non-empty prompt text"):
+        lm.encode_prompts(["abc", "  "])
+    with pytest.raises(ValueError, match="tokenises to nothing; give a non-empty prompt"):
+        lm.encode_prompts(["123"])
+    with pytest.raises(ValueError, match="no prompts given"):
+        lm.encode_prompts([])
+
+
+def test_sample_cli_refuses_bad_input_before_loading_a_model():
+    from typer.testing import CliRunner
+
+    from parasample.cli import app
+
+    runner = CliRunner()
+    for args, msg in [(["--prompt", " "], "--prompt is empty"),
+                      (["--prompt", "hi", "--top-p", "0"], "top_p=0.0 must lie in (0, 1]"),
+                      (["--prompt", "hi", "--max-new-tokens", "0"], "max_new_tokens=0"),
+                      (["--prompt", "hi", "-k", "6", "--sampler", "sobol"], "use k=8")]:
+        res = runner.invoke(app, ["sample", *args])
+        assert res.exit_code == 2 and msg in res.output, (args, res.output)

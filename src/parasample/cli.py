@@ -99,6 +99,8 @@ def sample(
 
     if k < 1:
         raise ValueError(f"-k {k}: the number of samples must be at least 1.")
+    if not prompt.strip():
+        raise ValueError("--prompt is empty; give the text to complete.")
     config = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     source = make_source(sampler.value, k, k, generator=torch.Generator().manual_seed(seed))
     with console.status(f"loading {model} ..."):

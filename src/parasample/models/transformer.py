@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TransformerConfig", "TinyTransformer", "MaskedLMAdapter", "CausalLMAdapter"]
+__all__ = ["TransformerConfig", "TinyTransformer", "KVCache", "MaskedLMAdapter",
+           "CausalLMAdapter"]
 
 
 @dataclass(frozen=True)
@@ -55,20 +56,58 @@ class _Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
                                  nn.Linear(4 * cfg.d_model, cfg.d_model))
 
-    def forward(self, x, cos, sin, past=None):
-        """``x [B, L, D]`` -> (``[B, L, D]``, this layer's keys and values ``[B, H, T, Dh]``).
+    def forward(self, x, cos, sin, cache=None, start: int = 0):
+        """``x [B, L, D]`` (positions start..start+L-1) -> ``[B, L, D]``.
 
-        ``past``: cached (keys, values) of the T - L earlier positions (causal models, L = 1).
+        ``cache``: this layer's preallocated (keys, values) ``[B, H, max_len, Dh]``; the new
+        positions are written in place and attention reads positions 0..start+L-1.
         """
         B, L, D = x.shape
         H = self.cfg.n_heads
         q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, H, D // H).permute(2, 0, 3, 1, 4)
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)  # [B, H, L, Dh]
-        if past is not None:  # one new position attends to every earlier one: no mask needed
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal and past is None)
+        if cache is not None:
+            cache[0][:, :, start:start + L] = k
+            cache[1][:, :, start:start + L] = v
+            k, v = cache[0][:, :, :start + L], cache[1][:, :, :start + L]
+        # a prefill (start = 0) is causal as usual; one new position attends to all before it
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal and L > 1)
         x = x + self.proj(a.transpose(1, 2).reshape(B, L, D))
-        return x + self.mlp(self.ln2(x)), (k, v)
+        return x + self.mlp(self.ln2(x))
+
+
+class KVCache:
+    """Preallocated keys and values of a causal TinyTransformer: per layer two
+    ``[B, H, max_len, Dh]`` buffers and the number of positions filled.
+
+    Written in place as the sequence grows (a concatenating cache spent most of the sampling
+    time copying); like the transformers caches, a state must not be reused once advanced.
+    """
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], length: int = 0):
+        self.layers, self.length = layers, length
+
+    @classmethod
+    def empty(cls, cfg: TransformerConfig, batch: int, dtype, device) -> KVCache:
+        shape = (batch, cfg.n_heads, cfg.max_len, cfg.d_model // cfg.n_heads)
+        return cls([(torch.empty(shape, dtype=dtype, device=device),
+                     torch.empty(shape, dtype=dtype, device=device))
+                    for _ in range(cfg.n_layers)])
+
+    def select(self, index: torch.Tensor) -> KVCache:
+        """Rows ``index [B']`` (copied; B' may exceed B)."""
+        n = self.length
+        out = KVCache.empty_like(self, len(index))
+        for (dk, dv), (k, v) in zip(out.layers, self.layers, strict=True):
+            dk[:, :, :n], dv[:, :, :n] = k[index, :, :n], v[index, :, :n]
+        out.length = n
+        return out
+
+    @staticmethod
+    def empty_like(cache: KVCache, batch: int) -> KVCache:
+        k = cache.layers[0][0]
+        return KVCache([(k.new_empty((batch, *k.shape[1:])), k.new_empty((batch, *k.shape[1:])))
+                        for _ in cache.layers])
 
 
 class TinyTransformer(nn.Module):
@@ -88,30 +127,36 @@ class TinyTransformer(nn.Module):
         self.register_buffer("sin", ang.sin(), persistent=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens [B, L]`` -> logits ``[B, L, V]``."""
-        return self.forward_cached(tokens)[0]
+        """``tokens [B, L]`` -> logits ``[B, L, V]`` (no cache)."""
+        return self._run(tokens, None)
 
-    def forward_cached(self, tokens: torch.Tensor, past: list | None = None
-                       ) -> tuple[torch.Tensor, list]:
-        """Logits of ``tokens [B, L]`` that follow the cached positions ``past`` (a list of
-        per-layer keys/values, None for a fresh sequence) and the extended cache.
+    def forward_cached(self, tokens: torch.Tensor, cache: KVCache | None = None
+                       ) -> tuple[torch.Tensor, KVCache | None]:
+        """Logits ``[B, L, V]`` of ``tokens [B, L]`` that follow the positions held in ``cache``.
 
-        With a cache, only causal models and one new token per call (L = 1) are supported.
+        Without a cache the sequence starts at position 0 and a new cache holding it is
+        returned; with one, it is extended in place. Causal models only.
         """
+        if not self.cfg.causal:
+            raise ValueError("a KV cache extends a causal model; this one is bidirectional.")
+        if cache is None:
+            cache = KVCache.empty(self.cfg, tokens.shape[0], self.embed.weight.dtype,
+                                  tokens.device)
+        return self._run(tokens, cache), cache
+
+    def _run(self, tokens: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         L = tokens.shape[1]
-        start = 0 if past is None else past[0][0].shape[2]
-        if past is not None and (L != 1 or not self.cfg.causal):
-            raise ValueError("a KV cache extends a causal model by one token per call.")
+        start = 0 if cache is None else cache.length
         if start + L > self.cfg.max_len:
             raise ValueError(f"sequence of {start + L} tokens exceeds this model's context of "
                              f"{self.cfg.max_len}; shorten the prompt or gen_length.")
         x = self.embed(tokens)
         cos, sin = self.cos[start:start + L], self.sin[start:start + L]
-        cache = []
         for i, blk in enumerate(self.blocks):
-            x, kv = blk(x, cos, sin, None if past is None else past[i])
-            cache.append(kv)
-        return self.head(self.ln_f(x)).float(), cache
+            x = blk(x, cos, sin, None if cache is None else cache.layers[i], start)
+        if cache is not None:
+            cache.length = start + L
+        return self.head(self.ln_f(x)).float()
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -148,7 +193,7 @@ class CausalLMAdapter:
             raise ValueError("a bidirectional transformer is not an AR LM; train it with "
                              "causal=True.")
         self.model, self.eos_id, self.tokenizer = model.eval(), eos_id, tokenizer
-        self.use_cache = use_cache
+        self.use_cache = use_cache  # the KV cache is written in place (see KVCache)
         self.vocab_size = model.cfg.vocab_size
         self.max_length = model.cfg.max_len
 
@@ -169,6 +214,4 @@ class CausalLMAdapter:
 
     def reorder(self, state, index: torch.Tensor):
         """Rows ``index [B']`` of the state (B' may exceed B: rows are repeated)."""
-        if self.use_cache:
-            return [(k[index], v[index]) for k, v in state]
-        return state[index]
+        return state.select(index) if self.use_cache else state[index]

@@ -126,6 +126,11 @@ class HFCausalLM:
         ``chat=None`` applies the tokenizer's chat template when it has one (instruct models).
         """
         chat = chat if chat is not None else bool(getattr(self.tokenizer, "chat_template", None))
+        if not prompts:
+            raise ValueError("no prompts given; pass at least one prompt text.")
+        for i, text in enumerate(prompts):
+            if not text.strip():
+                raise ValueError(f"prompt {i} is empty; give a non-empty prompt text.")
         rows = [_prompt_ids(self.tokenizer, text, chat) for text in prompts]
         P = max(len(r) for r in rows)
         ids = torch.full((len(rows), P), self.pad_id, dtype=torch.long)
