@@ -116,3 +116,10 @@ def test_samples_saved_bootstrap_is_zero_for_equal_curves_and_positive_for_bette
     assert saved[1] == pytest.approx(0.5) and saved[2] == pytest.approx(0.5)
     assert saved[3] is None  # beyond the i.i.d. grid: not extrapolated
     assert head == pytest.approx(0.5) and head_se is not None and head_se >= 0
+
+
+def test_samples_saved_is_undefined_on_flat_curves():
+    from parasample.metrics.passk import samples_saved
+
+    assert samples_saved([1, 2, 4], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]) == [None, None, None]
+    assert samples_saved([1, 2, 4], [0.0, 0.0, 0.5], [0.0, 0.5, 0.6]) == [None, 0.5, None]

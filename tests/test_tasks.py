@@ -121,3 +121,19 @@ def test_arith_value_range_knob():
         assert all(0 <= v <= 20 for v in values) and str(_evaluate(p.prompt)) == p.answer
     with pytest.raises(ValueError, match=r"max_operand=15 must be in 1..10 for max_value=20"):
         ArithChainTask(max_value=20, max_operand=15)
+
+
+def test_simple_add_task_problems_and_checker():
+    from parasample.tasks.arith import SimpleAddTask
+
+    task = SimpleAddTask()
+    probs = task.problems(81, seed=0)
+    assert len({p.prompt for p in probs}) == 81 and probs == task.problems(81, seed=0)
+    p = probs[0]
+    a, b = (int(x) for x in p.prompt.removeprefix("What is ").split("?")[0].split(" + "))
+    assert p.answer == str(a + b)
+    assert task.is_correct(f"{a} + {b} = {a + b}.", p.answer)
+    assert not task.is_correct(f"The answer is {a + b + 1}", p.answer)
+    assert task.answer("no number") is None
+    with pytest.raises(ValueError, match="only 81 distinct problems exist"):
+        task.problems(82, seed=0)

@@ -326,15 +326,17 @@ def bench_passk(
     k_max: int = typer.Option(64, "--k-max", help="Largest k, a power of two (Sobol and lattice "
                               "batches need one); pass@k for k = 1, 2, 4, ..., k-max."),
     temperature: float = typer.Option(1.0, "--temperature", "-t", help="Softmax temperature "
-                                      "(> 0), the same for every sampler."),
+                                      "(> 0) of the small AR model, the same for every sampler."),
+    lm_temperature: float = typer.Option(0.7, "--lm-temperature", help="Softmax temperature of "
+                                         "SmolLM2 (> 0), the same for every sampler."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus mass in (0, 1], the same for every "
-                                "sampler."),
+                                "sampler and model."),
     ar_problems: int = typer.Option(128, "--ar-problems", help="Held-out arithmetic chains for "
                                     "the shipped small AR model (0 skips it)."),
     ar_batches: int = typer.Option(4, "--ar-batches", help="Independent k-max batches per chain "
                                    "problem (R)."),
-    add_problems: int = typer.Option(32, "--add-problems", help="Two-number additions for "
-                                     "SmolLM2 (0 skips them)."),
+    add_problems: int = typer.Option(24, "--add-problems", help="Single-digit addition "
+                                     "questions for SmolLM2 (0 skips them)."),
     gsm8k_problems: int = typer.Option(3, "--gsm8k-problems", help="GSM8K test problems for "
                                        "SmolLM2 (0 skips them; about 4 min each on 2 cores)."),
     gsm8k_tokens: int = typer.Option(128, "--gsm8k-tokens", help="SmolLM2's answer budget on "
@@ -369,7 +371,8 @@ def bench_passk(
     from parasample.bench.plots import passk_plot
 
     torch.set_num_threads(threads)
-    kw = dict(k_max=k_max, temperature=temperature, top_p=top_p, ar_problems=ar_problems,
+    kw = dict(k_max=k_max, temperature=temperature, lm_temperature=lm_temperature, top_p=top_p,
+              ar_problems=ar_problems,
               ar_batches=ar_batches, add_problems=add_problems, gsm8k_problems=gsm8k_problems,
               gsm8k_tokens=gsm8k_tokens, seed=seed)
     if quick:
@@ -380,19 +383,21 @@ def bench_passk(
         cfg = bp.PasskBenchConfig(**kw)
     out_dir = Path(out or ("results/passk-quick" if quick else "results/passk"))
     with console.status("loading models and problems ..."):
-        tasks = [bp.ar_chain_task(cfg.ar_problems, cfg.ar_batches, seed, ar_model)
-                 if cfg.ar_problems else None,
-                 bp.smollm2_add_task(cfg.add_problems, seed) if cfg.add_problems else None,
-                 bp.smollm2_gsm8k_task(cfg.gsm8k_problems, cfg.gsm8k_tokens, data)
-                 if cfg.gsm8k_problems else None]
+        tasks = [bp.ar_chain_task(cfg.ar_problems, cfg.ar_batches, seed, ar_model,
+                                  cfg.temperature) if cfg.ar_problems else None,
+                 bp.smollm2_add_task(cfg.add_problems, seed, cfg.lm_temperature)
+                 if cfg.add_problems else None,
+                 bp.smollm2_gsm8k_task(cfg.gsm8k_problems, cfg.gsm8k_tokens, cfg.lm_temperature,
+                                       data) if cfg.gsm8k_problems else None]
         tasks = [t for t in tasks if t is not None]
         lm = None if skip_throughput else load_ar_model("smollm2")
     for t in tasks:
         console.print(f"  {t.model_name} on {t.name}: {len(t.problems)} problems x "
                       f"{t.batches} batch(es) x k={cfg.k_max} samples x {len(bp.SAMPLERS)} "
-                      f"samplers, <= {t.max_new_tokens} new tokens", highlight=False)
-    console.print(f"bench passk: k = {cfg.ks}, temperature {cfg.temperature}, top-p {cfg.top_p}, "
-                  f"{threads} threads -> {out_dir}", highlight=False)
+                      f"samplers, <= {t.max_new_tokens} new tokens, temperature "
+                      f"{t.temperature}", highlight=False)
+    console.print(f"bench passk: k = {cfg.ks}, top-p {cfg.top_p}, {threads} threads -> {out_dir}",
+                  highlight=False)
     rows_total = sum(len(t.problems) * t.batches * cfg.k_max for t in tasks) * len(bp.SAMPLERS)
     runs_total = 0 if lm is None else cfg.throughput_reps * (len(bp.SAMPLERS) + 2)
     prompt = "What is the sum of the first ten positive integers? Explain briefly."

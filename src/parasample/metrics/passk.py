@@ -45,7 +45,7 @@ def passk_batches(correct: torch.Tensor) -> tuple[float, float]:
 def samples_saved(ks: list[int], iid: list[float], corr: list[float]) -> list[float | None]:
     """For each k of the correlated curve, 1 - k / k_iid where k_iid is the i.i.d. sample count
     with the same pass@k (linear interpolation in log2 k). None where the i.i.d. curve never
-    reaches that pass@k inside the grid (or is flat there).
+    reaches that pass@k inside the grid, or is flat there (no single k matches).
 
     ``ks`` increasing; ``iid`` and ``corr`` pass@k at each k. Interpolation is written here
     because it inverts a curve sampled on a log grid, with explicit out-of-range handling.
@@ -58,6 +58,9 @@ def samples_saved(ks: list[int], iid: list[float], corr: list[float]) -> list[fl
             out.append(None)
             continue
         j = int(np.searchsorted(y, target, side="left"))
+        if j == 0 and len(y) > 1 and y[1] == y[0]:
+            out.append(None)  # a flat start (e.g. all zero): no i.i.d. count is matched
+            continue
         if j == 0:
             k_iid = 2 ** logk[0]
         elif y[j] == y[j - 1]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["ArithProblem", "ArithChainTask", "CharTokenizer", "PAD", "BOS", "EOS", "MASK",
-           "extract_arith_answer", "SimpleAddTask", "first_integer"]
+           "extract_arith_answer", "SimpleAddTask", "last_integer"]
 
 PAD, BOS, EOS, MASK = "<pad>", "<bos>", "<eos>", "<mask>"
 MAX_VALUE = 99  # the largest value the tokenizer's task format is designed for
@@ -122,55 +122,49 @@ class ArithChainTask:
         return extract_arith_answer(text) == answer
 
 
-def first_integer(text: str) -> str | None:
-    """The first integer in ``text`` ('-12' kept signed), or None."""
-    m = re.search(r"-?\d+", text)
-    return str(int(m.group())) if m else None
+def last_integer(text: str) -> str | None:
+    """The last integer in ``text`` ('-12' kept signed), or None."""
+    found = re.findall(r"-?\d+", text)
+    return str(int(found[-1])) if found else None
 
 
 @dataclass(frozen=True)
 class SimpleAddTask:
-    """Two-number addition posed few-shot to a general LM (``bench passk`` with SmolLM2).
+    """Two-number addition asked of an instruct LM (``bench passk`` with SmolLM2).
 
-    The prompt is plain text (no chat template), ``Q: 23 + 45 = ?\nA:``, after
-    ``shots`` solved examples, and the answer is the first integer of the completion, so a few
-    new tokens suffice. Operands are drawn from 1..``max_operand``.
+    The question is ``What is 3 + 5? Answer with the number only.`` (sent through the chat
+    template); the answer is the last integer of the reply, so a short budget of new tokens
+    suffices. Operands are drawn from 1..``max_operand``.
     """
 
-    max_operand: int = 99
-    shots: int = 3
+    max_operand: int = 9
 
     def __post_init__(self):
-        if self.max_operand < 1 or self.shots < 0:
-            raise ValueError(f"max_operand={self.max_operand} must be >= 1 and shots="
-                             f"{self.shots} >= 0.")
+        if self.max_operand < 1:
+            raise ValueError(f"max_operand={self.max_operand} must be >= 1.")
 
     def problems(self, n: int, *, seed: int) -> list[ArithProblem]:
-        """``n`` problems (distinct pairs while the range allows), deterministic in ``seed``."""
+        """``n`` distinct problems, deterministic in ``seed``."""
+        if n > self.max_operand ** 2:
+            raise ValueError(f"only {self.max_operand ** 2} distinct problems exist with "
+                             f"max_operand={self.max_operand}; ask for fewer.")
         g = torch.Generator().manual_seed(seed)
-
-        def pair():
-            a, b = (int(v) for v in torch.randint(1, self.max_operand + 1, (2,), generator=g))
-            return a, b
-
-        shots = "".join(f"Q: {a} + {b} = ?\nA: {a + b}\n" for a, b in
-                        (pair() for _ in range(self.shots)))
         seen, out = set(), []
         while len(out) < n:
-            a, b = pair()
-            if (a, b) in seen and len(seen) < self.max_operand ** 2:
-                continue
-            seen.add((a, b))
-            out.append(ArithProblem(f"{shots}Q: {a} + {b} = ?\nA:", f" {a + b}", str(a + b)))
+            a, b = (int(v) for v in torch.randint(1, self.max_operand + 1, (2,), generator=g))
+            if (a, b) not in seen:
+                seen.add((a, b))
+                out.append(ArithProblem(f"What is {a} + {b}? Answer with the number only.",
+                                        str(a + b), str(a + b)))
         return out
 
     @staticmethod
     def answer(text: str) -> str | None:
-        return first_integer(text)
+        return last_integer(text)
 
     @staticmethod
     def is_correct(text: str, answer: str) -> bool:
-        return first_integer(text) == answer
+        return last_integer(text) == answer
 
 
 class CharTokenizer:
