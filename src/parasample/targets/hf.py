@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,11 @@ class HFCausalLM:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.eos_id
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+        # Only the last position's logits are needed: skipping the LM head on the other prompt
+        # positions saves most of a prefill's work when the vocabulary is large (49k for
+        # SmolLM2), as transformers' own generate does.
+        params = inspect.signature(self.model.forward).parameters
+        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     # -- prompts ---------------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str], chat: bool | None = None
@@ -152,7 +158,7 @@ class HFCausalLM:
                              f"context of {self.max_length}; shorten it.")
         pos = (attention_mask.cumsum(1) - 1).clamp(min=0)  # [B, P]
         out = self.model(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=pos,
-                         use_cache=self.use_cache)
+                         use_cache=self.use_cache, **self._last_only)
         # state: (KV cache, or the ids so far without one; attention mask; last position)
         kv = out.past_key_values if self.use_cache else prompt_ids
         return out.logits[:, -1].float(), (kv, attention_mask, pos[:, -1])
@@ -164,8 +170,8 @@ class HFCausalLM:
         pos = (last + 1)[:, None]  # [B, 1]
         if not self.use_cache:
             ids = torch.cat([kv, tokens[:, None]], dim=1)  # [B, P+t]
-            out = self.model(input_ids=ids, attention_mask=mask,
-                             position_ids=(mask.cumsum(1) - 1).clamp(min=0), use_cache=False)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=(
+                mask.cumsum(1) - 1).clamp(min=0), use_cache=False, **self._last_only)
             return out.logits[:, -1].float(), (ids, mask, pos[:, 0])
         out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos,
                          past_key_values=kv, use_cache=True)
