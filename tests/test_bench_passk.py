@@ -4,7 +4,6 @@ bad input, and the SmolLM2 quick run (slow)."""
 import csv
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from parasample.bench import passk as bp

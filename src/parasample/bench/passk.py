@@ -19,7 +19,7 @@ import hashlib
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -190,9 +190,10 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
     """
     K, R = cfg.k_max, task.batches
     path = raw_dir / f"{task.model_name}-{task.name}-{sampler}.pt"
-    key = {"cfg": asdict(cfg), "task": task.name, "model": task.model_name, "sampler": sampler,
-           "n_problems": len(task.problems), "temperature": task.temperature,
-           "max_new_tokens": task.max_new_tokens}
+    # what determines these samples (other settings of the run do not invalidate them)
+    key = {"k_max": K, "batches": R, "top_p": cfg.top_p, "seed": cfg.seed, "task": task.name,
+           "model": task.model_name, "sampler": sampler, "n_problems": len(task.problems),
+           "temperature": task.temperature, "max_new_tokens": task.max_new_tokens}
     saved = torch.load(path, weights_only=False) if path.exists() else None
     if saved is None or saved["key"] != key:
         saved = {"key": key, "chunks": {}, "wall_s": 0.0}
@@ -213,7 +214,7 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
         texts = task.texts(out.tokens)
         probs = [p for p in chunk for _ in range(R * K)]
         saved["chunks"][c] = {
-            "correct": torch.tensor([task.correct(t, p) for t, p in zip(texts, probs)]
+            "correct": torch.tensor([task.correct(t, p) for t, p in zip(texts, probs, strict=True)]
                                     ).view(P, R, K),
             "tokens": out.lengths.view(P, R, K),
             "answers": [task.answer(t) for t in texts],
@@ -358,9 +359,9 @@ def run_benchmark(cfg: PasskBenchConfig, out: Path, tasks: list[PasskTask], *,
         heads[(task.model_name, task.name)] = h
         write_csv(out / "summary.csv", SUMMARY_HEADER, summary)
     done = read_csv(out / "throughput.csv")
-    if throughput_lm is not None and not (done and int(done[0]["batch_size"]) == cfg.throughput_batch
-                                          and int(done[0]["new_tokens"]) == cfg.throughput_tokens
-                                          and int(done[0]["reps"]) == cfg.throughput_reps):
+    same = bool(done) and [done[0][c] for c in ("batch_size", "new_tokens", "reps")] == [
+        str(cfg.throughput_batch), str(cfg.throughput_tokens), str(cfg.throughput_reps)]
+    if throughput_lm is not None and not same:  # timings already taken are kept on a rerun
         tp = measure_throughput(throughput_lm, throughput_prompt, cfg, progress=(
             (lambda n: progress("runs", n)) if progress else None))
         write_csv(out / "throughput.csv", THROUGHPUT_HEADER, tp)

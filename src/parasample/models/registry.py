@@ -7,8 +7,12 @@ from pathlib import Path
 
 import torch
 
-from parasample.models.transformer import (CausalLMAdapter, MaskedLMAdapter, TinyTransformer,
-                                           TransformerConfig)
+from parasample.models.transformer import (
+    CausalLMAdapter,
+    MaskedLMAdapter,
+    TinyTransformer,
+    TransformerConfig,
+)
 from parasample.tasks.arith import CharTokenizer
 
 __all__ = ["CHECKPOINT_DIR", "DEFAULT_DLLM", "DEFAULT_AR", "checkpoint_path", "load_dllm",

@@ -93,7 +93,7 @@ def heldout_pass1(adapter: CausalLMAdapter, task: ArithChainTask, n: int, seed: 
     out = generate(adapter, ids, torch.ones_like(ids), src,
                    SamplingConfig(max_new_tokens=gen_length))
     texts = [tok.decode(r) for r in out.tokens]
-    return sum(task.is_correct(t, p.answer) for t, p in zip(texts, probs)) / n
+    return sum(task.is_correct(t, p.answer) for t, p in zip(texts, probs, strict=True)) / n
 
 
 def train_ar(cfg: ARTrainConfig, state_path: Path, *, progress=None, log=None) -> dict:
