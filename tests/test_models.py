@@ -63,3 +63,26 @@ def test_shipped_dllm_is_small_and_decodes_well_formed_traces():
     trace = re.compile(r"^([a-z]=\d+[-+*]\d+=\d+;){4}#\d+$")
     assert sum(bool(trace.match(t)) for t in texts) >= 24, texts  # >= 75% well-formed
     assert sum(task.correct(t, p) for t, p in zip(texts, task.problems, strict=True)) >= 1
+
+
+def test_shipped_ar_model_is_small_and_its_pass1_is_inside_the_target_band():
+    """bench passk wants a fast AR model whose temperature-1 pass@1 is between 0.2 and 0.8."""
+    from parasample.models import load_ar
+    from parasample.models.train_ar import ARTrainConfig, heldout_pass1
+
+    assert checkpoint_path("ar-arith").stat().st_size < 5e6
+    lm = load_ar()
+    cfg = ARTrainConfig(**lm.train_config)
+    assert 0.2 <= heldout_pass1(lm, cfg.task(), 128, seed=0, gen_length=cfg.gen_length) <= 0.8
+
+
+def test_train_ar_tiny_run_exports_a_loadable_causal_model(tmp_path):
+    from parasample.models import load_ar
+    from parasample.models.train_ar import ARTrainConfig, train_ar
+
+    cfg = ARTrainConfig(steps=3, batch_size=4, d_model=32, n_layers=1, n_heads=2, warmup=1)
+    out = train_ar(cfg, tmp_path / "s.pt")
+    assert out["step"] == 3 and "heldout_pass1" in out["history"][-1]
+    export_checkpoint(tmp_path / "s.pt", tmp_path / "ar.pt")
+    lm = load_ar(str(tmp_path / "ar.pt"))
+    assert lm.model.cfg.causal and lm.train_config["steps"] == 3
