@@ -46,11 +46,9 @@ def test_training_is_resumable_after_an_interruption(tmp_path):
         train_dllm(DLLMTrainConfig(**{**TINY, "seed": 1}), state)
 
 
-def test_shipped_dllm_is_small_and_decodes_well_formed_traces():
-    """Regression guard on the shipped checkpoint at its measured level (12.5% exact on 64
-    held-out chains, see README): well-formed 4-step traces, and some chains right."""
-    import re
-
+def test_shipped_dllm_is_small_and_solves_held_out_chains():
+    """Regression guard on the shipped checkpoint at its measured level (0.98-1.00 exact on 64
+    held-out chains, see README): threshold decoding at B = 32 gets >= 90% of 32 other ones."""
     from parasample.bench.dllm import arith_task
     from parasample.diffusion import DecodeConfig, Threshold, decode
 
@@ -60,9 +58,8 @@ def test_shipped_dllm_is_small_and_decodes_well_formed_traces():
     out = decode(load_dllm(), task.encode(task.problems),
                  DecodeConfig(256, 32, 8, rule=Threshold(0.9)))
     texts = task.texts(out.tokens)
-    trace = re.compile(r"^([a-z]=\d+[-+*]\d+=\d+;){4}#\d+$")
-    assert sum(bool(trace.match(t)) for t in texts) >= 24, texts  # >= 75% well-formed
-    assert sum(task.correct(t, p) for t, p in zip(texts, task.problems, strict=True)) >= 1
+    right = sum(task.correct(t, p) for t, p in zip(texts, task.problems, strict=True))
+    assert right >= 29, texts
 
 
 def test_shipped_ar_model_is_small_and_its_pass1_is_inside_the_target_band():
