@@ -6,7 +6,7 @@ from parasample.noise import make_source
 from parasample.targets import ToyARLM, exact_distribution, state_index
 from tests.helpers import brute_force_ar, chi2_pvalue
 
-SOURCES = ["iid", "sobol", "lattice", "antithetic"]
+SOURCES = ["iid", "sobol", "lattice", "antithetic", "arithmetic"]
 
 
 def _draw(model, name, k, groups, config, seed):
@@ -33,7 +33,7 @@ def test_each_sample_is_an_exact_draw(name):
     assert 0.5 * (pooled - exact).abs().sum() < 0.5 * (64 / idx.numel()) ** 0.5
 
 
-@pytest.mark.parametrize("name", ["sobol", "lattice"])
+@pytest.mark.parametrize("name", ["sobol", "lattice", "arithmetic"])
 def test_correlated_sources_give_fewer_duplicates_than_iid(name):
     model = ToyARLM(4, 3, generator=torch.Generator().manual_seed(0), sharpness=2.5)
     k, groups = 8, 400
@@ -115,3 +115,22 @@ def test_source_row_count_must_match(gen):
     ids = torch.zeros(5, 1, dtype=torch.long)
     with pytest.raises(ValueError, match="serves 4 rows but there are 5"):
         generate(model, ids, torch.ones_like(ids), src, SamplingConfig(max_new_tokens=3))
+
+
+def test_arithmetic_sampling_stratifies_whole_sequences():
+    """Each sequence of probability p appears floor(kp) or ceil(kp) times in a group of k
+    (one code point per row carried through the inverse CDFs), unlike i.i.d. sampling."""
+    model = ToyARLM(3, 3, generator=torch.Generator().manual_seed(0), sharpness=2.0)
+    exact = exact_distribution(model)
+    k, groups = 16, 50
+    idx = state_index(_draw(model, "arithmetic", k, groups, SamplingConfig(max_new_tokens=3),
+                            seed=7).tokens, 3).reshape(groups, k)
+    lo, hi = torch.floor(k * exact), torch.ceil(k * exact)
+    for g in range(groups):
+        counts = torch.bincount(idx[g], minlength=27).double()
+        assert torch.all((counts >= lo) & (counts <= hi)), g
+    iid = state_index(_draw(model, "iid", k, groups, SamplingConfig(max_new_tokens=3),
+                            seed=7).tokens, 3).reshape(groups, k)
+    off = [bool(torch.any((c < lo) | (c > hi))) for c in
+           (torch.bincount(r, minlength=27).double() for r in iid)]
+    assert sum(off) > groups // 2

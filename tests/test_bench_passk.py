@@ -29,7 +29,7 @@ def test_bench_writes_csvs_and_resumes_without_resampling(chain_task, tmp_path, 
         distinct = [float(r["distinct_answers"]) for r in rows if r["sampler"] == s]
         assert curve == sorted(curve) and distinct == sorted(distinct) and distinct[0] <= 1
     summary = list(csv.DictReader(open(tmp_path / "summary.csv")))
-    assert {r["sampler"] for r in summary} == {"sobol", "lattice", "antithetic"}
+    assert {r["sampler"] for r in summary} == {"sobol", "lattice", "antithetic", "arithmetic"}
     # a rerun reads the raw results back: no model call, identical CSV
     before = (tmp_path / "passk.csv").read_text()
     monkeypatch.setattr(bp, "generate", lambda *a, **k: pytest.fail("resampled"))

@@ -11,7 +11,7 @@ from parasample.models import CausalLMAdapter, TinyTransformer, TransformerConfi
 from parasample.noise import make_source
 from tests.test_targets import _tiny_llama
 
-SAMPLERS = ["iid", "sobol", "lattice", "antithetic"]
+SAMPLERS = ["iid", "sobol", "lattice", "antithetic", "arithmetic"]
 
 
 def _tiny_causal(use_cache):
@@ -33,7 +33,10 @@ def _run(lm, ids, mask, sampler, k, config, seed=0):
     return generate(lm, ids, mask, src, config, samples_per_prompt=k)
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+# Arithmetic sampling is left out on purpose: it refines one code point by 1/p(token) at every
+# draw, so the 1e-6 logit differences between two float32 code paths grow into different tokens
+# after ~20 bits of entropy (its exactness and stratification are tested in test_ancestral).
+@pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "arithmetic"])
 @pytest.mark.parametrize("build", [_tiny_causal, _hf], ids=["tiny", "hf-llama"])
 def test_kv_cache_and_no_cache_reference_draw_the_same_tokens(build, sampler):
     """Same uniforms -> same tokens and log-probs, with and without the KV cache (left-padded

@@ -15,7 +15,7 @@ from parasample.noise import (
 )
 from tests.helpers import chi2_pvalue
 
-ALL = ["iid", "sobol", "lattice", "antithetic"]
+ALL = ["iid", "sobol", "lattice", "antithetic", "arithmetic"]
 
 
 @pytest.mark.parametrize("name", ALL)

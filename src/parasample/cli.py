@@ -32,6 +32,7 @@ class Sampler(StrEnum):
     sobol = "sobol"
     lattice = "lattice"
     antithetic = "antithetic"
+    arithmetic = "arithmetic"
 
 
 def friendly_errors(fn):
@@ -79,9 +80,11 @@ def sample(
     k: int = typer.Option(8, "-k", help="Number of samples to draw for the prompt."),
     sampler: Sampler = typer.Option(Sampler.iid, "--sampler", "-s", help="How the k samples "
                                     "share noise: iid, sobol (scrambled Sobol RQMC; k a power of "
-                                    "two), lattice (shifted rank-1 lattice / arithmetic "
-                                    "sampling), antithetic (pairs u, 1-u; k even). Each sample "
-                                    "is an exact draw from the model in every case."),
+                                    "two), lattice (shifted rank-1 lattice over the per-token "
+                                    "uniforms), antithetic (pairs u, 1-u; k even), "
+                                    "arithmetic (arithmetic sampling: one grid code point per "
+                                    "sample drives the whole sequence). Each sample is an exact "
+                                    "draw from the model in every case."),
     temperature: float = typer.Option(1.0, "--temperature", "-t", help="Softmax temperature "
                                       "(> 0)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus mass in (0, 1]; 1 disables it."),
@@ -354,9 +357,9 @@ def bench_passk(
     seed: int = typer.Option(0, "--seed", help="Seed of the problems and of every source."),
     threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
 ):
-    """Correlated parallel sampling: pass@k of i.i.d., scrambled Sobol, shifted lattice and
-    antithetic samples on (a) the shipped small AR model on arithmetic chains, (b) SmolLM2 on
-    two-number addition, (c) SmolLM2 on GSM8K.
+    """Correlated parallel sampling: pass@k of i.i.d., scrambled Sobol, shifted lattice,
+    antithetic and arithmetic samples on (a) the shipped small AR model on arithmetic chains,
+    (b) SmolLM2 on single-digit addition questions, (c) SmolLM2 on GSM8K.
 
     Writes passk.csv, summary.csv (samples saved at matched pass@k, bootstrap SE), throughput.csv
     (our engine vs transformers generate at the same batch and length) and passk.png; resumes

@@ -11,12 +11,13 @@ A sampler is ``init`` plus a pure ``step``; :func:`generate` is the loop.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 
-from parasample.noise import UniformSource, icdf_categorical
+from parasample.noise import UniformSource, icdf_categorical, icdf_residual
 
 __all__ = ["SamplingConfig", "AncestralState", "StepInfo", "Generation", "sampling_probs",
            "init", "step", "generate", "lengths_with_eos"]
@@ -67,6 +68,9 @@ class AncestralState(NamedTuple):
     logits: ``[B, V]`` raw next-token logits from the model.
     cache: model state (KV cache), opaque here.
     done: ``[B]`` bool, the row has emitted EOS.
+    residual: ``[B]`` float64, where each row's last uniform fell inside its token's interval
+        (rescaled to [0, 1)), carried into the next uniform by arithmetic sampling; None for
+        every other source.
     """
 
     tokens: torch.Tensor
@@ -74,6 +78,7 @@ class AncestralState(NamedTuple):
     logits: torch.Tensor
     cache: Any
     done: torch.Tensor
+    residual: torch.Tensor | None = None
 
 
 class StepInfo(NamedTuple):
@@ -130,6 +135,25 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> Ances
     )
 
 
+#: Prefix log-probability below which arithmetic sampling stops carrying the bare residual.
+_DEEP_LOGQ = -20 * math.log(2)
+
+
+def _carry(residual: torch.Tensor, u: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """The uniform of arithmetic sampling's next draw, ``[B]``.
+
+    NaN residual (a fresh row): the source's uniform. Otherwise the residual itself, which keeps
+    the k code points of a group an exact grid over whole sequences, as long as the row's prefix
+    has probability >= 2^-20: each draw divides the code point by p(token), so float64 keeps
+    33+ bits there. Deeper, the residual is rotated by the source's fresh uniform shared by the
+    group, frac(r + u): exactly uniform whatever float64 did to r. (A prefix that rare holds at
+    most one row of a group for k <= 2^20, so there is no stratification left to keep.)
+    """
+    rotated = torch.remainder(residual + u, 1.0)
+    carried = torch.where(logq < _DEEP_LOGQ, rotated, residual)
+    return torch.where(torch.isnan(residual), u, carried)
+
+
 def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
          *, advance: bool = True, forced: torch.Tensor | None = None
          ) -> tuple[AncestralState, StepInfo]:
@@ -140,9 +164,14 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
     Finished rows receive EOS with log-prob 0. Pure: the input state is not modified.
     """
     probs = sampling_probs(state.logits, config)  # [B, V]
+    if state.residual is not None:  # arithmetic sampling: the code point carries on
+        u = _carry(state.residual, u, state.logprobs.sum(1))
     tok = icdf_categorical(probs, u)  # [B]
+    residual = None if state.residual is None else icdf_residual(probs, u, tok)
     if forced is not None:
         tok = torch.where(forced >= 0, forced, tok)
+        if residual is not None:  # a forced token did not come from u: start afresh
+            residual = torch.where(forced >= 0, torch.nan, residual)
     logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]  # [B]
     eos = None if config.ignore_eos else model.eos_id
     if eos is not None:
@@ -158,7 +187,7 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
     new = AncestralState(
         tokens=torch.cat([state.tokens, tok[:, None]], dim=1),
         logprobs=torch.cat([state.logprobs, logq[:, None]], dim=1),
-        logits=logits, cache=cache, done=done,
+        logits=logits, cache=cache, done=done, residual=residual,
     )
     return new, StepInfo(nfe=nfe, n_active=int((~done).sum()))
 
@@ -190,11 +219,14 @@ def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
         raise ValueError(f"the uniform source serves {source.n} rows but there are {P} prompts x "
                          f"{samples_per_prompt} samples = {B} rows; build the source with n={B}.")
     state, nfe = init(model, prompt_ids, attention_mask), 1
+    if source.carries_residual:
+        state = state._replace(residual=torch.full((P,), torch.nan, dtype=torch.float64))
     if samples_per_prompt > 1:
         rows = torch.arange(P).repeat_interleave(samples_per_prompt)  # [B]
         state = state._replace(tokens=state.tokens[rows], logprobs=state.logprobs[rows],
                                logits=state.logits[rows], cache=model.reorder(state.cache, rows),
-                               done=state.done[rows])
+                               done=state.done[rows], residual=None if state.residual is None
+                               else state.residual[rows])
     for t in range(config.max_new_tokens):
         u = source.uniform()  # [B]
         last = t == config.max_new_tokens - 1

@@ -4,7 +4,8 @@ For every (model, task, sampler) the harness draws, per problem, R batches of ``
 whose uniforms come from the sampler's source (one correlated group per batch), scores them with
 the task's exact checker, and reads pass@k for every power-of-two k <= k_max off the first k
 samples of each batch (every power-of-two prefix of a Sobol, lattice or antithetic group is
-itself a group of that sampler). i.i.d. samples use the unbiased estimator over all R * k_max.
+itself a group of that sampler; for arithmetic sampling the first 2^j code points are a
+shifted 2^j-point grid). i.i.d. samples use the unbiased estimator over all R * k_max.
 
 Outputs under ``out``: ``passk.csv`` (one row per sampler, model, task, k), ``summary.csv``
 (samples saved at matched pass@k per correlated sampler, with bootstrap SE over problems),
@@ -36,7 +37,7 @@ __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
            "smollm2_gsm8k_task", "sample_task", "passk_rows", "summary_rows",
            "measure_throughput", "run_benchmark"]
 
-SAMPLERS = ("iid", "sobol", "lattice", "antithetic")
+SAMPLERS = ("iid", "sobol", "lattice", "antithetic", "arithmetic")
 PASSK_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "stderr", "distinct_answers",
                 "n_problems", "tokens", "wall_s"]
 SUMMARY_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "iid_pass_at_k",

@@ -5,10 +5,12 @@ from parasample.noise.categorical import (
     gumbel_argmax,
     icdf_categorical,
     icdf_categorical_many,
+    icdf_residual,
 )
 from parasample.noise.sources import (
     SOURCES,
     AntitheticSource,
+    ArithmeticSource,
     IIDSource,
     LatticeSource,
     SobolSource,
@@ -20,6 +22,7 @@ __all__ = [
     "EPS_UNIFORM",
     "SOURCES",
     "AntitheticSource",
+    "ArithmeticSource",
     "IIDSource",
     "LatticeSource",
     "SobolSource",
@@ -27,5 +30,6 @@ __all__ = [
     "gumbel_argmax",
     "icdf_categorical",
     "icdf_categorical_many",
+    "icdf_residual",
     "make_source",
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["icdf_categorical", "icdf_categorical_many", "gumbel_argmax", "EPS_UNIFORM"]
+__all__ = ["icdf_categorical", "icdf_categorical_many", "icdf_residual", "gumbel_argmax",
+           "EPS_UNIFORM"]
 
 #: Smallest uniform used inside a log (keeps -log(-log u) finite for u = 0).
 EPS_UNIFORM = 1e-12
@@ -66,6 +67,22 @@ def icdf_categorical_many(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     last = probs.shape[-1] - 1 - torch.argmax(positive.flip(-1).to(torch.int8), dim=-1,
                                               keepdim=True)
     return torch.minimum(idx, last)
+
+
+def icdf_residual(probs: torch.Tensor, u: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+    """Where ``u`` fell inside the interval of the token it selected, rescaled to [0, 1).
+
+    For ``tok = icdf_categorical(probs, u)`` with u ~ U[0, 1), the residual
+    ``(u * F(V-1) - F(tok-1)) / p(tok)`` is again U[0, 1) and independent of ``tok``: the
+    arithmetic-coding step that lets one code point drive a whole sequence (arithmetic sampling).
+    ``probs [B, V]``, ``u [B]``, ``tok [B]`` -> ``[B]`` float64.
+    """
+    p = probs.to(torch.float64)
+    cdf = torch.cumsum(p, dim=-1)  # [B, V]
+    p_tok = p.gather(-1, tok[:, None])[:, 0]  # [B]
+    lo = cdf.gather(-1, tok[:, None])[:, 0] - p_tok
+    r = (u.to(torch.float64) * cdf[:, -1] - lo) / p_tok
+    return r.clamp(0.0, 1.0 - 2.0**-53)  # rounding can leave the interval by an ulp
 
 
 def gumbel_argmax(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

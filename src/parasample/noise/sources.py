@@ -33,6 +33,7 @@ __all__ = [
     "SobolSource",
     "LatticeSource",
     "AntitheticSource",
+    "ArithmeticSource",
     "SOURCES",
     "make_source",
 ]
@@ -65,6 +66,9 @@ class UniformSource(ABC):
     """
 
     name: str = "abstract"
+    #: True when a sequential sampler must carry the residual of each inverse-CDF draw into the
+    #: next uniform (arithmetic sampling, see :class:`ArithmeticSource`).
+    carries_residual: bool = False
 
     def __init__(self, n: int, k: int | None = None, *, generator: torch.Generator):
         k = n if k is None else k
@@ -225,8 +229,45 @@ class AntitheticSource(UniformSource):
         return pair.reshape(self.n, d)
 
 
+class ArithmeticSource(UniformSource):
+    """Arithmetic sampling (Vilnis et al., 2023): one code point per row drives its whole sequence.
+
+    Dimension 0 of a group is the randomly shifted grid ``frac(i/k + Delta)`` (rows in
+    :func:`lattice_order`); every later dimension is one uniform shared by the group's k rows.
+    A sequential sampler (``carries_residual``) draws token 0 from the grid point and each next
+    token from the residual of the previous draw, where it fell inside its token's interval
+    (``icdf_residual``: uniform and independent of the tokens so far). So each row is exactly a
+    draw from the model, and the k rows are a stratified sample of *whole sequences* in the
+    model's lexicographic order: a sequence of probability p appears floor(kp) or ceil(kp)
+    times. Once a row's prefix is rarer than 2^-20, float64 would run short of bits, and the
+    sampler rotates the residual by the shared uniform of the step instead (see the engine's
+    ``_carry``), which keeps the row exact.
+
+    Without the carry (a sampler that ignores ``carries_residual``), the rows of a group would
+    share their uniforms after dimension 0: still exact per row, but nearly identical.
+    """
+
+    name = "arithmetic"
+    carries_residual = True
+
+    def __init__(self, n, k=None, *, generator):
+        super().__init__(n, k, generator=generator)
+        self._dim = 0
+
+    def _next(self, d: int) -> torch.Tensor:
+        # dimension-major, one shift per (dimension, group): the same stream however d is chunked
+        shift = torch.rand(d, self.groups, generator=self.generator, dtype=torch.float64)
+        out = shift.T.repeat_interleave(self.k, dim=0)  # [n, d]
+        if self._dim == 0:
+            grid = lattice_order(self.k).to(torch.float64) / self.k  # [k]
+            out[:, 0] = torch.remainder(grid.repeat(self.groups) + out[:, 0], 1.0)
+        self._dim += d
+        return out
+
+
 SOURCES: dict[str, type[UniformSource]] = {
-    s.name: s for s in (IIDSource, SobolSource, LatticeSource, AntitheticSource)
+    s.name: s for s in (IIDSource, SobolSource, LatticeSource, AntitheticSource,
+                        ArithmeticSource)
 }
 
 
