@@ -338,7 +338,7 @@ def bench_passk(
                                     "the shipped small AR model (0 skips it)."),
     ar_batches: int = typer.Option(4, "--ar-batches", help="Independent k-max batches per chain "
                                    "problem (R)."),
-    add_problems: int = typer.Option(24, "--add-problems", help="Single-digit addition "
+    add_problems: int = typer.Option(64, "--add-problems", help="Single-digit addition "
                                      "questions for SmolLM2 (0 skips them)."),
     gsm8k_problems: int = typer.Option(3, "--gsm8k-problems", help="GSM8K test problems for "
                                        "SmolLM2 (0 skips them; about 4 min each on 2 cores)."),

@@ -71,7 +71,7 @@ class PasskBenchConfig:
     top_p: float = 1.0
     ar_problems: int = 128
     ar_batches: int = 4
-    add_problems: int = 24
+    add_problems: int = 64
     gsm8k_problems: int = 3
     gsm8k_tokens: int = 128
     throughput_batch: int = 32

@@ -63,7 +63,8 @@ def dllm_plots(out: Path, label: str = "") -> list[Path]:
 
 
 SAMPLER_STYLE = {"iid": ("black", "o-"), "sobol": ("tab:blue", "s-"),
-                 "lattice": ("tab:green", "^-"), "antithetic": ("tab:red", "v-")}
+                 "lattice": ("tab:green", "^-"), "antithetic": ("tab:red", "v-"),
+                 "arithmetic": ("tab:purple", "D-")}
 
 
 def passk_plot(out: Path) -> Path | None:
