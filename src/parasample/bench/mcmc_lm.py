@@ -204,10 +204,7 @@ def smollm2_tables(cfg: LMBenchConfig, out, progress=None) -> list[dict]:
 
 def mixing_plot(out) -> object:
     """``mixing.png``: mean chain energy against NFE per chain, with the i.i.d. band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from parasample.bench.plots import plt, save_figure  # headless matplotlib, set up there
 
     tr = read_csv(out / "smollm2_traces.csv")
     summ = read_csv(out / "smollm2.csv")
@@ -227,8 +224,4 @@ def mixing_plot(out) -> object:
     ax.set_title("SmolLM2-135M energy model: chains from random tokens vs exact draws",
                  fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "mixing.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "mixing.png")

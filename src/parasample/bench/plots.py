@@ -11,10 +11,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from parasample.bench.csvlog import read_csv  # noqa: E402
 
-__all__ = ["ACC_COLOR", "TPUT_COLOR", "dual_axis_plot", "dllm_plots", "passk_plot"]
+__all__ = ["ACC_COLOR", "TPUT_COLOR", "save_figure", "dual_axis_plot", "dllm_plots",
+           "passk_plot"]
 
 # One colour per quantity, the same in every chart (guide: "identical colour/order").
 ACC_COLOR, TPUT_COLOR = "tab:blue", "tab:orange"
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write (PNG, 120 dpi) and close ``fig``; every benchmark plot ends here."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def dual_axis_plot(rows: list[dict], x: str, title: str, path: Path) -> Path:
@@ -41,10 +50,7 @@ def dual_axis_plot(rows: list[dict], x: str, title: str, path: Path) -> Path:
     ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper center", fontsize=8,
                bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     ax1.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def dllm_plots(out: Path, label: str = "") -> list[Path]:
@@ -92,8 +98,4 @@ def passk_plot(out: Path) -> Path | None:
         ax.set_title(f"{model} on {task} ({sel[0]['n_problems']} problems)", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "passk.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "passk.png")
