@@ -342,7 +342,8 @@ def bench_passk(
     add_problems: int = typer.Option(64, "--add-problems", help="Single-digit addition "
                                      "questions for SmolLM2 (0 skips them)."),
     gsm8k_problems: int = typer.Option(3, "--gsm8k-problems", help="GSM8K test problems for "
-                                       "SmolLM2 (0 skips them; about 4 min each on 2 cores)."),
+                                       "SmolLM2 (0 skips them; about 2.5 min each for the five "
+                                       "samplers on 2 cores)."),
     gsm8k_tokens: int = typer.Option(128, "--gsm8k-tokens", help="SmolLM2's answer budget on "
                                      "GSM8K (max new tokens, >= 1)."),
     data: str = typer.Option(None, "--data", help="GSM8K test JSONL (default: "
