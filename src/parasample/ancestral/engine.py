@@ -161,7 +161,9 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
 
     ``forced [B]`` (optional) imposes a token on the rows where it is >= 0 (teacher forcing, as
     QUEST does to keep a prefix); their log-prob is still that of the forced token under q.
-    Finished rows receive EOS with log-prob 0. Pure: the input state is not modified.
+    Finished rows receive EOS with log-prob 0. Pure in the sampler's own tensors (never
+    modified); the model's KV cache may be extended in place, as transformers' caches are, so a
+    state is not reused once stepped.
     """
     probs = sampling_probs(state.logits, config)  # [B, V]
     if state.residual is not None:  # arithmetic sampling: the code point carries on
