@@ -156,8 +156,10 @@ train_app = typer.Typer(help="Train the small models parasample ships (reproduci
 app.add_typer(train_app, name="train")
 
 
-def _train(kind: str, cfg, train_fn, state: str, export: str, threads: int) -> None:
-    """Shared by the train commands: progress bar, SIGTERM-as-Ctrl-C, export at the end."""
+def _train(kind: str, config_cls, train_fn, steps: int | None, seed: int, state: str,
+           export: str, threads: int) -> None:
+    """Shared by the train commands: the config (its default steps unless given), progress bar,
+    SIGTERM-as-Ctrl-C, export at the end."""
     import signal
     from pathlib import Path
 
@@ -166,6 +168,7 @@ def _train(kind: str, cfg, train_fn, state: str, export: str, threads: int) -> N
 
     from parasample.models.trainer import export_checkpoint
 
+    cfg = config_cls(seed=seed, **({} if steps is None else {"steps": steps}))
     torch.set_num_threads(threads)
     # `kill` (SIGTERM) stops training like Ctrl-C: the state is saved and the run resumes later
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -201,8 +204,7 @@ def train_dllm_cmd(
     """
     from parasample.models.train_dllm import DLLMTrainConfig, train_dllm
 
-    cfg = DLLMTrainConfig(seed=seed) if steps is None else DLLMTrainConfig(steps=steps, seed=seed)
-    _train("dllm", cfg, train_dllm, state, export, threads)
+    _train("dllm", DLLMTrainConfig, train_dllm, steps, seed, state, export, threads)
 
 
 @train_app.command("ar")
@@ -222,8 +224,7 @@ def train_ar_cmd(
     """
     from parasample.models.train_ar import ARTrainConfig, train_ar
 
-    cfg = ARTrainConfig(seed=seed) if steps is None else ARTrainConfig(steps=steps, seed=seed)
-    _train("ar", cfg, train_ar, state, export, threads)
+    _train("ar", ARTrainConfig, train_ar, steps, seed, state, export, threads)
 
 
 bench_app = typer.Typer(help="Benchmarks: each runs on embedded defaults, shows progress, writes "

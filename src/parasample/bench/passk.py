@@ -29,7 +29,7 @@ import torch
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import read_csv, write_csv
 from parasample.bench.timing import machine_fields
-from parasample.metrics.passk import per_problem_passk, samples_saved_bootstrap
+from parasample.metrics.passk import mean_and_se, per_problem_passk, samples_saved_bootstrap
 from parasample.noise import make_source
 
 __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
@@ -54,8 +54,8 @@ class PasskBenchConfig:
     Attributes:
         k_max: largest k (a power of two); pass@k is reported for k = 1, 2, 4, ..., k_max.
         temperature: the small AR model's (its pass@1 is set at temperature 1).
-        lm_temperature: SmolLM2's (at 1 its single-digit additions are right ~12% of the time,
-            at 0.7 ~30%).
+        lm_temperature: SmolLM2's (at 1 its single-digit additions are rarely right; at 0.7
+            its pass@1 is about 0.3).
         top_p: identical for every sampler and model.
         ar_problems, ar_batches: held-out arithmetic chains for the small AR model and the R
             independent k_max-batches per problem.
@@ -238,16 +238,15 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
 def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[dict]:
     """``passk.csv`` rows of one sampler on one task (``wall_s``: the whole draw's seconds)."""
     per = per_problem_passk(res["correct"], ks, iid=sampler == "iid")  # [P, len(ks)]
-    P = per.shape[0]
     rows = []
     for j, k in enumerate(ks):
         distinct = [len({a for a in batch[:k] if a is not None})
                     for prob in res["answers"] for batch in prob]
+        mean, se = mean_and_se(per[:, j])
         rows.append({"sampler": sampler, "model": task.model_name, "task": task.name, "k": k,
-                     "pass_at_k": round(float(per[:, j].mean()), 5),
-                     "stderr": round(float(per[:, j].std() / P ** 0.5), 5) if P > 1 else 0.0,
+                     "pass_at_k": round(mean, 5), "stderr": round(se, 5),
                      "distinct_answers": round(statistics.fmean(distinct), 4),
-                     "n_problems": P, "tokens": int(res["tokens"][:, :, :k].sum()),
+                     "n_problems": per.shape[0], "tokens": int(res["tokens"][:, :, :k].sum()),
                      "wall_s": round(res["wall_s"], 2)})
     return rows
 
@@ -305,7 +304,7 @@ def measure_throughput(lm, prompt: str, cfg: PasskBenchConfig, samplers=SAMPLERS
                                  min_new_tokens=n_tokens, temperature=1.0, top_k=0, top_p=1.0,
                                  pad_token_id=lm.pad_id)
 
-    runs = {("transformers.generate", "per-row", "iid"): lambda n, r: hf(n, r),
+    runs = {("transformers.generate", "per-row", "iid"): hf,
             ("parasample", "per-row", "iid"): lambda n, r: ours("iid", False, n, r)}
     for s in samplers:
         runs[("parasample", "shared", s)] = lambda n, r, s=s: ours(s, True, n, r)

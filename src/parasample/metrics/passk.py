@@ -14,8 +14,16 @@ import torch
 
 from parasample.metrics.core import pass_at_k
 
-__all__ = ["passk_iid", "passk_batches", "per_problem_passk", "samples_saved",
+__all__ = ["mean_and_se", "passk_iid", "passk_batches", "per_problem_passk", "samples_saved",
            "samples_saved_bootstrap"]
+
+
+def mean_and_se(per_problem: torch.Tensor) -> tuple[float, float]:
+    """Mean of per-problem values ``[P]`` and its standard error (problems are the units, so
+    the SE holds both the within-problem sampling and the between-problem variation)."""
+    P = per_problem.numel()
+    return (float(per_problem.mean()),
+            float(per_problem.std() / math.sqrt(P)) if P > 1 else 0.0)
 
 
 def passk_iid(correct: torch.Tensor, k: int) -> tuple[float, float]:
@@ -23,23 +31,13 @@ def passk_iid(correct: torch.Tensor, k: int) -> tuple[float, float]:
 
     ``correct [P, n]`` bool: n i.i.d. samples per problem.
     """
-    n = correct.shape[1]
-    per = torch.tensor([pass_at_k(n, int(c), k) for c in correct.sum(1).tolist()],
-                       dtype=torch.float64)
-    return float(per.mean()), float(per.std() / math.sqrt(len(per))) if len(per) > 1 else 0.0
+    return mean_and_se(per_problem_passk(correct[:, None], [k], iid=True)[:, 0])
 
 
 def passk_batches(correct: torch.Tensor) -> tuple[float, float]:
-    """pass@k from R independent k-batches per problem, with its standard error.
-
-    ``correct [P, R, k]`` bool. Per problem, the fraction of batches with a correct sample;
-    the SE combines the within-problem (batch) and between-problem variation by treating the
-    per-problem means as the units.
-    """
-    hit = correct.any(-1).double()  # [P, R]
-    per = hit.mean(1)  # [P]
-    P = per.numel()
-    return float(per.mean()), float(per.std() / math.sqrt(P)) if P > 1 else 0.0
+    """pass@k from R independent k-batches per problem (``correct [P, R, k]`` bool), with its
+    standard error: per problem, the fraction of batches with a correct sample."""
+    return mean_and_se(per_problem_passk(correct, [correct.shape[-1]], iid=False)[:, 0])
 
 
 def samples_saved(ks: list[int], iid: list[float], corr: list[float]) -> list[float | None]:

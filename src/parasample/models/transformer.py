@@ -96,18 +96,7 @@ class KVCache:
 
     def select(self, index: torch.Tensor) -> KVCache:
         """Rows ``index [B']`` (copied; B' may exceed B)."""
-        n = self.length
-        out = KVCache.empty_like(self, len(index))
-        for (dk, dv), (k, v) in zip(out.layers, self.layers, strict=True):
-            dk[:, :, :n], dv[:, :, :n] = k[index, :, :n], v[index, :, :n]
-        out.length = n
-        return out
-
-    @staticmethod
-    def empty_like(cache: KVCache, batch: int) -> KVCache:
-        k = cache.layers[0][0]
-        return KVCache([(k.new_empty((batch, *k.shape[1:])), k.new_empty((batch, *k.shape[1:])))
-                        for _ in cache.layers])
+        return KVCache([(k[index], v[index]) for k, v in self.layers], self.length)
 
 
 class TinyTransformer(nn.Module):
@@ -201,8 +190,10 @@ class CausalLMAdapter:
     def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Prefill ``prompt_ids [B, P]`` (padding is part of the layout the model was trained
         on, so the attention mask is not needed) -> (next-token logits ``[B, V]``, state)."""
+        if not self.use_cache:
+            return self.model(prompt_ids)[:, -1], prompt_ids
         logits, cache = self.model.forward_cached(prompt_ids)
-        return logits[:, -1], (cache if self.use_cache else prompt_ids)
+        return logits[:, -1], cache
 
     @torch.inference_mode()
     def advance(self, state, tokens: torch.Tensor):
