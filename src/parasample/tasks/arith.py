@@ -7,7 +7,9 @@ A problem chains ``n_ops`` operations on single-letter variables::
 
 The solution is a worked trace (substitute, compute, carry on) ending in ``#<answer>``. Values
 stay in [0, max_value] so every step is one of a bounded set of arithmetic facts; ``n_ops`` (the
-chain length) and ``max_value`` (the size of the fact table) are the difficulty knobs.
+chain length) and ``max_value`` (the size of the fact table) are the difficulty knobs. With
+``restate=True`` each step first restates its rule (``c=b*3=12*3=36``): the same facts with more
+copying, so that long chains fill a long answer window (``bench dllm``'s default task).
 Problems are split into train and held-out test by a stable hash of the prompt, so no test
 prompt is ever a training prompt, whatever the seeds.
 """
@@ -57,11 +59,13 @@ class ArithChainTask:
         n_ops: chained operations per problem (difficulty), 1..25.
         max_operand: operands are drawn from 1..max_operand.
         max_value: every intermediate value lies in 0..max_value.
+        restate: each step of the trace restates its rule before substituting the value.
     """
 
     n_ops: int = 4
     max_operand: int = 9
     max_value: int = MAX_VALUE
+    restate: bool = False
 
     def __post_init__(self):
         if not 1 <= self.n_ops <= len(_VARS) - 1:
@@ -88,7 +92,8 @@ class ArithChainTask:
             new = {"+": value + operand, "-": value - operand, "*": value * operand}[op]
             prev, var = _VARS[i - 1], _VARS[i]
             prompt.append(f"{var}={prev}{op}{operand}")
-            trace.append(f"{var}={value}{op}{operand}={new}")
+            rule = f"{prev}{op}{operand}=" if self.restate else ""
+            trace.append(f"{var}={rule}{value}{op}{operand}={new}")
             value = new
         return ArithProblem(";".join(prompt) + f";{_VARS[self.n_ops]}?",
                             ";".join(trace) + f";#{value}", str(value))
@@ -101,10 +106,52 @@ class ArithChainTask:
         """
         return hashlib.blake2b(prompt.encode(), digest_size=8).digest()[0] % 8 == 0
 
+    def _steps(self, value: int) -> list[tuple[str, int, int]]:
+        """(op, operand, result) of every operation allowed after ``value``."""
+        return [(op, a, res) for a in range(1, self.max_operand + 1)
+                for op, res in (("+", value + a), ("-", value - a), ("*", value * a))
+                if 0 <= res <= self.max_value]
+
+    def count(self, split: str, limit: int = 2_000_000) -> int | None:
+        """Distinct problems of ``split``: exact when the task has at most ``limit`` problems in
+        all (they are enumerated and hashed), None when it has more (practically unbounded)."""
+        start_hi = self.max_value // 4 if self.max_value >= 40 else self.max_value
+        ways = {v: 1 for v in range(start_hi + 1)}  # chains so far ending at each value
+        for _ in range(self.n_ops):
+            nxt: dict[int, int] = {}
+            for v, w in ways.items():
+                for _op, _a, res in self._steps(v):
+                    nxt[res] = nxt.get(res, 0) + w
+            ways = nxt
+        if sum(ways.values()) > limit:
+            return None
+        want_test, n = split == "test", 0
+
+        def walk(value: int, i: int, prompt: str) -> None:
+            nonlocal n
+            if i > self.n_ops:
+                n += self.is_test(prompt + f";{_VARS[self.n_ops]}?") == want_test
+                return
+            for op, a, res in self._steps(value):
+                walk(res, i + 1, prompt + f";{_VARS[i]}={_VARS[i - 1]}{op}{a}")
+
+        for v in range(start_hi + 1):
+            walk(v, 1, f"a={v}")
+        return n
+
     def problems(self, n: int, *, split: str, seed: int) -> list[ArithProblem]:
-        """``n`` distinct problems of the ``train`` or ``test`` split, deterministic in ``seed``."""
+        """``n`` distinct problems of the ``train`` or ``test`` split, deterministic in ``seed``.
+
+        Asking for more problems than the split holds is refused up front with the maximum.
+        """
         if split not in ("train", "test"):
             raise ValueError(f"split={split!r}; use 'train' or 'test'.")
+        if n > 1000:  # only large requests can exceed a split; counting takes about a second
+            have = self.count(split)
+            if have is not None and n > have:
+                raise ValueError(f"only {have} distinct {split} problems exist with n_ops="
+                                 f"{self.n_ops} and values <= {self.max_value}; ask for at most "
+                                 f"{have} (e.g. -n {have}).")
         g = torch.Generator().manual_seed(seed)
         want_test, seen, out = split == "test", set(), []
         for _ in range(200 * n + 1000):
@@ -114,8 +161,8 @@ class ArithChainTask:
                 out.append(p)
                 if len(out) == n:
                     return out
-        raise RuntimeError(f"could not draw {n} distinct {split} problems with n_ops={self.n_ops};"
-                           " ask for fewer.")
+        raise ValueError(f"drew only {len(out)} distinct {split} problems with n_ops={self.n_ops}"
+                         f" in {200 * n + 1000} tries (some are rare); ask for fewer.")
 
     @staticmethod
     def is_correct(text: str, answer: str) -> bool:

@@ -112,4 +112,7 @@ def load_gsm8k(path: str | os.PathLike | None = None, *, limit: int | None = Non
             problems.append(Problem(question, solution, answer))
             if limit is not None and len(problems) >= limit:
                 break
+    if not problems:
+        raise ValueError(f"{p} has no problems (the file is empty); pass a GSM8K JSONL file "
+                         "with one {\"question\": ..., \"answer\": \"... #### N\"} per line.")
     return problems

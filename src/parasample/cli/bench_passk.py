@@ -1,0 +1,187 @@
+"""``parasample bench passk``: correlated parallel sampling, pass@k (seed 003)."""
+
+from __future__ import annotations
+
+import typer
+
+from parasample.cli.common import (
+    console,
+    device_opt,
+    dtype_opt,
+    explicit,
+    greater_than,
+    out_opt,
+    progress,
+    quick_opt,
+    ray_opt,
+    seed_opt,
+    setup,
+    threads_opt,
+)
+
+__all__ = ["bench_passk"]
+
+
+def bench_passk(
+    ctx: typer.Context,
+    k_max: int = typer.Option(64, "--k-max", min=2, help="Largest k, a power of two (Sobol and "
+                              "lattice batches need one); pass@k for k = 1, 2, 4, ..., k-max."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", callback=greater_than(0.0),
+                                      help="Softmax temperature (> 0) of the small AR model, the "
+                                      "same for every sampler."),
+    lm_temperature: float = typer.Option(0.7, "--lm-temperature", callback=greater_than(0.0),
+                                         help="Softmax temperature of SmolLM2 (> 0), the same "
+                                         "for every sampler."),
+    top_p: float = typer.Option(1.0, "--top-p", callback=greater_than(0.0, 1.0),
+                                help="Nucleus mass in (0, 1], the same for every sampler and "
+                                "model."),
+    ar_problems: int = typer.Option(128, "--ar-problems", min=0, help="Held-out arithmetic "
+                                    "chains for the shipped small AR model (0 skips it)."),
+    ar_batches: int = typer.Option(4, "--ar-batches", min=1, help="Independent k-max batches per "
+                                   "chain problem (R >= 1)."),
+    add_problems: int = typer.Option(64, "--add-problems", min=0, max=81, help="Single-digit "
+                                     "addition questions for SmolLM2 (0 skips them; 81 exist)."),
+    gsm8k_problems: int = typer.Option(3, "--gsm8k-problems", min=0, help="GSM8K test problems "
+                                       "for SmolLM2 (0 skips them; about 2.5 min each for the "
+                                       "five samplers on 2 cores)."),
+    gsm8k_tokens: int = typer.Option(128, "--gsm8k-tokens", min=1, help="SmolLM2's answer budget "
+                                     "on GSM8K (max new tokens, >= 1)."),
+    data: str = typer.Option(None, "--data", help="GSM8K test JSONL (default: "
+                             "../shared/data/gsm8k/test.jsonl or $PARASAMPLE_GSM8K); checked "
+                             "before any model loads."),
+    ar_model: str = typer.Option("ar-arith", "--ar-model", help="Shipped AR checkpoint name or a "
+                                 ".pt file from `parasample train ar`."),
+    skip_throughput: bool = typer.Option(False, "--skip-throughput", help="Skip the engine vs "
+                                         "transformers.generate timing (throughput.csv)."),
+    engine: str = typer.Option("parasample", "--engine", help="parasample (its own engine) or "
+                               "vllm: SmolLM2's samples drawn by vLLM with parasample's logits "
+                               "processor, from the same sources (needs vLLM installed; the "
+                               "small AR model always runs on parasample's engine)."),
+    out: str = out_opt("passk"),
+    quick: bool = quick_opt("k <= 8, a few problems, no GSM8K, about a minute"),
+    seed: int = seed_opt(0, "the problems and of every source"),
+    device: str = device_opt(),
+    dtype: str = dtype_opt(),
+    ray: str = ray_opt(),
+    threads: int = threads_opt(2),
+):
+    """Correlated parallel sampling: pass@k of i.i.d., scrambled Sobol, shifted lattice,
+    antithetic and arithmetic samples on (a) the shipped small AR model on arithmetic chains,
+    (b) SmolLM2 on single-digit addition questions, (c) SmolLM2 on GSM8K.
+
+    Writes passk.csv, summary.csv (samples saved at matched pass@k, bootstrap SE), throughput.csv
+    (our engine vs transformers generate at the same batch and length) and passk.png; resumes
+    when rerun.
+    """
+    from pathlib import Path
+
+    from parasample.bench import passk as bp
+    from parasample.bench.executor import make_executor
+    from parasample.bench.plots import passk_plot
+    from parasample.cli.sample import load_ar_model
+
+    dev, dt = setup(threads, device, dtype)
+    if ray and engine == "vllm":
+        raise ValueError("--engine vllm runs one vLLM engine in this process; drop --ray.")
+    executor = make_executor(ray, threads)  # a cluster that does not answer fails here
+    ctx.call_on_close(executor.close)
+    kw = dict(k_max=k_max, temperature=temperature, lm_temperature=lm_temperature, top_p=top_p,
+              ar_problems=ar_problems, ar_batches=ar_batches, add_problems=add_problems,
+              gsm8k_problems=gsm8k_problems, gsm8k_tokens=gsm8k_tokens, seed=seed)
+    if quick:  # the quick preset, except for what the user typed
+        typed = explicit(ctx)
+        cfg = bp.PasskBenchConfig.quick(**{k: v for k, v in kw.items() if k in typed})
+    else:
+        cfg = bp.PasskBenchConfig(**kw)
+    out_dir = Path(out or ("results/passk-quick" if quick else "results/passk"))
+    # every input is checked before a model loads (SmolLM2 takes 20-50 s)
+    if engine not in ("parasample", "vllm"):
+        raise ValueError(f"--engine {engine!r}: choose parasample or vllm.")
+    if engine == "vllm":
+        from parasample.integrations.vllm import require_vllm
+
+        require_vllm()
+    uses_lm = bool(cfg.add_problems or cfg.gsm8k_problems or not skip_throughput)
+    if uses_lm:
+        from parasample.targets.hf import smollm2_path
+
+        smollm2_path()
+    if cfg.gsm8k_problems:
+        from parasample.tasks.gsm8k import load_gsm8k
+
+        load_gsm8k(data, limit=cfg.gsm8k_problems)
+    with console.status("loading models and problems ..."):
+        specs = [bp.TaskSpec(kind, args, str(dev), dtype) for kind, args, n in (
+            ("ar", (cfg.ar_problems, cfg.ar_batches, seed, ar_model, cfg.temperature),
+             cfg.ar_problems),
+            ("add", (cfg.add_problems, seed, cfg.lm_temperature), cfg.add_problems),
+            ("gsm8k", (cfg.gsm8k_problems, cfg.gsm8k_tokens, cfg.lm_temperature, data),
+             cfg.gsm8k_problems)) if n]
+        tasks = [bp.build_task(s) for s in specs]
+        if engine == "vllm" and (cfg.add_problems or cfg.gsm8k_problems):
+            from parasample.integrations.vllm import VLLMEngine, load_llm
+            from parasample.targets.hf import smollm2_dir
+
+            llm = load_llm(str(smollm2_dir()), device=str(dev), max_num_seqs=256)
+            tasks = [t if t.model_name != "smollm2" else t._replace(
+                engine=VLLMEngine(llm, t.model.eos_id), model_name="smollm2-vllm")
+                for t in tasks]
+        lm = None if skip_throughput else load_ar_model("smollm2", dev, dt)
+    if not tasks and lm is None:
+        raise ValueError("nothing to run: every task has 0 problems and --skip-throughput is "
+                         "set; give --ar-problems, --add-problems or --gsm8k-problems > 0.")
+    for t in tasks:
+        console.print(f"  {t.model_name} on {t.name}: {len(t.problems)} problems x "
+                      f"{t.batches} batch(es) x k={cfg.k_max} samples x {len(bp.SAMPLERS)} "
+                      f"samplers, <= {t.max_new_tokens} new tokens, temperature "
+                      f"{t.temperature}", highlight=False)
+    console.print(f"bench passk: k = {cfg.ks}, top-p {cfg.top_p}, {dev}, {dtype}, {threads} "
+                  f"threads -> {out_dir}", highlight=False)
+    rows_total = sum(len(t.problems) * t.batches * cfg.k_max for t in tasks) * len(bp.SAMPLERS)
+    runs_total = 0 if lm is None else cfg.throughput_reps * (len(bp.SAMPLERS) + 2)
+    prompt = "What is the sum of the first ten positive integers? Explain briefly."
+    with progress() as bar:
+        jobs = {"rows": bar.add_task("samples", total=rows_total),
+                "runs": bar.add_task("timing runs", total=runs_total)}
+        heads = bp.run_benchmark(cfg, out_dir, tasks, executor=executor, task_specs=specs,
+                                 throughput_lm=lm,
+                                 throughput_prompt=prompt,
+                                 progress=lambda kind, n: bar.advance(jobs[kind], n))
+    path = passk_plot(out_dir)
+    _summary(out_dir, heads)
+    written = [p for p in (out_dir / "passk.csv", out_dir / "summary.csv",
+                           out_dir / "throughput.csv", path) if p is not None and p.exists()]
+    console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _summary(out_dir, heads) -> None:
+    from rich.table import Table
+
+    from parasample.bench.csvlog import read_csv
+
+    t = Table("model", "task", "sampler", "pass@1", "pass@k_max", "distinct @k_max",
+              "samples saved (mean over k >= 2)", title="bench passk")
+    rows = read_csv(out_dir / "passk.csv")
+    for r in rows:
+        if int(r["k"]) != max(int(x["k"]) for x in rows):
+            continue
+        p1 = next(x for x in rows if (x["model"], x["task"], x["sampler"], x["k"]) ==
+                  (r["model"], r["task"], r["sampler"], "1"))
+        head, se = heads.get((r["model"], r["task"]), {}).get(r["sampler"], (None, None))
+        saved = "-" if r["sampler"] == "iid" else (
+            "n/a (outside the i.i.d. curve)" if head is None else
+            f"{head:.1%} +- {se:.1%}" if se is not None else f"{head:.1%}")
+        t.add_row(r["model"], r["task"], r["sampler"], f"{float(p1['pass_at_k']):.3f}",
+                  f"{float(r['pass_at_k']):.3f} +- {float(r['stderr']):.3f}",
+                  r["distinct_answers"], saved)
+    if rows:
+        console.print(t)
+    tp = read_csv(out_dir / "throughput.csv")
+    if tp:
+        t2 = Table("engine", "prefill", "sampler", "tokens/s", "vs transformers", "wall vs iid",
+                   title=f"throughput (SmolLM2, batch {tp[0]['batch_size']}, "
+                         f"{tp[0]['new_tokens']} new tokens, median of {tp[0]['reps']})")
+        for r in tp:
+            t2.add_row(r["engine"], r["prefill"], r["sampler"], r["tokens_per_s"],
+                       f"{float(r['ratio_vs_hf']):.2f}x", r["wall_vs_iid"] or "-")
+        console.print(t2)

