@@ -6,6 +6,7 @@ import torch
 from parasample.ancestral import SamplingConfig, generate
 from parasample.mcmc import mh_accept, mtm, pncg, quest
 from parasample.mcmc.proposal import pncg_logits, seq_log_prob, value_and_grad
+from parasample.metrics import iid_tvd_floor, tvd
 from parasample.noise import icdf_categorical, make_source
 from parasample.targets import (
     IsingChain,
@@ -115,7 +116,9 @@ def test_quest_leaves_the_tilted_target_invariant():
     B, L = 20000, 3
     cfg = SamplingConfig(max_new_tokens=L)
     ids = torch.zeros(B, 1, dtype=torch.long)
-    st = quest.init(_exact_draws(target, B, 0), target.reward, base.eos_id)
+    ids = torch.zeros(B, 1, dtype=torch.long)
+    st = quest.init(_exact_draws(target, B, 0), target.reward, base, ids, torch.ones_like(ids),
+                    cfg)
     src = make_source("iid", B, generator=torch.Generator().manual_seed(1))
     acc = 0.0
     for _ in range(10):
@@ -136,7 +139,7 @@ def test_quest_converges_from_lm_samples():
     y0 = generate(base, ids, mask, make_source("iid", B, generator=torch.Generator()
                                                .manual_seed(0)), cfg).tokens
     y0 = torch.nn.functional.pad(y0, (0, L - y0.shape[1]), value=0)
-    st = quest.init(y0, target.reward, base.eos_id)
+    st = quest.init(y0, target.reward, base, ids, mask, cfg)
     src = make_source("iid", B, generator=torch.Generator().manual_seed(1))
     for _ in range(150):  # TVD 0.25 after 1 move, 0.06 after 15, 0.009 after 100
         st, _ = quest.step(src.uniform(L + 2), st, base, ids, mask, target.reward, 0.5, cfg)
@@ -155,7 +158,7 @@ def test_quest_rejects_and_counts_nan_rewards():
     cfg = SamplingConfig(max_new_tokens=L)
     ids = torch.zeros(B, 1, dtype=torch.long)
     y0 = torch.ones(B, L, dtype=torch.long)
-    st = quest.init(y0, reward, 0)
+    st = quest.init(y0, reward, base, ids, torch.ones_like(ids), cfg)
     src = make_source("iid", B, generator=torch.Generator().manual_seed(2))
     nan = 0
     for _ in range(5):
@@ -164,6 +167,51 @@ def test_quest_rejects_and_counts_nan_rewards():
         nan += int(info.nan_rejected.sum())
         assert not torch.any(info.accepted & info.nan_rejected)
     assert nan > 0 and torch.all(st.y[:, -1] != 2) and not torch.isnan(st.reward).any()
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.5, 1.0), (1.0, 0.9), (0.5, 0.9)])
+def test_quest_is_exact_under_temperature_and_top_p(temperature, top_p):
+    """QUEST regenerates suffixes from the tempered / nucleus q, not p: its ratio corrects for
+    that, so the chain leaves p exp(r / beta) invariant (restricted to q's support under top-p)
+    instead of drifting to q exp(r / beta), the law the uncorrected ratio targets. Chains start
+    at exact draws of the target and must still be there after 10 moves (the uncorrected ratio
+    fails this in every case, checked by hand)."""
+    from tests.helpers import brute_force_ar
+
+    base, target = _toy_with_eos()
+    B, L = 20000, 3
+    cfg = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=L)
+    q = brute_force_ar(base, L, cfg)  # [27]
+    pi = exact_distribution(target) * (q > 0)
+    pi = pi / pi.sum()
+    ids = torch.zeros(B, 1, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    pi_draws = enumerate_states(3, L)[icdf_categorical(pi.expand(B, -1), torch.rand(
+        B, generator=torch.Generator().manual_seed(0), dtype=torch.float64))]
+    st = quest.init(pi_draws, target.reward, base, ids, mask, cfg)
+    src = make_source("iid", B, generator=torch.Generator().manual_seed(1))
+    acc = 0.0
+    for _ in range(10):
+        st, info = quest.step(src.uniform(L + 2), st, base, ids, mask, target.reward, 0.5, cfg)
+        acc += float(info.accepted.double().mean()) / 10
+    emp = torch.bincount(state_index(st.y, 3), minlength=27).double()
+    assert chi2_pvalue(emp, pi) > 1e-3
+    assert float(tvd(emp / B, pi)) < 2 * iid_tvd_floor(pi, B)
+    assert 0.2 < acc < 1  # it moves
+
+
+def test_quest_leaves_a_state_outside_the_nucleus_for_one_inside():
+    """A chain started where top-p's q is zero (pi_S = 0 there) moves into q's support."""
+    base, target = _toy_with_eos()
+    B, L = 2000, 3
+    cfg = SamplingConfig(top_p=0.5, max_new_tokens=L)
+    ids = torch.zeros(B, 1, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    st = quest.init(torch.full((B, L), 2), target.reward, base, ids, mask, cfg)
+    src = make_source("iid", B, generator=torch.Generator().manual_seed(3))
+    for _ in range(20):
+        st, _ = quest.step(src.uniform(L + 2), st, base, ids, mask, target.reward, 0.5, cfg)
+    assert not torch.isinf(st.logq).any()
 
 
 def test_mh_accept_rejects_nan():

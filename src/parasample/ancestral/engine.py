@@ -11,13 +11,13 @@ A sampler is ``init`` plus a pure ``step``; :func:`generate` is the loop.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 
-from parasample.noise import UniformSource, icdf_categorical, icdf_residual
+from parasample.devices import model_device
+from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
 
 __all__ = ["SamplingConfig", "AncestralState", "StepInfo", "Generation", "sampling_probs",
            "init", "step", "generate", "lengths_with_eos"]
@@ -27,7 +27,7 @@ def lengths_with_eos(tokens: torch.Tensor, eos_id: int | None) -> torch.Tensor:
     """Tokens of each row up to and including its first EOS (``L`` if none): ``[B, L] -> [B]``."""
     L = tokens.shape[1]
     if eos_id is None:
-        return torch.full((tokens.shape[0],), L)
+        return torch.full((tokens.shape[0],), L, device=tokens.device)
     is_eos = tokens == eos_id
     return torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, L)
 
@@ -59,6 +59,11 @@ class SamplingConfig:
         if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
             raise ValueError(f"max_new_tokens={self.max_new_tokens} must be an integer >= 1.")
 
+    @property
+    def q_is_p(self) -> bool:
+        """True when sampling draws from the model itself (temperature 1, no top-p)."""
+        return self.temperature == 1.0 and self.top_p == 1.0
+
 
 class AncestralState(NamedTuple):
     """Everything the next step needs.
@@ -82,10 +87,14 @@ class AncestralState(NamedTuple):
 
 
 class StepInfo(NamedTuple):
-    """Diagnostics of one step: ``nfe`` model calls made (0 or 1), ``n_active`` unfinished rows."""
+    """Diagnostics of one step: ``nfe`` model calls made (0 or 1), ``n_active`` unfinished rows,
+    ``logp [B]`` log p_LM of each drawn token under the *raw* model (temperature 1, no top-p; 0
+    on finished rows): what samplers of p_LM-based targets need beside log q (SMC's weights,
+    QUEST's proposal correction)."""
 
     nfe: int
     n_active: int
+    logp: torch.Tensor
 
 
 class Generation(NamedTuple):
@@ -125,33 +134,14 @@ def sampling_probs(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor
 def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> AncestralState:
     """Prefill the prompts (``[B, P]``, left-padded) and return the initial state (1 NFE)."""
     logits, cache = model.start(prompt_ids, attention_mask)
-    B = prompt_ids.shape[0]
+    B, dev = prompt_ids.shape[0], logits.device
     return AncestralState(
-        tokens=torch.empty(B, 0, dtype=torch.long),
-        logprobs=torch.empty(B, 0, dtype=torch.float64),
+        tokens=torch.empty(B, 0, dtype=torch.long, device=dev),
+        logprobs=torch.empty(B, 0, dtype=torch.float64, device=dev),
         logits=logits,
         cache=cache,
-        done=torch.zeros(B, dtype=torch.bool),
+        done=torch.zeros(B, dtype=torch.bool, device=dev),
     )
-
-
-#: Prefix log-probability below which arithmetic sampling stops carrying the bare residual.
-_DEEP_LOGQ = -20 * math.log(2)
-
-
-def _carry(residual: torch.Tensor, u: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
-    """The uniform of arithmetic sampling's next draw, ``[B]``.
-
-    NaN residual (a fresh row): the source's uniform. Otherwise the residual itself, which keeps
-    the k code points of a group an exact grid over whole sequences, as long as the row's prefix
-    has probability >= 2^-20: each draw divides the code point by p(token), so float64 keeps
-    33+ bits there. Deeper, the residual is rotated by the source's fresh uniform shared by the
-    group, frac(r + u): exactly uniform whatever float64 did to r. (A prefix that rare holds at
-    most one row of a group for k <= 2^20, so there is no stratification left to keep.)
-    """
-    rotated = torch.remainder(residual + u, 1.0)
-    carried = torch.where(logq < _DEEP_LOGQ, rotated, residual)
-    return torch.where(torch.isnan(residual), u, carried)
 
 
 def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
@@ -167,7 +157,7 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
     """
     probs = sampling_probs(state.logits, config)  # [B, V]
     if state.residual is not None:  # arithmetic sampling: the code point carries on
-        u = _carry(state.residual, u, state.logprobs.sum(1))
+        u = carry_code_point(state.residual, u, state.logprobs.sum(1))
     tok = icdf_categorical(probs, u)  # [B]
     residual = None if state.residual is None else icdf_residual(probs, u, tok)
     if forced is not None:
@@ -175,10 +165,17 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
         if residual is not None:  # a forced token did not come from u: start afresh
             residual = torch.where(forced >= 0, torch.nan, residual)
     logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]  # [B]
+    if config.q_is_p:
+        logp = logq
+    else:
+        raw = torch.log_softmax(torch.nan_to_num(state.logits.to(torch.float64),
+                                                 nan=float("-inf")), dim=-1)
+        logp = raw.gather(1, tok[:, None])[:, 0]  # [B]
     eos = None if config.ignore_eos else model.eos_id
     if eos is not None:
         tok = torch.where(state.done, eos, tok)
         logq = torch.where(state.done, 0.0, logq)
+        logp = torch.where(state.done, 0.0, logp)
         done = state.done | (tok == eos)
     else:
         done = state.done
@@ -191,7 +188,7 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
         logprobs=torch.cat([state.logprobs, logq[:, None]], dim=1),
         logits=logits, cache=cache, done=done, residual=residual,
     )
-    return new, StepInfo(nfe=nfe, n_active=int((~done).sum()))
+    return new, StepInfo(nfe=nfe, n_active=int((~done).sum()), logp=logp)
 
 
 def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -220,17 +217,20 @@ def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
     if source.n != B:
         raise ValueError(f"the uniform source serves {source.n} rows but there are {P} prompts x "
                          f"{samples_per_prompt} samples = {B} rows; build the source with n={B}.")
+    dev = model_device(model)
+    prompt_ids, attention_mask = prompt_ids.to(dev), attention_mask.to(dev)
     state, nfe = init(model, prompt_ids, attention_mask), 1
     if source.carries_residual:
-        state = state._replace(residual=torch.full((P,), torch.nan, dtype=torch.float64))
+        state = state._replace(residual=torch.full((P,), torch.nan, dtype=torch.float64,
+                                                   device=dev))
     if samples_per_prompt > 1:
-        rows = torch.arange(P).repeat_interleave(samples_per_prompt)  # [B]
+        rows = torch.arange(P, device=dev).repeat_interleave(samples_per_prompt)  # [B]
         state = state._replace(tokens=state.tokens[rows], logprobs=state.logprobs[rows],
                                logits=state.logits[rows], cache=model.reorder(state.cache, rows),
                                done=state.done[rows], residual=None if state.residual is None
                                else state.residual[rows])
     for t in range(config.max_new_tokens):
-        u = source.uniform()  # [B]
+        u = source.uniform().to(dev)  # [B], float64 (generated on the CPU: same on every device)
         last = t == config.max_new_tokens - 1
         state, info = step(u, state, model, config, advance=not last)
         nfe += info.nfe

@@ -37,12 +37,12 @@ SAMPLERS = {"pncg": None, "mt-pncg": "lambda1", "iw-mt-pncg": "importance"}
 
 ISING_HEADER = ["sampler", "n", "alpha", "tries", "mean_final_tvd", "std_final_tvd",
                 "mean_accept_rate", "mean_wallclock", "beta", "p", "steps", "trials",
-                "floor_tvd", "amortized_wallclock", "nfe_per_chain", "seed", "device",
+                "floor_tvd", "amortized_wallclock", "nfe_per_chain", "seed", "device", "dtype",
                 "torch_threads"]
 MARGINAL_HEADER = ["sampler", "n", "beta", "alpha", "tries", "t", "tvd", "chains", "floor_tvd",
-                   "nfe_per_chain", "seed"]
+                   "nfe_per_chain", "seed", "device", "dtype"]
 TOY_HEADER = ["sampler", "budget", "nfe_per_sample", "samples", "tvd", "floor_tvd",
-              "effective_samples", "floor_at_effective", "wall_s", "seed"]
+              "effective_samples", "floor_at_effective", "wall_s", "seed", "device", "dtype"]
 
 
 @dataclass(frozen=True)
@@ -139,16 +139,28 @@ def ising_row(sampler, n, beta, alpha, tries, cfg: MCMCBenchConfig) -> dict:
             "seed": cfg.seed, **machine_fields()}
 
 
-def ising_table(cfg: MCMCBenchConfig, out, progress=None) -> list[dict]:
+def _ordered(executor, fn, todo: list[tuple]):
+    """Results of ``fn(*args)`` for each args of ``todo``, in order (here or on Ray)."""
+    from parasample.bench.executor import LocalExecutor
+
+    return (executor or LocalExecutor()).map(fn, todo)
+
+
+def ising_table(cfg: MCMCBenchConfig, out, progress=None, executor=None) -> list[dict]:
     csv = ResumableCSV(out / "ising.csv", ISING_HEADER,
                        ["sampler", "n", "beta", "alpha", "tries", "p", "steps", "trials", "seed"])
+
+    def key(sampler, n, beta, alpha, k):
+        return {"sampler": sampler, "n": n, "beta": beta, "alpha": alpha, "tries": k,
+                "p": cfg.p, "steps": cfg.steps, "trials": cfg.trials, "seed": cfg.seed}
+
+    todo = [(*s, cfg) for s in ising_sweep(cfg) if csv.done(key(*s)) is None]
+    results = _ordered(executor, ising_row, todo)
     rows = []
     for sampler, n, beta, alpha, k in ising_sweep(cfg):
-        key = {"sampler": sampler, "n": n, "beta": beta, "alpha": alpha, "tries": k, "p": cfg.p,
-               "steps": cfg.steps, "trials": cfg.trials, "seed": cfg.seed}
-        row = csv.done(key)
+        row = csv.done(key(sampler, n, beta, alpha, k))
         if row is None:
-            row = ising_row(sampler, n, beta, alpha, k, cfg)
+            row = next(results)
             csv.append(row)
         rows.append(row)
         if progress:
@@ -172,40 +184,58 @@ def best_settings(rows: list[dict], max_tries: int | None = None,
     return best
 
 
-def marginal_table(cfg: MCMCBenchConfig, tuned: dict, out, progress=None) -> list[dict]:
-    """Exact-marginal TVD of the t-step distribution, from ``marginal_chains`` parallel chains."""
+def marginal_rows(sampler: str, n: int, beta: float, alpha: float, k: int,
+                  cfg: MCMCBenchConfig) -> list[dict]:
+    """One tuned setting's t-step marginal TVDs, from ``marginal_chains`` parallel chains."""
+    times = set(cfg.marginal_times)
+    target = IsingChain(n, beta)
+    pi = exact_distribution(target)
+    floor = iid_tvd_floor(pi, cfg.marginal_chains)
+    found = []
+
+    def record(t, state):
+        if t in times:
+            emp = empirical_distribution(state_index(state.x, 2)[None], 2**target.n)[0]
+            found.append((t, float(tvd(emp, pi))))
+
+    run_chains(sampler, target, alpha, cfg.p, k, cfg.marginal_chains, max(times), cfg.seed + 1,
+               record)
+    nfe_step = 1 if SAMPLERS[sampler] is None else 2 * k - 1
+    return [{"sampler": sampler, "n": n, "beta": beta, "alpha": alpha, "tries": k, "t": t,
+             "tvd": round(tv, 6), "chains": cfg.marginal_chains, "floor_tvd": round(floor, 6),
+             "nfe_per_chain": 1 + nfe_step * t, "seed": cfg.seed, **machine_fields()}
+            for t, tv in found]
+
+
+def marginal_table(cfg: MCMCBenchConfig, tuned: dict, out, progress=None,
+                   executor=None) -> list[dict]:
+    """Exact-marginal TVD of the t-step distribution, from ``marginal_chains`` parallel chains,
+    for every tuned (sampler, n, beta)."""
     csv = ResumableCSV(out / "marginal.csv", MARGINAL_HEADER,
                        ["sampler", "n", "beta", "alpha", "tries", "t", "chains", "seed"])
+    times = sorted(set(cfg.marginal_times))
+    settings = [(sampler, n, beta, float(best["alpha"]), int(best["tries"]))
+                for (sampler, n, beta), best in sorted(tuned.items())]
+
+    def done(sampler, n, beta, alpha, k):
+        return [csv.done({"sampler": sampler, "n": n, "beta": beta, "alpha": alpha, "tries": k,
+                          "t": t, "chains": cfg.marginal_chains, "seed": cfg.seed})
+                for t in times]
+
+    todo = [(*s, cfg) for s in settings if not all(done(*s))]
+    results = _ordered(executor, marginal_rows, todo)
     rows = []
-    times = set(cfg.marginal_times)
-    for (sampler, n, beta), best in sorted(tuned.items()):
-        alpha, k = float(best["alpha"]), int(best["tries"])
-        key = {"sampler": sampler, "n": n, "beta": beta, "alpha": alpha, "tries": k,
-               "chains": cfg.marginal_chains, "seed": cfg.seed}
-        if all(csv.done({**key, "t": t}) for t in times):
-            rows += [csv.done({**key, "t": t}) for t in sorted(times)]
+    for s in settings:
+        have = done(*s)
+        if all(have):
+            rows += have
             continue
-        target = IsingChain(n, beta)
-        pi = exact_distribution(target)
-        floor = iid_tvd_floor(pi, cfg.marginal_chains)
-        found = []
-
-        def record(t, state, target=target, pi=pi, found=found):
-            if t in times:
-                emp = empirical_distribution(state_index(state.x, 2)[None], 2**target.n)[0]
-                found.append((t, float(tvd(emp, pi))))
-
-        run_chains(sampler, target, alpha, cfg.p, k, cfg.marginal_chains,
-                             max(times), cfg.seed + 1, record)
-        nfe_step = 1 if SAMPLERS[sampler] is None else 2 * k - 1
-        for t, tv in found:
-            row = {**key, "t": t, "tvd": round(tv, 6), "floor_tvd": round(floor, 6),
-                   "nfe_per_chain": 1 + nfe_step * t}
+        for row in next(results):
             if not csv.done(row):
                 csv.append(row)
             rows.append(row)
         if progress:
-            progress(f"marginal {sampler} n={n} beta={beta}")
+            progress(f"marginal {s[0]} n={s[1]} beta={s[2]}")
     return rows
 
 
@@ -228,7 +258,7 @@ def toy_table(out, seed: int = 0, samples: int = 4096, progress=None) -> list[di
         row = {"sampler": sampler, "budget": budget, "nfe_per_sample": nfe, "samples": samples,
                "tvd": round(t_tvd, 6), "floor_tvd": floor, "effective_samples": round(eff),
                "floor_at_effective": round(iid_tvd_floor(pi, max(1, round(eff))), 6),
-               "wall_s": round(wall, 3), "seed": seed}
+               "wall_s": round(wall, 3), "seed": seed, **machine_fields()}
         if not csv.done(row):
             csv.append(row)
         rows.append(row)
@@ -249,7 +279,7 @@ def toy_table(out, seed: int = 0, samples: int = 4096, progress=None) -> list[di
             st = pncg.init(x0, target, alpha=1.0)
         else:
             y0 = generate(base, ids, mask, src, sampling).tokens
-            st = quest.init(y0, reward, None)
+            st = quest.init(y0, reward, base, ids, mask, sampling)
         t0 = time.perf_counter()
         for t in range(1, max(steps_at) + 1):
             if name == "pncg":

@@ -17,16 +17,17 @@ import torch
 
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV, read_csv
+from parasample.bench.timing import machine_fields
 from parasample.mcmc import mtm, pncg, quest
-from parasample.noise import IIDSource
+from parasample.noise import IIDSource, derive_generator
 from parasample.smc import smc
 
 __all__ = ["LMBenchConfig", "smollm2_tables", "mixing_plot"]
 
-TRACE_HEADER = ["sampler", "step", "nfe", "wall_s", "mean_energy", "chains"]
+TRACE_HEADER = ["sampler", "step", "nfe", "wall_s", "mean_energy", "chains", "seed"]
 SUMMARY_HEADER = ["experiment", "sampler", "chains", "steps", "nfe_per_chain", "wall_s",
                   "accept_rate", "final_mean_energy", "iid_mean_energy", "iid_sd_energy",
-                  "mean_reward", "beta", "length", "seed"]
+                  "mean_reward", "beta", "length", "seed", "device", "dtype", "torch_threads"]
 PROMPT = "Tell me a fun fact about the sea, with a number in it."
 
 
@@ -78,31 +79,45 @@ class _DigitReward:
     partial = __call__
 
 
-def smollm2_tables(cfg: LMBenchConfig, out, progress=None) -> list[dict]:
-    """Run (or resume) part (c); writes ``smollm2.csv`` and ``smollm2_traces.csv``."""
+def _gen(cfg: LMBenchConfig, *name) -> torch.Generator:
+    """Each experiment's own generator: the same numbers whether or not the others ran before
+    it, so a resumed run equals an uninterrupted one."""
+    return derive_generator(cfg.seed, *name)
+
+
+def smollm2_tables(cfg: LMBenchConfig, out, progress=None, device="cpu",
+                   dtype=torch.float32) -> list[dict]:
+    """Run (or resume) part (c); writes ``smollm2.csv`` and ``smollm2_traces.csv``.
+
+    Each experiment is written whole when it finishes (its summary row, then its trace rows), so
+    an interrupted run leaves no partial chain behind, and a rerun computes only the missing
+    experiments, with the same numbers.
+    """
     from parasample.targets.hf import HFEnergy, smollm2
 
     summary = ResumableCSV(out / "smollm2.csv", SUMMARY_HEADER, ["experiment", "sampler",
                                                                  "chains", "seed"])
-    traces = ResumableCSV(out / "smollm2_traces.csv", TRACE_HEADER, ["sampler", "step"])
-    lm = smollm2()
+    traces = ResumableCSV(out / "smollm2_traces.csv", TRACE_HEADER, ["sampler", "step", "chains",
+                                                                     "seed"])
+    lm = smollm2(dtype, device)
     ids, mask = lm.encode_prompts([PROMPT])
     target = HFEnergy(lm, ids[0], cfg.length)
     model = _NoStop(lm)
     sampling = SamplingConfig(max_new_tokens=cfg.length)
     C, L = cfg.chains, cfg.length
     cids, cmask = ids.expand(C, -1), mask.expand(C, -1)
-    base = {"chains": C, "length": L, "seed": cfg.seed, "beta": "", "mean_reward": ""}
+    base = {"chains": C, "length": L, "seed": cfg.seed, "beta": "", "mean_reward": "",
+            **machine_fields(lm.device, dtype)}
     rows = []
 
-    def done(exp, sampler):
-        return summary.done({"experiment": exp, "sampler": sampler, "chains": C,
+    def done(exp, sampler, chains=C):
+        return summary.done({"experiment": exp, "sampler": sampler, "chains": chains,
                              "seed": cfg.seed})
 
     # i.i.d. reference energies (exact draws from pi)
-    iid = done("energy", "iid")
+    iid = done("energy", "iid", cfg.n_iid)
     if iid is None:
-        src = IIDSource(cfg.n_iid, generator=torch.Generator().manual_seed(cfg.seed))
+        src = IIDSource(cfg.n_iid, generator=_gen(cfg, "iid"))
         t0 = time.perf_counter()
         gen = generate(model, ids.expand(cfg.n_iid, -1), mask.expand(cfg.n_iid, -1), src,
                        sampling)
@@ -118,52 +133,59 @@ def smollm2_tables(cfg: LMBenchConfig, out, progress=None) -> list[dict]:
     if progress:
         progress("smollm2 iid")
 
-    def chain_run(name, steps, init_state, step_fn, energy_of, nfe_per_step, nfe0):
+    x0 = (IIDSource(C, generator=_gen(cfg, "x0")).uniform(L) * target.vocab_size).long().clamp(
+        max=target.vocab_size - 1)
+
+    def chain_run(name, steps, make_state, step_fn, energy_of, nfe_per_step, nfe0):
         if done("energy", name):
             rows.append(done("energy", name))
             return
+        src = IIDSource(C, generator=_gen(cfg, "energy", name))
         # wall counts the sampler's steps only, not the energy diagnostic below (for QUEST that
         # is an extra forward pass per step)
-        state, acc, wall = init_state, 0.0, 0.0
+        state, acc, wall, trace = make_state(), 0.0, 0.0, []
         for t in range(1, steps + 1):
             t0 = time.perf_counter()
-            state, info = step_fn(state)
+            state, info = step_fn(src, state)
             wall += time.perf_counter() - t0
             acc += float(info.accepted.double().mean())
-            traces.append({"sampler": name, "step": t, "nfe": nfe0 + nfe_per_step * t,
-                           "wall_s": round(wall, 2),
-                           "mean_energy": round(float(energy_of(state).mean()), 3),
-                           "chains": C})
+            trace.append({"sampler": name, "step": t, "nfe": nfe0 + nfe_per_step * t,
+                          "wall_s": round(wall, 2),
+                          "mean_energy": round(float(energy_of(state).mean()), 3),
+                          "chains": C, "seed": cfg.seed})
         row = {**base, **ref, "experiment": "energy", "sampler": name, "steps": steps,
                "nfe_per_chain": nfe0 + nfe_per_step * steps, "wall_s": round(wall, 2),
                "accept_rate": round(acc / steps, 4),
                "final_mean_energy": round(float(energy_of(state).mean()), 3)}
+        for tr in trace:  # written with the summary: a chain is on disk whole or not at all
+            if not traces.done(tr):
+                traces.append(tr)
         summary.append(row)
         rows.append(row)
         if progress:
             progress(f"smollm2 {name}")
 
-    src = IIDSource(C, generator=torch.Generator().manual_seed(cfg.seed + 1))
-    x0 = (src.uniform(L) * target.vocab_size).long().clamp(max=target.vocab_size - 1)
-    chain_run("pncg", cfg.pncg_steps, pncg.init(x0, target, cfg.alpha),
-              lambda s: pncg.step(src.uniform(L + 1), s, target, cfg.alpha),
+    chain_run("pncg", cfg.pncg_steps, lambda: pncg.init(x0, target, cfg.alpha),
+              lambda src, s: pncg.step(src.uniform(L + 1), s, target, cfg.alpha),
               lambda s: -s.logp, 1, 1)
     k = cfg.mtm_tries
-    chain_run("mt-pncg", cfg.mtm_steps, mtm.init(x0, target, cfg.alpha),
-              lambda s: mtm.step(src.uniform(mtm.noise_dims(L, k)), s, target, cfg.alpha,
-                                 tries=k),
+    chain_run("mt-pncg", cfg.mtm_steps, lambda: mtm.init(x0, target, cfg.alpha),
+              lambda src, s: mtm.step(src.uniform(mtm.noise_dims(L, k)), s, target, cfg.alpha,
+                                      tries=k),
               lambda s: -s.logp, 2 * k - 1, 1)
     zero = lambda y: torch.zeros(y.shape[0], dtype=torch.float64)  # noqa: E731 - pi = p_LM
-    chain_run("quest", cfg.quest_steps, quest.init(x0, zero, None),
-              lambda s: quest.step(src.uniform(L + 2), s, model, cids, cmask, zero, 1.0,
-                                   sampling),
+    chain_run("quest", cfg.quest_steps,
+              lambda: quest.init(x0, zero, model, cids, cmask, sampling),
+              lambda src, s: quest.step(src.uniform(L + 2), s, model, cids, cmask, zero, 1.0,
+                                        sampling),
               lambda s: -target.log_prob(s.y), L, 0)
 
     # tilted target: QUEST vs SMC, mean reward at their NFE
     reward = _DigitReward(lm.tokenizer, target.vocab_size)
     if not done("tilted", "quest"):
+        src = IIDSource(C, generator=_gen(cfg, "tilted", "quest"))
         t0 = time.perf_counter()
-        st = quest.init(x0, reward, None)
+        st = quest.init(x0, reward, model, cids, cmask, sampling)
         for _ in range(cfg.quest_steps):
             st, _ = quest.step(src.uniform(L + 2), st, model, cids, cmask, reward, cfg.beta,
                                sampling)
@@ -178,8 +200,8 @@ def smollm2_tables(cfg: LMBenchConfig, out, progress=None) -> list[dict]:
     if not done("tilted", "smc"):
         N = cfg.smc_particles
         scfg = smc.SMCConfig(n_particles=N, beta=cfg.beta)
-        tok = IIDSource(C * N, generator=torch.Generator().manual_seed(cfg.seed + 2))
-        res = IIDSource(C, generator=torch.Generator().manual_seed(cfg.seed + 3))
+        tok = IIDSource(C * N, generator=_gen(cfg, "tilted", "smc", "tokens"))
+        res = IIDSource(C, generator=_gen(cfg, "tilted", "smc", "resampling"))
         t0 = time.perf_counter()
         st = smc.init(model, ids.expand(C * N, -1), mask.expand(C * N, -1), scfg, reward)
         for t in range(L):

@@ -16,7 +16,7 @@ def mh_accept(log_ratio: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     A NaN ratio (say, from a reward that returned NaN) is rejected, never accepted.
     """
     lr = log_ratio.to(torch.float64)
-    return ~torch.isnan(lr) & (torch.log(u.to(torch.float64)) < lr)
+    return ~torch.isnan(lr) & (torch.log(u.to(device=lr.device, dtype=torch.float64)) < lr)
 
 
 def check_alpha_p(alpha: float, p: int) -> None:

@@ -2,17 +2,26 @@
 pi(y) ~ p_LM(y | x) exp(r(y) / beta).
 
 Proposal: pick a cut index i uniformly in {0, ..., |y| - 1}, keep y_<i and regenerate the suffix
-from the LM. The LM terms cancel in the MH ratio, leaving the length correction of the uniform
-cut:
+from q, the LM after the sampling settings (temperature, top-p). Since y and y' share y_<i,
 
-    accept with probability min(1, exp((r(y') - r(y)) / beta) * |y| / |y'|),
+    log alpha = (r(y') - r(y)) / beta + log |y| - log |y'|
+                + sum_{t >= i} [log p(y'_t) - log q(y'_t)] - sum_{t >= i} [log p(y_t) - log q(y_t)],
 
-where |y| counts tokens up to and including EOS. A proposal whose reward is NaN is rejected and
-counted. One step costs one pass of the AR model over the sequence (``max_new_tokens`` calls).
+(every term conditional on the prefix before it), where |y| counts tokens up to and including
+EOS. At temperature 1 without top-p, q = p and the last two sums cancel (the paper's ratio); at
+any other setting they correct for the proposal, so the chain still targets p_LM exp(r / beta).
+Top-p makes q zero outside the nucleus, so the chain can only reach sequences whose every token
+lies in its nucleus: it then targets pi restricted to that support (as SMC does). A state outside
+it (say, a random start) moves to the first proposal inside it.
+
+A proposal whose reward is NaN is rejected and counted. One step costs one pass of the AR model
+over the sequence (``max_new_tokens`` calls); the per-token log p and log q of the current state
+are kept, so the replaced suffix costs nothing to score.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -26,11 +35,15 @@ __all__ = ["QuestState", "QuestInfo", "init", "step", "noise_dims"]
 
 
 class QuestState(NamedTuple):
-    """y: ``[B, L]`` current sequences (EOS-padded); reward: ``[B]`` r(y); length: ``[B]`` |y|."""
+    """y: ``[B, L]`` current sequences (EOS-padded); reward: ``[B]`` r(y); length: ``[B]`` |y|;
+    logp, logq: ``[B, L]`` log p_LM and log q of each token of y given its prefix (0 after
+    EOS)."""
 
     y: torch.Tensor
     reward: torch.Tensor
     length: torch.Tensor
+    logp: torch.Tensor
+    logq: torch.Tensor
 
 
 class QuestInfo(NamedTuple):
@@ -46,26 +59,56 @@ def noise_dims(length: int) -> int:
     return length + 2
 
 
-def init(y: torch.Tensor, reward, eos_id: int | None) -> QuestState:
-    """Start chains at ``y [B, L]`` (e.g. ancestral samples)."""
-    return QuestState(y, reward(y).to(torch.float64), lengths_with_eos(y, eos_id))
-
-
 def _regenerate(u, keep, y, model, prompt_ids, attention_mask, sampling):
-    """Tokens that keep ``y[:, :keep]`` and draw the rest from the model: ``[B, L]``, NFE."""
+    """Keep ``y[:, :keep]`` and draw the rest from q: tokens ``[B, L]``, per-token log p and
+    log q ``[B, L]`` (0 after EOS), model calls."""
     B, L = y.shape
     ar = ar_init(model, prompt_ids, attention_mask)
-    nfe = 1
-    pos = torch.arange(L)
+    nfe, logp = 1, []
+    pos = torch.arange(L, device=y.device)
     for t in range(L):
         forced = torch.where(pos[t] < keep, y[:, t], -1)
         ar, info = ar_step(u[:, t], ar, model, sampling, advance=t < L - 1, forced=forced)
         nfe += info.nfe
-        if info.n_active == 0 and t < L - 1:
-            ar = ar._replace(tokens=torch.nn.functional.pad(ar.tokens, (0, L - 1 - t),
-                                                            value=model.eos_id))
+        logp.append(info.logp)
+        if info.n_active == 0 and t < L - 1:  # every row has ended: pad with EOS (log-probs 0)
+            ar = ar._replace(
+                tokens=torch.nn.functional.pad(ar.tokens, (0, L - 1 - t), value=model.eos_id),
+                logprobs=torch.nn.functional.pad(ar.logprobs, (0, L - 1 - t)))
             break
-    return ar.tokens, nfe
+    logp = torch.nn.functional.pad(torch.stack(logp, 1), (0, L - len(logp)))  # [B, L]
+    return ar.tokens, logp, ar.logprobs, nfe
+
+
+def init(y: torch.Tensor, reward, model, prompt_ids: torch.Tensor,
+         attention_mask: torch.Tensor, sampling: SamplingConfig) -> QuestState:
+    """Start chains at ``y [B, L]`` (e.g. ancestral samples, or any tokens). When q differs from
+    p (temperature, top-p), y's tokens are scored under both by one teacher-forced pass (L model
+    calls); when q = p the correction vanishes and nothing is computed."""
+    L = y.shape[1]
+    _check(sampling, L)
+    if sampling.q_is_p:
+        zero = torch.zeros(y.shape, dtype=torch.float64, device=y.device)
+        return QuestState(y, reward(y).to(torch.float64), lengths_with_eos(y, model.eos_id),
+                          zero, zero)
+    u = torch.zeros(y.shape, dtype=torch.float64, device=y.device)  # unused: all forced
+    y, logp, logq, _ = _regenerate(u, torch.full((y.shape[0],), L, device=y.device), y, model,
+                                   prompt_ids,
+                                   attention_mask, sampling)
+    return QuestState(y, reward(y).to(torch.float64), lengths_with_eos(y, model.eos_id),
+                      logp, logq)
+
+
+def _check(sampling: SamplingConfig, L: int) -> None:
+    if sampling.max_new_tokens != L:
+        raise ValueError(f"sampling.max_new_tokens={sampling.max_new_tokens} must equal the "
+                         f"sequence length {L}.")
+
+
+def _suffix(x: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
+    """sum_{t >= cut} x[:, t]: ``[B, L], [B] -> [B]``."""
+    pos = torch.arange(x.shape[1], device=x.device)
+    return torch.where(pos[None] >= cut[:, None], x, 0.0).sum(1)
 
 
 def step(u: torch.Tensor, state: QuestState, model, prompt_ids: torch.Tensor,
@@ -75,18 +118,28 @@ def step(u: torch.Tensor, state: QuestState, model, prompt_ids: torch.Tensor,
     if not beta > 0:
         raise ValueError(f"beta={beta} must be > 0 (pi ~ p exp(r / beta)).")
     L = state.y.shape[1]
-    if sampling.max_new_tokens != L:
-        raise ValueError(f"sampling.max_new_tokens={sampling.max_new_tokens} must equal the "
-                         f"sequence length {L}.")
+    _check(sampling, L)
+    u = u.to(state.y.device)
     cut = (u[:, 0] * state.length).long().clamp(max=L - 1)  # uniform in {0..|y|-1}
-    y_new, nfe = _regenerate(u[:, 1:L + 1], cut, state.y, model, prompt_ids, attention_mask,
-                             sampling)
+    y_new, logp_new, logq_new, nfe = _regenerate(u[:, 1:L + 1], cut, state.y, model, prompt_ids,
+                                                 attention_mask, sampling)
     r_new = reward(y_new).to(torch.float64)
     len_new = lengths_with_eos(y_new, model.eos_id)
+    outside = torch.isinf(state.logq).any(1)  # y has a token q can never draw (top-p)
+    # the proposal correction sum [log p - log q] over the regenerated and the replaced suffix
+    # (0 when q = p); computed only for states inside q's support, where it is finite
+    safe = lambda x: torch.where(outside[:, None], 0.0, x)  # noqa: E731
+    correction = (_suffix(safe(logp_new - logq_new), cut)
+                  - _suffix(safe(state.logp - state.logq), cut))
     log_ratio = ((r_new - state.reward) / beta + torch.log(state.length.double())
-                 - torch.log(len_new.double()))
+                 - torch.log(len_new.double()) + correction)
+    # from outside the support, move to any proposal inside it (pi is zero where it stands)
+    into = ~torch.isinf(logq_new).any(1)
+    log_ratio = torch.where(outside, torch.where(into, math.inf, -math.inf), log_ratio)
+    log_ratio = torch.where(torch.isnan(r_new), math.nan, log_ratio)
     acc = mh_accept(log_ratio, u[:, L + 1])
-    new = QuestState(torch.where(acc[:, None], y_new, state.y),
-                     torch.where(acc, r_new, state.reward),
-                     torch.where(acc, len_new, state.length))
+    keep = lambda new, old: torch.where(acc.view(-1, *[1] * (new.dim() - 1)), new, old)  # noqa
+    new = QuestState(keep(y_new, state.y), keep(r_new, state.reward),
+                     keep(len_new, state.length), keep(logp_new, state.logp),
+                     keep(logq_new, state.logq))
     return new, QuestInfo(acc, torch.isnan(r_new), nfe)

@@ -35,6 +35,7 @@ __all__ = [
     "AntitheticSource",
     "ArithmeticSource",
     "SOURCES",
+    "derive_generator",
     "make_source",
 ]
 
@@ -49,6 +50,16 @@ def _check_sizes(n: int, k: int) -> None:
             f"n={n} rows is not a whole number of groups of k={k}; "
             f"use n = groups * k (e.g. n={k * max(1, n // k)})."
         )
+
+
+def derive_generator(*parts) -> torch.Generator:
+    """A fresh generator seeded from a run's identity (``parts``: the seed, the experiment, the
+    chunk...): every piece of a sweep draws the same numbers whatever ran before it, so a resumed
+    or sharded run writes the same rows as an uninterrupted one."""
+    import hashlib
+
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "big"))
 
 
 def _seed_from(generator: torch.Generator) -> int:
@@ -240,8 +251,8 @@ class ArithmeticSource(UniformSource):
     draw from the model, and the k rows are a stratified sample of *whole sequences* in the
     model's lexicographic order: a sequence of probability p appears floor(kp) or ceil(kp)
     times. Once a row's prefix is rarer than 2^-20, float64 would run short of bits, and the
-    sampler rotates the residual by the shared uniform of the step instead (see the engine's
-    ``_carry``), which keeps the row exact.
+    sampler rotates the residual by the shared uniform of the step instead (see
+    :func:`~parasample.noise.carry_code_point`), which keeps the row exact.
 
     Without the carry (a sampler that ignores ``carries_residual``), the rows of a group would
     share their uniforms after dimension 0: still exact per row, but nearly identical.

@@ -85,8 +85,9 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: SMC
     R = B // cfg.n_particles
     ar = ar_init(model, prompt_ids, attention_mask)
     r0 = reward.partial(ar.tokens).to(torch.float64)
-    return SMCState(ar, torch.zeros(R, cfg.n_particles, dtype=torch.float64),
-                    torch.zeros(R, dtype=torch.float64), r0)
+    dev = ar.logits.device
+    return SMCState(ar, torch.zeros(R, cfg.n_particles, dtype=torch.float64, device=dev),
+                    torch.zeros(R, dtype=torch.float64, device=dev), r0)
 
 
 def step(u_tok: torch.Tensor, u_res: torch.Tensor, state: SMCState, model, reward,
@@ -97,11 +98,8 @@ def step(u_tok: torch.Tensor, u_res: torch.Tensor, state: SMCState, model, rewar
     ``u_tok [R * N]`` draws the tokens; ``u_res [R, noise_dims(cfg)]`` drives the resampler.
     """
     R, N = state.logw.shape
-    done_before = state.ar.done
-    raw = torch.log_softmax(state.ar.logits.to(torch.float64), dim=-1)  # [B, V]
-    ar, _ = ar_step(u_tok, state.ar, model, sampling, advance=advance)
-    tok, logq = ar.tokens[:, -1], ar.logprobs[:, -1]
-    logp = torch.where(done_before, 0.0, raw.gather(1, tok[:, None])[:, 0])
+    ar, info = ar_step(u_tok, state.ar, model, sampling, advance=advance)
+    logp, logq = info.logp, ar.logprobs[:, -1]  # [B] each, 0 on finished rows
     r = reward.partial(ar.tokens).to(torch.float64)  # [B]
     bad = torch.isnan(r)
     inc = logp - logq + (r - state.reward) / cfg.beta
@@ -118,8 +116,9 @@ def step(u_tok: torch.Tensor, u_res: torch.Tensor, state: SMCState, model, rewar
         fn = RESAMPLERS[cfg.resampler][0]
         safe = torch.where(alive[:, None], logw, 0.0)
         idx = fn(torch.softmax(safe, -1), u_res)  # [R, N]
-        idx = torch.where(resample[:, None], idx, torch.arange(N)[None])
-        rows = (idx + N * torch.arange(R)[:, None]).reshape(-1)  # [B]
+        ar_n = torch.arange(N, device=idx.device)
+        idx = torch.where(resample[:, None], idx, ar_n[None])
+        rows = (idx + N * torch.arange(R, device=idx.device)[:, None]).reshape(-1)  # [B]
         log_ev = log_ev + torch.where(resample, torch.logsumexp(logw, -1) - math.log(N), 0.0)
         logw = torch.where(resample[:, None], 0.0, logw)
         ar = AncestralState(ar.tokens[rows], ar.logprobs[rows], ar.logits[rows],
