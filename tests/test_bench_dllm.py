@@ -23,41 +23,54 @@ def tiny_ckpt(tmp_path_factory):
     return path
 
 
-def test_sweep_is_the_guides_thirteen_configurations():
+GUIDE = ["stage1-B4", "stage1-B8", "stage1-B16", "stage1-B32", "stage1-B64", "stage1-B128",
+         "stage1-B256", "stage2-S8", "stage2-S16", "stage2-S32", "stage2-S64", "stage2-S128",
+         "stage2-S256"]
+
+
+def test_sweep_is_the_guides_thirteen_configurations_per_cache():
     runs = bd.sweep(bd.DLLMBenchConfig())
-    assert [r.run_name for r in runs] == [
-        "stage1-B4", "stage1-B8", "stage1-B16", "stage1-B32", "stage1-B64", "stage1-B128",
-        "stage1-B256", "stage2-S8", "stage2-S16", "stage2-S32", "stage2-S64", "stage2-S128",
-        "stage2-S256"]
-    s1 = [r for r in runs if r.stage == 1]
+    names = [r.run_name for r in runs]
+    assert names == [*GUIDE, "temp-T0.5", "temp-T1", *(f"{n}+dual" for n in GUIDE),
+                     "temp-T0.5+dual", "temp-T1+dual"]
+    s1 = [r for r in runs if r.stage == "1"]
     assert all(r.config.steps == 256 // r.config.block_length for r in s1)
-    assert all(r.config.block_length == 32 for r in runs if r.stage == 2)
+    assert all(r.config.block_length == 32 for r in runs if r.stage == "2")
+    assert {r.config.cache.name for r in runs if r.run_name.endswith("+dual")} == {"dual"}
+    assert {r.config.temperature for r in runs if r.stage == "temperature"} == {0.5, 1.0}
 
 
 def test_bench_writes_csvs_and_plots_and_resumes(tiny_ckpt, tmp_path):
     runner = CliRunner()
     args = ["bench", "dllm", "--model", str(tiny_ckpt), "-n", "2", "--batch-size", "2",
-            "--out", str(tmp_path)]
+            "--passk-problems", "2", "--k-max", "4", "--out", str(tmp_path)]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
+    raw = (tmp_path / "results.csv").read_bytes()
+    assert b"\r" not in raw  # \n line endings
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["run_name", "block_length", "steps", "accuracy", "throughput"]
-    assert len(rows) == 14
+    assert len(rows) == 1 + 30 and rows[-1][0] == "temp-T1+dual"
+    passk = list(csv.DictReader(open(tmp_path / "passk.csv")))
+    assert [(r["sampler"], r["k"]) for r in passk] == [
+        (s, str(k)) for s in bd.PASSK_SAMPLERS for k in (1, 2, 4)]
+    assert (tmp_path / "passk.png").exists()
     assert (tmp_path / "L-B.png").stat().st_size > 0 and (tmp_path / "L-S.png").exists()
     runs = list(csv.DictReader(open(tmp_path / "runs.csv")))
     seq = next(r for r in runs if r["run_name"] == "stage2-S256")
     assert seq["nfe_per_problem"] == "256.0" and seq["tokens_per_step"] == "1.0"
-    assert {"nfe", "wall_s", "n_problems", "seed", "method", "device"} <= set(runs[0])
+    assert {"nfe", "wall_s", "n_problems", "seed", "method", "device", "cache",
+            "temperature"} <= set(runs[0])
     # rerun: every configuration is found finished, nothing is appended
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
-    assert len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 13
+    assert len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 30
 
 
 def test_interrupted_sweep_resumes_where_it_stopped(tiny_ckpt, tmp_path):
     task = bd.arith_task(str(tiny_ckpt), 2, seed=0)
-    cfg = bd.DLLMBenchConfig(n_problems=2, batch_size=2)
+    cfg = bd.DLLMBenchConfig(n_problems=2, batch_size=2, caches=("none",))
     calls = []
 
     def boom(n):
@@ -69,12 +82,16 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_ckpt, tmp_path):
         bd.run_benchmark(task, cfg, tmp_path, progress=boom)
     assert len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 2  # finished runs kept
     rows = bd.run_benchmark(task, cfg, tmp_path)
-    assert len(rows) == 13 and len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 13
+    assert len(rows) == 15 and len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 15
 
 
 def test_bench_bad_input(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["bench", "dllm", "--task", "gsm8k", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "needs a real masked diffusion LM" in r.output
+    r = runner.invoke(app, ["bench", "dllm", "--cache", "fast", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "'fast' is not one of 'none', 'prefix', 'dual'" in r.output
+    r = runner.invoke(app, ["bench", "dllm", "--k-max", "12", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "k_max=12" in r.output and "use 16" in r.output
     r = runner.invoke(app, ["bench", "dllm", "--model", "nope", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "no shipped checkpoint named 'nope'" in " ".join(r.output.split())

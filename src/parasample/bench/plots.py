@@ -26,26 +26,41 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
+#: line style per block cache (the colours stay those of the quantities)
+CACHE_STYLE = {"none": ("o", "-"), "prefix": ("^", ":"), "dual": ("s", "--")}
+
+
+def _cache_of(run_name: str) -> str:
+    return run_name.split("+", 1)[1] if "+" in run_name else "none"
+
+
 def dual_axis_plot(rows: list[dict], x: str, title: str, path: Path) -> Path:
-    """Accuracy (left) and throughput (right) against ``x`` on a log2 axis, points annotated."""
-    rows = sorted(rows, key=lambda r: float(r[x]))
-    xs = [float(r[x]) for r in rows]
-    acc = [100 * float(r["accuracy"]) for r in rows]
-    tput = [float(r["throughput"]) for r in rows]
+    """Accuracy (left) and throughput (right) against ``x`` on a log2 axis, points annotated
+    ``(acc %, tok/s)``; one pair of lines per block cache (``+dual`` rows dashed)."""
     fig, ax1 = plt.subplots(figsize=(7.5, 4.5))
     ax1.set_xscale("log", base=2)
-    ax1.plot(xs, acc, "o-", color=ACC_COLOR, label="accuracy")
+    ax2 = ax1.twinx()
+    top, xs_all = 1.0, set()
+    for cache in dict.fromkeys(_cache_of(r["run_name"]) for r in rows):
+        sel = sorted((r for r in rows if _cache_of(r["run_name"]) == cache),
+                     key=lambda r: float(r[x]))
+        xs = [float(r[x]) for r in sel]
+        acc = [100 * float(r["accuracy"]) for r in sel]
+        tput = [float(r["throughput"]) for r in sel]
+        marker, ls = CACHE_STYLE.get(cache, ("x", "-."))
+        suffix = "" if cache == "none" else f" ({cache} cache)"
+        ax1.plot(xs, acc, marker=marker, ls=ls, color=ACC_COLOR, label="accuracy" + suffix)
+        ax2.plot(xs, tput, marker=marker, ls=ls, color=TPUT_COLOR, label="throughput" + suffix)
+        for xi, a, t in zip(xs, acc, tput, strict=True):
+            ax2.annotate(f"({a:.0f}%, {t:.0f})", (xi, t), textcoords="offset points",
+                         xytext=(0, 7), ha="center", fontsize=7, color="dimgray")
+        top, xs_all = max([top, *tput]), xs_all | set(xs)
     ax1.set_xlabel(x.replace("_", " ") + " (log2)")
     ax1.set_ylabel("accuracy (%)", color=ACC_COLOR)
     ax1.set_ylim(0, 105)
-    ax1.set_xticks(xs, [str(int(v)) for v in xs])
-    ax2 = ax1.twinx()
-    ax2.plot(xs, tput, "s--", color=TPUT_COLOR, label="throughput")
+    ax1.set_xticks(sorted(xs_all), [str(int(v)) for v in sorted(xs_all)])
     ax2.set_ylabel("throughput (tokens/s)", color=TPUT_COLOR)
-    ax2.set_ylim(0, max(tput) * 1.25 if tput else 1)
-    for xi, a, t in zip(xs, acc, tput, strict=True):
-        ax2.annotate(f"({a:.0f}%, {t:.0f})", (xi, t), textcoords="offset points", xytext=(0, 7),
-                     ha="center", fontsize=7, color="dimgray")
+    ax2.set_ylim(0, top * 1.25)
     lines = ax1.get_lines() + ax2.get_lines()
     ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper center", fontsize=8,
                bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
@@ -54,7 +69,8 @@ def dual_axis_plot(rows: list[dict], x: str, title: str, path: Path) -> Path:
 
 
 def dllm_plots(out: Path, label: str = "") -> list[Path]:
-    """``L-B.png`` (stage 1) and ``L-S.png`` (stage 2) from ``out/results.csv``."""
+    """``L-B.png`` (stage 1) and ``L-S.png`` (stage 2) from ``out/results.csv``, every cache of
+    the run in each."""
     rows = read_csv(out / "results.csv")
     s1 = [r for r in rows if r["run_name"].startswith("stage1")]
     s2 = [r for r in rows if r["run_name"].startswith("stage2")]

@@ -1,5 +1,13 @@
 """Masked-diffusion parallel decoding: one block-decoding loop with pluggable rules."""
 
+from parasample.diffusion.caches import (
+    CACHES,
+    BlockCache,
+    DualCache,
+    NoCache,
+    PrefixCache,
+    make_cache,
+)
 from parasample.diffusion.decode import (
     DecodeConfig,
     Decoded,
@@ -17,8 +25,10 @@ from parasample.diffusion.rules import (
     low_confidence,
     num_transfer_tokens,
     random_confidence,
+    top_prob,
 )
 
-__all__ = ["SCORES", "DecodeConfig", "DecodeInfo", "DecodeState", "Decoded", "FixedSteps",
-           "Threshold", "TransferRule", "decode", "init", "low_confidence", "num_transfer_tokens",
-           "random_confidence", "step"]
+__all__ = ["CACHES", "SCORES", "BlockCache", "DecodeConfig", "DecodeInfo", "DecodeState",
+           "Decoded", "DualCache", "FixedSteps", "NoCache", "PrefixCache", "Threshold",
+           "TransferRule", "decode", "init", "low_confidence", "make_cache", "num_transfer_tokens",
+           "random_confidence", "step", "top_prob"]

@@ -1,16 +1,25 @@
 """Semi-autoregressive block decoding of a masked diffusion LM (LLaDA / Fast-dLLM), one loop.
 
 The answer region of ``gen_length`` masked positions is split into blocks of ``block_length``
-decoded left to right. Each step runs the model once on the whole sequence ``[B, P + G]``,
-proposes a token for every masked position of the current block (argmax at temperature 0, else
-an inverse-CDF draw from the tempered softmax), scores the proposals with a
-:class:`~parasample.diffusion.rules.ConfidenceScore` and commits those a
-:class:`~parasample.diffusion.rules.TransferRule` selects. Fixed-steps decoding, random
-remasking and confidence-threshold decoding are all this loop with other rules.
+decoded left to right. Each step gets the current block's logits from the model (a full pass, or
+a window against cached keys and values: :mod:`parasample.diffusion.caches`), scores the masked
+positions with a :class:`~parasample.diffusion.rules.ConfidenceScore`, commits those a
+:class:`~parasample.diffusion.rules.TransferRule` selects, and draws their tokens: the argmax at
+temperature 0, else an inverse-CDF draw from the tempered softmax. Fixed-steps decoding, random
+remasking, confidence-threshold decoding and the caches are all this loop with other parts.
+
+Randomness: every random number comes from a :class:`~parasample.noise.UniformSource`, one
+``[2, block_length]`` block of uniforms per step and row (proposal draws, then score uniforms).
+Each row of every source is i.i.d. uniform, so every row decodes from the same law whatever the
+source; correlated sources (lattice, Sobol, antithetic) correlate the k rows of a group. A source
+that carries a residual (arithmetic sampling) spends one code point per row on the committed
+tokens, in order, carrying the residual of each draw into the next (as the AR engine does), which
+needs a score that does not read the draw (``random`` or ``top_prob``).
 
 A batch decodes together; under the threshold rule rows finish a block at different steps, a
 finished row just waits (its positions are no longer masked, so nothing changes for it) while
 the others go on, and the batch moves to the next block when every row is done with this one.
+Prompts of different lengths are left-padded with an ``attention_mask`` (1 = real token).
 """
 
 from __future__ import annotations
@@ -20,8 +29,10 @@ from typing import Any, NamedTuple
 
 import torch
 
+from parasample.devices import model_device
+from parasample.diffusion.caches import BlockCache, NoCache
 from parasample.diffusion.rules import ConfidenceScore, FixedSteps, TransferRule, low_confidence
-from parasample.noise import UniformSource, icdf_categorical
+from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
 
 __all__ = ["DecodeConfig", "DecodeState", "DecodeInfo", "Decoded", "init", "step", "decode"]
 
@@ -36,8 +47,10 @@ class DecodeConfig:
         steps: nominal total steps, a multiple of the number of blocks (steps per block =
             steps / num_blocks); the threshold rule may take fewer or more model calls.
         rule: the transfer rule (:class:`FixedSteps` or :class:`Threshold`).
-        score: the confidence score (``low_confidence`` or ``random_confidence``).
-        temperature: 0 proposes the argmax; > 0 draws proposals from softmax(logits / T).
+        score: the confidence score (``low_confidence``, ``random_confidence``, ``top_prob``).
+        temperature: 0 proposes the argmax; > 0 draws from softmax(logits / T).
+        cache: how each step gets the block's logits (:class:`NoCache`, ``PrefixCache``,
+            ``DualCache``).
     """
 
     gen_length: int = 256
@@ -46,6 +59,7 @@ class DecodeConfig:
     rule: TransferRule = field(default_factory=FixedSteps)
     score: ConfidenceScore = low_confidence
     temperature: float = 0.0
+    cache: BlockCache = field(default_factory=NoCache)
 
     def __post_init__(self):
         if self.gen_length < 1 or self.block_length < 1:
@@ -71,16 +85,28 @@ class DecodeConfig:
     def steps_per_block(self) -> int:
         return self.steps // self.num_blocks
 
+    @property
+    def needs_noise(self) -> bool:
+        """Whether decoding draws random numbers (sampling, or a random score)."""
+        return self.temperature > 0 or self.score.uses_noise
+
 
 class DecodeState(NamedTuple):
     """x: ``[B, P + G]`` tokens (mask id where undecided); block: current block index;
-    s: step within the block; plan: the rule's plan for this block; prompt_len: P."""
+    s: step within the block; plan: the rule's plan for this block; prompt_len: P;
+    kv: the cache's state (None without one); attention_mask: ``[B, P + G]`` or None;
+    residual: ``[B]`` float64 arithmetic sampling's carried code point (None for other
+    sources); logq: ``[B]`` log-probability of the tokens committed so far (for the carry)."""
 
     x: torch.Tensor
     block: int
     s: int
     plan: Any
     prompt_len: int
+    kv: Any = None
+    attention_mask: torch.Tensor | None = None
+    residual: torch.Tensor | None = None
+    logq: torch.Tensor | None = None
 
 
 class DecodeInfo(NamedTuple):
@@ -105,45 +131,88 @@ def _block_slice(state: DecodeState, cfg: DecodeConfig) -> slice:
     return slice(lo, lo + cfg.block_length)
 
 
-def init(model, prompt: torch.Tensor, cfg: DecodeConfig) -> DecodeState:
-    """Append ``gen_length`` mask tokens to ``prompt [B, P]`` and plan the first block."""
+def init(model, prompt: torch.Tensor, cfg: DecodeConfig,
+         attention_mask: torch.Tensor | None = None,
+         code_point: torch.Tensor | None = None) -> DecodeState:
+    """Append ``gen_length`` mask tokens to ``prompt [B, P]`` and plan the first block.
+
+    ``attention_mask [B, P]`` marks the real prompt tokens of left-padded prompts;
+    ``code_point [B]`` starts arithmetic sampling (the source's first dimension).
+    """
     max_len = getattr(model, "max_length", None)
     total = prompt.shape[1] + cfg.gen_length
     if max_len is not None and total > max_len:
         raise ValueError(f"prompt ({prompt.shape[1]} tokens) + gen_length ({cfg.gen_length}) = "
                          f"{total} exceeds the model's context of {max_len}; shorten the prompt "
                          "or lower gen_length.")
-    x = torch.cat([prompt, torch.full((prompt.shape[0], cfg.gen_length), model.mask_id,
-                                      dtype=prompt.dtype)], dim=1)
-    st = DecodeState(x, 0, 0, None, prompt.shape[1])
+    B = prompt.shape[0]
+    x = torch.cat([prompt, torch.full((B, cfg.gen_length), model.mask_id, dtype=prompt.dtype,
+                                      device=prompt.device)], dim=1)
+    if attention_mask is not None:
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, cfg.gen_length)],
+                                   dim=1)
+    st = DecodeState(x, 0, 0, None, prompt.shape[1], attention_mask=attention_mask,
+                     residual=code_point, logq=None if code_point is None else
+                     torch.zeros(B, dtype=torch.float64, device=prompt.device))
     masked = (x[:, _block_slice(st, cfg)] == model.mask_id).sum(1)
     return st._replace(plan=cfg.rule.plan_block(masked, cfg.steps_per_block))
+
+
+def _draw(probs: torch.Tensor, u: torch.Tensor, commit: torch.Tensor, state: DecodeState):
+    """Tokens ``[B, Lb]`` at the committed positions (elsewhere arbitrary), and the carried
+    residual and log-probability. Plain sources: position j of the block draws from ``u[:, j]``.
+    Arithmetic sampling: the committed positions draw in order from the row's carried code point
+    (rotated by ``u`` once the committed prefix is rarer than 2^-20, as in the AR engine)."""
+    if state.residual is None:
+        return icdf_categorical(probs, u), None, None
+    residual, logq = state.residual, state.logq
+    tok = torch.zeros(commit.shape, dtype=torch.long, device=probs.device)
+    for j in torch.nonzero(commit.any(0)).flatten().tolist():  # positions some row commits
+        c = commit[:, j]
+        uj = carry_code_point(residual, u[:, j], logq)
+        tj = icdf_categorical(probs[:, j], uj)
+        tok[:, j] = tj
+        residual = torch.where(c, icdf_residual(probs[:, j], uj, tj), residual)
+        logq = logq + torch.where(c, torch.log(probs[:, j].gather(1, tj[:, None])[:, 0]), 0.0)
+    return tok, residual, logq
 
 
 def step(u: torch.Tensor, state: DecodeState, model, cfg: DecodeConfig
          ) -> tuple[DecodeState, DecodeInfo]:
     """One model call and one commit in the current block.
 
-    ``u [B, 2, block_length]`` uniforms: ``u[:, 0]`` draws proposals when temperature > 0,
-    ``u[:, 1]`` feeds the random confidence score. Pure: the input state is not modified.
+    ``u [B, 2, block_length]`` uniforms: ``u[:, 0]`` draws tokens when temperature > 0,
+    ``u[:, 1]`` feeds a random confidence score. Pure in the decoder's tensors (the cache's
+    keys and values are updated in place, so a state is not reused once stepped).
     """
     blk = _block_slice(state, cfg)
-    logits = model.logits(state.x)[:, blk].to(torch.float32)  # [B, Lb, V]
+    logits, kv = cfg.cache.logits(model, state.x, blk, state.s, state.kv, state.attention_mask)
     # The mask token is never a proposal: committing it would leave the position undecided.
-    logits = logits.index_fill(-1, torch.tensor([model.mask_id]), float("-inf"))
+    logits = logits.to(torch.float32).index_fill(
+        -1, torch.tensor([model.mask_id], device=logits.device), float("-inf"))  # [B, Lb, V]
+    masked = state.x[:, blk] == model.mask_id
+    residual, logq = state.residual, state.logq
     if cfg.temperature == 0:
         probs = torch.softmax(logits, dim=-1)
-        x0 = probs.argmax(-1)  # [B, Lb]
+        p_top, x0 = probs.max(-1)  # [B, Lb]
+        p_draw = p_top
     else:
-        probs = torch.softmax(logits / cfg.temperature, dim=-1)
-        x0 = icdf_categorical(probs, u[:, 0])
-    p0 = probs.gather(-1, x0[..., None])[..., 0]  # [B, Lb]
-    masked = state.x[:, blk] == model.mask_id
-    conf = torch.where(masked, cfg.score(p0, u[:, 1]), float("-inf"))
+        probs = torch.softmax(logits.double() / cfg.temperature, dim=-1)  # float64 for icdf
+        p_top, x0, p_draw = probs.max(-1).values, None, None
+        if cfg.score.uses_draw:
+            if residual is not None:
+                raise ValueError("arithmetic sampling spends its code point on committed tokens "
+                                 "only, so it needs a score that does not read the draw: use "
+                                 "score=top_prob or random_confidence.")
+            x0 = icdf_categorical(probs, u[:, 0])
+            p_draw = probs.gather(-1, x0[..., None])[..., 0]
+    conf = torch.where(masked, cfg.score(p_draw, p_top, u[:, 1]), float("-inf"))
     commit = cfg.rule.select(conf, min(state.s, cfg.steps_per_block - 1), state.plan) & masked
+    if x0 is None:
+        x0, residual, logq = _draw(probs, u[:, 0], commit, state)
     x = state.x.clone()
     x[:, blk] = torch.where(commit, x0, state.x[:, blk])
-    new = state._replace(x=x, s=state.s + 1)
+    new = state._replace(x=x, s=state.s + 1, kv=kv, residual=residual, logq=logq)
     if not (x[:, blk] == model.mask_id).any() and state.block + 1 < cfg.num_blocks:
         new = new._replace(block=state.block + 1, s=0)
         n_masked = (x[:, _block_slice(new, cfg)] == model.mask_id).sum(1)
@@ -151,29 +220,35 @@ def step(u: torch.Tensor, state: DecodeState, model, cfg: DecodeConfig
     return new, DecodeInfo(committed=commit.sum(1), nfe=1)
 
 
-def decode(model, prompt: torch.Tensor, cfg: DecodeConfig, source: UniformSource | None = None
-           ) -> Decoded:
-    """Decode the answers of ``prompt [B, P]`` with ``model`` (a MaskedModel).
+def decode(model, prompt: torch.Tensor, cfg: DecodeConfig, source: UniformSource | None = None,
+           attention_mask: torch.Tensor | None = None) -> Decoded:
+    """Decode the answers of ``prompt [B, P]`` (left-padded where ``attention_mask [B, P]`` is
+    given) with ``model`` (a MaskedModel).
 
-    ``source`` (n = B rows) supplies uniforms for sampled proposals and random remasking; it is
+    ``source`` (n = B rows) supplies uniforms for sampled tokens and random remasking; it is
     required unless temperature is 0 with a deterministic score.
     """
     B = prompt.shape[0]
-    needs_noise = cfg.temperature > 0 or cfg.score is not low_confidence
-    if needs_noise and source is None:
+    if cfg.needs_noise and source is None:
         raise ValueError("sampling (temperature > 0) or random remasking needs a uniform source:"
                          " pass source=make_source('iid', n=batch, generator=...).")
     if source is not None and source.n != B:
         raise ValueError(f"the uniform source serves {source.n} rows but the batch has {B}.")
-    state = init(model, prompt, cfg)
-    zeros = torch.zeros(B, 2, cfg.block_length, dtype=torch.float64)
+    cfg.cache.check(model)
+    dev = model_device(model)
+    prompt = prompt.to(dev)
+    attention_mask = None if attention_mask is None else attention_mask.to(dev)
+    carry = source is not None and source.carries_residual and cfg.temperature > 0
+    code_point = source.uniform().to(dev) if carry else None  # [B]
+    state = init(model, prompt, cfg, attention_mask, code_point)
+    zeros = torch.zeros(B, 2, cfg.block_length, dtype=torch.float64, device=dev)
     nfe, n_steps, committed = 0, 0, 0.0
     # Every step commits >= 1 token per unfinished row, so G steps always suffice.
     while (state.x[:, state.prompt_len:] == model.mask_id).any():
         if n_steps >= cfg.gen_length + cfg.steps:
             raise RuntimeError("decoding made no progress; the transfer rule must commit at "
                                "least one masked position per row and step.")
-        u = source.uniform(2, cfg.block_length) if needs_noise else zeros
+        u = source.uniform(2, cfg.block_length).to(dev) if cfg.needs_noise else zeros
         state, info = step(u, state, model, cfg)
         nfe, n_steps = nfe + info.nfe, n_steps + 1
         committed += float(info.committed.float().mean())

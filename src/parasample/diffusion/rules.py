@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 
 __all__ = ["num_transfer_tokens", "ConfidenceScore", "low_confidence", "random_confidence",
-           "SCORES", "TransferRule", "FixedSteps", "Threshold"]
+           "top_prob", "SCORES", "TransferRule", "FixedSteps", "Threshold"]
 
 
 def num_transfer_tokens(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
@@ -25,27 +25,67 @@ def num_transfer_tokens(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
     """
     base = n_masked[:, None] // steps  # [B, 1]
     rem = n_masked[:, None] % steps  # [B, 1]
-    return base + (torch.arange(steps)[None] < rem).long()  # [B, steps]
+    return base + (torch.arange(steps, device=n_masked.device)[None] < rem).long()  # [B, steps]
 
 
 class ConfidenceScore(Protocol):
-    """``(p0 [B, L] prob of each proposal, u [B, L] uniforms) -> [B, L]`` scores (higher first)."""
+    """How sure a step is of each masked position: ``(p_draw [B, L] probability of the drawn
+    proposal or None, p_top [B, L] the proposal distribution's top probability, u [B, L]
+    uniforms) -> [B, L]`` scores, higher committed first.
 
-    def __call__(self, p0: torch.Tensor, u: torch.Tensor) -> torch.Tensor: ...
+    ``uses_draw``: the score reads the drawn proposal (``p_draw``), so every masked position is
+    drawn before the rule selects. A score that does not is computed first, and only the
+    positions committed are drawn: that is what lets arithmetic sampling's code point be spent on
+    committed tokens alone. ``uses_noise``: the score reads the uniforms ``u``.
+    """
+
+    uses_draw: bool
+    uses_noise: bool
+
+    def __call__(self, p_draw: torch.Tensor | None, p_top: torch.Tensor,
+                 u: torch.Tensor) -> torch.Tensor: ...
 
 
-def low_confidence(p0: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """LLaDA's low-confidence remasking: commit the most probable proposals, remask the rest."""
-    return p0
+@dataclass(frozen=True)
+class LowConfidence:
+    """LLaDA's low-confidence remasking: commit the most probable proposals, remask the rest.
+    (At temperature 0 the proposal is the argmax, so this is the top probability.)"""
+
+    uses_draw, uses_noise = True, False
+    name = "low_confidence"
+
+    def __call__(self, p_draw, p_top, u):
+        return p_top if p_draw is None else p_draw
 
 
-def random_confidence(p0: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class RandomConfidence:
     """LLaDA's random remasking: commit proposals in a uniformly random order."""
-    return u.to(p0.dtype)
+
+    uses_draw, uses_noise = False, True
+    name = "random"
+
+    def __call__(self, p_draw, p_top, u):
+        return u.to(p_top.dtype)
 
 
-SCORES: dict[str, ConfidenceScore] = {"low_confidence": low_confidence,
-                                      "random": random_confidence}
+@dataclass(frozen=True)
+class TopProb:
+    """The proposal distribution's top probability, whatever is drawn: at temperature 0 the
+    same as low confidence; at temperature > 0 the positions are chosen by how sure the model
+    is, then sampled (so correlated sources drive the committed tokens only)."""
+
+    uses_draw, uses_noise = False, False
+    name = "top_prob"
+
+    def __call__(self, p_draw, p_top, u):
+        return p_top
+
+
+low_confidence, random_confidence, top_prob = LowConfidence(), RandomConfidence(), TopProb()
+
+SCORES: dict[str, ConfidenceScore] = {s.name: s for s in (low_confidence, random_confidence,
+                                                          top_prob)}
 
 
 class TransferRule(Protocol):
@@ -64,8 +104,8 @@ class TransferRule(Protocol):
 def _top_k_mask(conf: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Bool ``[B, L]`` marking the ``k[b]`` highest entries of each row of ``conf`` (k [B])."""
     order = torch.argsort(conf, dim=-1, descending=True, stable=True)  # [B, L]
-    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(conf.shape[-1]).expand_as(
-        order).contiguous())
+    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(
+        conf.shape[-1], device=conf.device).expand_as(order).contiguous())
     return (ranks < k[:, None]) & torch.isfinite(conf)
 
 
@@ -100,5 +140,5 @@ class Threshold:
 
     def select(self, conf, s, plan):
         above = conf >= self.threshold  # -inf never clears it
-        best = _top_k_mask(conf, torch.ones(conf.shape[0], dtype=torch.long))
+        best = _top_k_mask(conf, torch.ones(conf.shape[0], dtype=torch.long, device=conf.device))
         return above | best

@@ -48,13 +48,14 @@ def encode_answers(problems: list[ArithProblem], tok: CharTokenizer, gen_length:
 def result_positions(problems: list[ArithProblem], gen_length: int) -> torch.Tensor:
     """``[B, gen_length]`` bool: the answer-region characters that state a computed value.
 
-    In ``b=7+5=12;#12`` those are ``12`` (after a step's second ``=``) and the final ``12``.
+    In ``b=7+5=12;#12`` those are ``12`` (after a step's last ``=``) and the final ``12``; the
+    same in a restated step ``b=a+5=7+5=12``.
     """
     out = torch.zeros(len(problems), gen_length, dtype=torch.bool)
     for i, p in enumerate(problems):
         pos = 0
         for seg in p.solution.split(";"):
-            start = seg.rfind("=") + 1 if seg.count("=") == 2 else (1 if seg[:1] == "#" else None)
+            start = seg.rfind("=") + 1 if seg.count("=") >= 2 else (1 if seg[:1] == "#" else None)
             if start is not None:
                 out[i, pos + start:pos + len(seg)] = True
             pos += len(seg) + 1

@@ -41,18 +41,21 @@ def checkpoint_path(name: str) -> Path:
     return p
 
 
-def load_checkpoint(name: str) -> tuple[TinyTransformer, dict]:
-    """Load a checkpoint (shipped float16 or a training state) as a float32 model + metadata."""
+def load_checkpoint(name: str, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> tuple[TinyTransformer, dict]:
+    """Load a checkpoint (shipped float16 or a training state) as a model in ``dtype`` (default
+    float32) on ``device``, with its metadata."""
     saved = torch.load(checkpoint_path(name), map_location="cpu", weights_only=False)
     model = TinyTransformer(TransformerConfig(**saved["model_config"]))
     model.load_state_dict({k: v.float() for k, v in saved["model"].items()})
-    return model.eval(), saved
+    return model.to(device=device, dtype=dtype).eval(), saved
 
 
 @functools.lru_cache(maxsize=4)
-def load_dllm(name: str = DEFAULT_DLLM) -> MaskedLMAdapter:
+def load_dllm(name: str = DEFAULT_DLLM, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> MaskedLMAdapter:
     """The shipped masked-diffusion LM as a MaskedModel (cached per process)."""
-    model, saved = load_checkpoint(name)
+    model, saved = load_checkpoint(name, device, dtype)
     tok = CharTokenizer()
     adapter = MaskedLMAdapter(model, mask_id=tok.mask_id, eos_id=tok.eos_id, tokenizer=tok)
     adapter.train_config = saved.get("train_config", {})  # the task it was trained on
@@ -60,9 +63,10 @@ def load_dllm(name: str = DEFAULT_DLLM) -> MaskedLMAdapter:
 
 
 @functools.lru_cache(maxsize=4)
-def load_ar(name: str = DEFAULT_AR, use_cache: bool = True) -> CausalLMAdapter:
+def load_ar(name: str = DEFAULT_AR, use_cache: bool = True, device: str | torch.device = "cpu",
+            dtype: torch.dtype = torch.float32) -> CausalLMAdapter:
     """The shipped small AR LM as an ARModel (cached per process)."""
-    model, saved = load_checkpoint(name)
+    model, saved = load_checkpoint(name, device, dtype)
     tok = CharTokenizer()
     adapter = CausalLMAdapter(model, eos_id=tok.eos_id, tokenizer=tok, use_cache=use_cache)
     adapter.train_config = saved.get("train_config", {})  # the task it was trained on

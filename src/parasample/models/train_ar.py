@@ -62,9 +62,10 @@ def ar_loss(model, prompt: torch.Tensor, answer: torch.Tensor, lengths: torch.Te
     """
     x = torch.cat([prompt, answer], dim=1)  # [B, P + G]
     P, G = prompt.shape[1], answer.shape[1]
-    logits = model(x[:, :-1])[:, P - 1:]  # [B, G, V]: the predictions of the answer tokens
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), answer.reshape(-1),
-                         reduction="none").view(answer.shape)
+    dev = next(model.parameters()).device
+    logits = model(x[:, :-1].to(dev))[:, P - 1:].float()  # [B, G, V]: predicts the answer
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), answer.to(dev).reshape(-1),
+                         reduction="none").view(answer.shape).cpu()
     real = torch.arange(G)[None] < lengths[:, None]  # [B, G]
     return (ce * real).sum() / real.sum()
 
@@ -96,7 +97,8 @@ def heldout_pass1(adapter: CausalLMAdapter, task: ArithChainTask, n: int, seed: 
     return sum(task.is_correct(t, p.answer) for t, p in zip(texts, probs, strict=True)) / n
 
 
-def train_ar(cfg: ARTrainConfig, state_path: Path, *, progress=None, log=None) -> dict:
+def train_ar(cfg: ARTrainConfig, state_path: Path, *, progress=None, log=None, device="cpu",
+             autocast=None) -> dict:
     """Train (or resume from ``state_path``) and return the final training state dict."""
     tok = CharTokenizer()
     torch.manual_seed(cfg.seed)  # weight init only; every data draw uses the explicit generator
@@ -112,4 +114,4 @@ def train_ar(cfg: ARTrainConfig, state_path: Path, *, progress=None, log=None) -
 
     return run_training(model, mcfg, cfg, state_path, batch=lambda step, g: _batch(cfg, tok, g),
                         loss=lambda batch, g: ar_loss(model, *batch), evaluate=evaluate,
-                        progress=progress, log=log)
+                        progress=progress, log=log, device=device, autocast=autocast)

@@ -17,7 +17,10 @@ never masked. Made efficient for 2 CPU cores:
   cut stays visible and only the rest is masked with probability t, the situation block decoding
   creates (still a masked-diffusion loss, with another mask distribution);
 * **resumable**: the full training state (weights, optimiser, data RNG, curve) is saved every
-  ``ckpt_every`` steps and on interruption; a rerun of the same command continues from it.
+  ``ckpt_every`` steps and on interruption; a rerun of the same command continues from it;
+* **continued training**: ``init`` names a checkpoint (e.g. the shipped ``dllm-arith``) whose
+  weights start the run, so a new task (long chains with restated rules, :data:`PRESETS`)
+  builds on the facts an earlier model learned.
 
 The shipped checkpoint holds float16 weights, the configs and the training curve.
 """
@@ -35,7 +38,8 @@ from parasample.models.trainer import export_checkpoint, run_training
 from parasample.models.transformer import TinyTransformer, TransformerConfig
 from parasample.tasks.arith import ArithChainTask, CharTokenizer
 
-__all__ = ["DLLMTrainConfig", "masked_diffusion_loss", "train_dllm", "export_checkpoint"]
+__all__ = ["DLLMTrainConfig", "PRESETS", "masked_diffusion_loss", "train_dllm",
+           "export_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,16 @@ class DLLMTrainConfig:
     max_operand: int = 5
     curriculum_frac: float = 0.15
     eps: float = 1e-3
+    # the task's trace format (see ArithChainTask.restate) and the prompt region it needs
+    restate: bool = False
+    prompt_len: int = PROMPT_LEN
+    # a checkpoint (shipped name or .pt path) whose weights start training; "" = random init
+    init: str = ""
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "gen_length", "short_gen", "long_every", "max_ops"):
+        for name in ("steps", "batch_size", "gen_length", "short_gen", "long_every", "max_ops",
+                     "prompt_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
         if not 0 < self.lr < 1:
@@ -75,10 +85,24 @@ class DLLMTrainConfig:
         if self.pad_weight < 0 or self.result_weight <= 0:
             raise ValueError(f"pad_weight={self.pad_weight} must be >= 0 and result_weight="
                              f"{self.result_weight} > 0.")
-        ArithChainTask(n_ops=self.max_ops, max_operand=self.max_operand, max_value=self.max_value)
+        self.task(self.max_ops)
         if self.short_gen > self.gen_length:
             raise ValueError(f"short_gen={self.short_gen} exceeds gen_length={self.gen_length}.")
 
+    def task(self, n_ops: int) -> ArithChainTask:
+        return ArithChainTask(n_ops=n_ops, max_operand=self.max_operand,
+                              max_value=self.max_value, restate=self.restate)
+
+
+#: Named training recipes: ``arith-short`` is the shipped ``dllm-arith`` (4-operation chains,
+#: 34-character answers); ``chain`` is the shipped ``dllm-chain`` (14-operation chains with
+#: restated rules, 170-character answers that fill 66% of the 256-position window), continued
+#: from ``dllm-arith``'s weights.
+PRESETS: dict[str, dict] = {
+    "arith-short": {},
+    "chain": dict(steps=2400, batch_size=32, warmup=100, lr=5e-4, short_gen=176, max_ops=14,
+                  restate=True, prompt_len=96, init="dllm-arith", curriculum_frac=0.1),
+}
 
 def masked_diffusion_loss(model, prompt: torch.Tensor, answer: torch.Tensor,
                           lengths: torch.Tensor, results: torch.Tensor, cfg: DLLMTrainConfig,
@@ -97,8 +121,10 @@ def masked_diffusion_loss(model, prompt: torch.Tensor, answer: torch.Tensor,
     prefix = torch.rand(B, 1, generator=g) < cfg.prefix_prob
     masked &= ~(prefix & (pos < cut))
     x = torch.cat([prompt, torch.where(masked, mask_id, answer)], dim=1)
-    logits = model(x)[:, prompt.shape[1]:]  # [B, G, V]
-    ce = F.cross_entropy(logits.reshape(B * G, -1), answer.reshape(-1), reduction="none")
+    dev = next(model.parameters()).device  # masks are drawn on the CPU (the data generator's)
+    logits = model(x.to(dev))[:, prompt.shape[1]:].float()  # [B, G, V]
+    ce = F.cross_entropy(logits.reshape(B * G, -1), answer.to(dev).reshape(-1),
+                         reduction="none").cpu()
     w = torch.where(pos < lengths[:, None], 1.0, cfg.pad_weight)  # [B, G]
     w = torch.where(results, cfg.result_weight, w)
     per_ex = (ce.view(B, G) * masked * w).sum(1) / (t[:, 0] * w.sum(1))
@@ -111,7 +137,7 @@ def _batch(step: int, cfg: DLLMTrainConfig, tok: CharTokenizer, g: torch.Generat
     probs = []
     for _ in range(cfg.batch_size):
         n_ops = int(torch.randint(1, top + 1, (1,), generator=g))
-        task = ArithChainTask(n_ops=n_ops, max_operand=cfg.max_operand, max_value=cfg.max_value)
+        task = cfg.task(n_ops)
         while True:  # training split only: held-out prompts are never trained on
             p = task.sample(g)
             if not task.is_test(p.prompt):
@@ -119,7 +145,7 @@ def _batch(step: int, cfg: DLLMTrainConfig, tok: CharTokenizer, g: torch.Generat
         probs.append(p)
     G = cfg.gen_length if (step + 1) % cfg.long_every == 0 else cfg.short_gen
     answer, lengths = encode_answers(probs, tok, G)
-    return (encode_prompts([p.prompt for p in probs], tok), answer, lengths,
+    return (encode_prompts([p.prompt for p in probs], tok, cfg.prompt_len), answer, lengths,
             result_positions(probs, G))
 
 
@@ -129,28 +155,44 @@ def _heldout_accuracy(model, tok, batch) -> tuple[float, float]:
     over all of them, and over the result characters (the arithmetic facts)."""
     prompt, answer, lengths, results, masked = batch
     x = torch.cat([prompt, torch.where(masked, tok.mask_id, answer)], dim=1)
-    pred = model(x)[:, prompt.shape[1]:].argmax(-1)
+    pred = model(x.to(next(model.parameters()).device))[:, prompt.shape[1]:].argmax(-1).cpu()
     real = masked & (torch.arange(answer.shape[1])[None] < lengths[:, None] - 1)
     right = pred == answer
     return (float((right & real).sum() / real.sum().clamp(min=1)),
             float((right & real & results).sum() / (real & results).sum().clamp(min=1)))
 
 
-def train_dllm(cfg: DLLMTrainConfig, state_path: Path, *, progress=None, log=None) -> dict:
+def _load_init(model: TinyTransformer, name: str) -> None:
+    """Start from a checkpoint's weights (rotary tables are rebuilt for this model's context)."""
+    from parasample.models.registry import load_checkpoint
+
+    init, _ = load_checkpoint(name)
+    mine, theirs = model.cfg.to_dict(), init.cfg.to_dict()
+    differ = [k for k in mine if k != "max_len" and mine[k] != theirs[k]]
+    if differ:
+        raise ValueError(f"init checkpoint {name!r} has another architecture ("
+                         + ", ".join(f"{k}={theirs[k]} vs {mine[k]}" for k in differ)
+                         + "); train from scratch or match its sizes.")
+    model.load_state_dict(init.state_dict())
+
+
+def train_dllm(cfg: DLLMTrainConfig, state_path: Path, *, progress=None, log=None,
+               device="cpu", autocast=None) -> dict:
     """Train (or resume from ``state_path``) and return the final training state dict (see
     :func:`~parasample.models.trainer.run_training` for the callbacks)."""
     tok = CharTokenizer()
     torch.manual_seed(cfg.seed)  # weight init only; every data draw uses the explicit generator
     mcfg = TransformerConfig(vocab_size=tok.vocab_size, d_model=cfg.d_model,
                              n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-                             max_len=PROMPT_LEN + cfg.gen_length, causal=False)
+                             max_len=cfg.prompt_len + cfg.gen_length, causal=False)
     model = TinyTransformer(mcfg)
+    if cfg.init:
+        _load_init(model, cfg.init)
 
     eg = torch.Generator().manual_seed(10_000 + cfg.seed)
-    eval_probs = ArithChainTask(n_ops=cfg.max_ops, max_operand=cfg.max_operand,
-                                max_value=cfg.max_value).problems(128, split="test", seed=cfg.seed)
+    eval_probs = cfg.task(cfg.max_ops).problems(128, split="test", seed=cfg.seed)
     ea, el = encode_answers(eval_probs, tok, cfg.short_gen)
-    eval_batch = (encode_prompts([p.prompt for p in eval_probs], tok), ea, el,
+    eval_batch = (encode_prompts([p.prompt for p in eval_probs], tok, cfg.prompt_len), ea, el,
                   result_positions(eval_probs, cfg.short_gen),
                   torch.rand(ea.shape, generator=eg) < 0.5)
 
@@ -162,4 +204,5 @@ def train_dllm(cfg: DLLMTrainConfig, state_path: Path, *, progress=None, log=Non
         return masked_diffusion_loss(model, *batch, cfg, tok.mask_id, g)[0]
 
     return run_training(model, mcfg, cfg, state_path, batch=lambda step, g: _batch(
-        step, cfg, tok, g), loss=loss, evaluate=evaluate, progress=progress, log=log)
+        step, cfg, tok, g), loss=loss, evaluate=evaluate, progress=progress, log=log,
+        device=device, autocast=autocast)

@@ -33,6 +33,7 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
                  batch: Callable[[int, torch.Generator], Any],
                  loss: Callable[[Any, torch.Generator], torch.Tensor],
                  evaluate: Callable[[], dict[str, float]],
+                 device: torch.device | str = "cpu", autocast: torch.dtype | None = None,
                  progress=None, log=None, eval_every: int = 100, ckpt_every: int = 250) -> dict:
     """Train ``model`` (or resume from ``state_path``) and return the final training state.
 
@@ -41,14 +42,23 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
     from the data generator ``g``; ``loss(batch, g)`` is the scalar objective (it may draw its
     masks from ``g``); ``evaluate()`` returns held-out metrics (the model is in eval mode).
     ``progress(step, total, metrics)`` and ``log(message)`` are optional callbacks (the CLI
-    shows a progress bar); training itself never prints.
+    shows a progress bar); training itself never prints. The model trains on ``device`` (data
+    and masks are drawn on the CPU, from the explicit generator, so a seed gives the same batches
+    everywhere), under ``torch.autocast`` to ``autocast`` when given (weights stay float32). The
+    shipped checkpoints were trained on the CPU in float32.
     """
+    import contextlib
+
+    device = torch.device(device)
+    model.to(device)
+    amp = (lambda: torch.autocast(device.type, dtype=autocast)) if autocast else \
+        contextlib.nullcontext
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98),
                             weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     state = {"step": 0, "history": [], "elapsed_s": 0.0}
     if state_path.exists():
-        saved = torch.load(state_path, weights_only=False)
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
         if saved["train_config"] != asdict(cfg):
             raise ValueError(f"{state_path} was written with another training config; delete it "
                              "or use another --state path to start afresh.")
@@ -61,7 +71,8 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
 
     def save():
         tmp = state_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "rng": g.get_state(),
+        weights = {k: v.cpu() for k, v in model.state_dict().items()}
+        torch.save({"model": weights, "optim": opt.state_dict(), "rng": g.get_state(),
                     "train_config": asdict(cfg), "model_config": model_config.to_dict(),
                     **state}, tmp)
         tmp.replace(state_path)  # atomic: an interruption never leaves a half-written state
@@ -74,7 +85,8 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
             step = state["step"]
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
-            value = loss(batch(step, g), g)
+            with amp():
+                value = loss(batch(step, g), g)
             opt.zero_grad(set_to_none=True)
             value.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -56,20 +56,27 @@ class _Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
                                  nn.Linear(4 * cfg.d_model, cfg.d_model))
 
-    def forward(self, x, cos, sin, cache=None, start: int = 0):
+    def forward(self, x, cos, sin, cache=None, start: int = 0, kv_out: list | None = None):
         """``x [B, L, D]`` (positions start..start+L-1) -> ``[B, L, D]``.
 
-        ``cache``: this layer's preallocated (keys, values) ``[B, H, max_len, Dh]``; the new
-        positions are written in place and attention reads positions 0..start+L-1.
+        ``cache``: this layer's (keys, values) buffers ``[B, H, T, Dh]``; the new positions are
+        written in place. A causal model's preallocated buffers (T = max_len) are then read at
+        positions 0..start+L-1; a bidirectional model's (T = the sequence length, filled by an
+        earlier full pass) are read whole: the new positions attend to fresh keys for themselves
+        and to the cached, possibly stale ones elsewhere (Fast-dLLM's approximate cache).
+        ``kv_out``: a list that receives this layer's (keys, values) of a full pass.
         """
         B, L, D = x.shape
         H = self.cfg.n_heads
         q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, H, D // H).permute(2, 0, 3, 1, 4)
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)  # [B, H, L, Dh]
+        if kv_out is not None:
+            kv_out.append((k, v.contiguous()))
         if cache is not None:
             cache[0][:, :, start:start + L] = k
             cache[1][:, :, start:start + L] = v
-            k, v = cache[0][:, :, :start + L], cache[1][:, :, :start + L]
+            end = start + L if self.cfg.causal else cache[0].shape[2]
+            k, v = cache[0][:, :, :end], cache[1][:, :, :end]
         # a prefill (start = 0) is causal as usual; one new position attends to all before it
         a = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal and L > 1)
         x = x + self.proj(a.transpose(1, 2).reshape(B, L, D))
@@ -115,9 +122,26 @@ class TinyTransformer(nn.Module):
         self.register_buffer("cos", ang.cos(), persistent=False)
         self.register_buffer("sin", ang.sin(), persistent=False)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens [B, L]`` -> logits ``[B, L, V]`` (no cache)."""
-        return self._run(tokens, None)
+    def forward(self, tokens: torch.Tensor, kv_out: list | None = None) -> torch.Tensor:
+        """``tokens [B, L]`` -> logits ``[B, L, V]`` (no cache). ``kv_out``, if given, receives
+        every layer's (keys, values) ``[B, H, L, Dh]``: the full pass that (re)fills a
+        bidirectional block cache computes exactly what this plain pass computes."""
+        return self._run(tokens, None, kv_out=kv_out)
+
+    def forward_window(self, tokens: torch.Tensor, start: int,
+                       kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Bidirectional models: logits ``[B, W, V]`` of the window ``tokens [B, W]`` at
+        positions start..start+W-1, attending to fresh keys and values for the window and to
+        ``kv``'s (from an earlier full pass, see :meth:`forward`) for every other position.
+        ``kv`` is updated in place at the window."""
+        if self.cfg.causal:
+            raise ValueError("forward_window is the block cache of a bidirectional model.")
+        W = tokens.shape[1]
+        x = self.embed(tokens)
+        cos, sin = self.cos[start:start + W], self.sin[start:start + W]
+        for blk, layer_kv in zip(self.blocks, kv, strict=True):
+            x = blk(x, cos, sin, layer_kv, start)
+        return self.head(self.ln_f(x)).float()
 
     def forward_cached(self, tokens: torch.Tensor, cache: KVCache | None = None
                        ) -> tuple[torch.Tensor, KVCache | None]:
@@ -133,7 +157,8 @@ class TinyTransformer(nn.Module):
                                   tokens.device)
         return self._run(tokens, cache), cache
 
-    def _run(self, tokens: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, cache: KVCache | None, kv_out: list | None = None
+             ) -> torch.Tensor:
         L = tokens.shape[1]
         start = 0 if cache is None else cache.length
         if start + L > self.cfg.max_len:
@@ -142,7 +167,7 @@ class TinyTransformer(nn.Module):
         x = self.embed(tokens)
         cos, sin = self.cos[start:start + L], self.sin[start:start + L]
         for i, blk in enumerate(self.blocks):
-            x = blk(x, cos, sin, None if cache is None else cache.layers[i], start)
+            x = blk(x, cos, sin, None if cache is None else cache.layers[i], start, kv_out)
         if cache is not None:
             cache.length = start + L
         return self.head(self.ln_f(x)).float()
@@ -152,7 +177,12 @@ class TinyTransformer(nn.Module):
 
 
 class MaskedLMAdapter:
-    """:class:`~parasample.targets.MaskedModel` view of a bidirectional TinyTransformer."""
+    """:class:`~parasample.targets.MaskedModel` view of a bidirectional TinyTransformer, with the
+    block-cache hooks (``logits_and_kv``, ``logits_window``) that diffusion decoding's prefix and
+    dual caches use.
+
+    The arithmetic-chain layout left-pads every prompt to a fixed region, so the attention mask
+    is not needed (it is accepted and ignored)."""
 
     def __init__(self, model: TinyTransformer, mask_id: int, eos_id: int | None = None,
                  tokenizer=None):
@@ -163,9 +193,25 @@ class MaskedLMAdapter:
         self.vocab_size = model.cfg.vocab_size
         self.max_length = model.cfg.max_len
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed.weight.device
+
     @torch.inference_mode()
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model(tokens)
+    def logits(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        return self.model(tokens.to(self.device))
+
+    @torch.inference_mode()
+    def logits_and_kv(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """The plain full pass (the same logits as :meth:`logits`) and every layer's K/V."""
+        kv: list = []
+        return self.model(tokens.to(self.device), kv_out=kv), kv
+
+    @torch.inference_mode()
+    def logits_window(self, tokens: torch.Tensor, start: int, kv) -> torch.Tensor:
+        """Logits of a window of positions against cached K/V elsewhere (updated in place)."""
+        return self.model.forward_window(tokens.to(self.device), start, kv)
 
 
 class CausalLMAdapter:
@@ -186,10 +232,15 @@ class CausalLMAdapter:
         self.vocab_size = model.cfg.vocab_size
         self.max_length = model.cfg.max_len
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed.weight.device
+
     @torch.inference_mode()
     def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Prefill ``prompt_ids [B, P]`` (padding is part of the layout the model was trained
         on, so the attention mask is not needed) -> (next-token logits ``[B, V]``, state)."""
+        prompt_ids = prompt_ids.to(self.device)
         if not self.use_cache:
             return self.model(prompt_ids)[:, -1], prompt_ids
         logits, cache = self.model.forward_cached(prompt_ids)
@@ -197,6 +248,7 @@ class CausalLMAdapter:
 
     @torch.inference_mode()
     def advance(self, state, tokens: torch.Tensor):
+        tokens = tokens.to(self.device)
         if self.use_cache:
             logits, cache = self.model.forward_cached(tokens[:, None], state)
             return logits[:, -1], cache

@@ -1,7 +1,9 @@
 """All randomness in parasample enters here (see :mod:`parasample.noise.sources`)."""
 
 from parasample.noise.categorical import (
+    DEEP_LOGQ,
     EPS_UNIFORM,
+    carry_code_point,
     gumbel_argmax,
     icdf_categorical,
     icdf_categorical_many,
@@ -15,10 +17,12 @@ from parasample.noise.sources import (
     LatticeSource,
     SobolSource,
     UniformSource,
+    derive_generator,
     make_source,
 )
 
 __all__ = [
+    "DEEP_LOGQ",
     "EPS_UNIFORM",
     "SOURCES",
     "AntitheticSource",
@@ -27,6 +31,8 @@ __all__ = [
     "LatticeSource",
     "SobolSource",
     "UniformSource",
+    "carry_code_point",
+    "derive_generator",
     "gumbel_argmax",
     "icdf_categorical",
     "icdf_categorical_many",

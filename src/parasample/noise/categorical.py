@@ -7,10 +7,12 @@ reference-vs-fast equivalence tests all work by passing the same ``u``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["icdf_categorical", "icdf_categorical_many", "icdf_residual", "gumbel_argmax",
-           "EPS_UNIFORM"]
+__all__ = ["icdf_categorical", "icdf_categorical_many", "icdf_residual", "carry_code_point",
+           "gumbel_argmax", "EPS_UNIFORM", "DEEP_LOGQ"]
 
 #: Smallest uniform used inside a log (keeps -log(-log u) finite for u = 0).
 EPS_UNIFORM = 1e-12
@@ -60,7 +62,7 @@ def icdf_categorical_many(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             "icdf_categorical: a row of probs sums to zero, NaN or inf; check for a logits row "
             "that is all -inf or contains NaN."
         )
-    target = (u.to(torch.float64) * total).contiguous()  # [..., m]
+    target = (u.to(device=cdf.device, dtype=torch.float64) * total).contiguous()  # [..., m]
     idx = torch.searchsorted(cdf, target, right=True)  # [..., m]
     # u * total can round up to total; the answer is then the last token with positive mass.
     positive = probs > 0
@@ -81,8 +83,29 @@ def icdf_residual(probs: torch.Tensor, u: torch.Tensor, tok: torch.Tensor) -> to
     cdf = torch.cumsum(p, dim=-1)  # [B, V]
     p_tok = p.gather(-1, tok[:, None])[:, 0]  # [B]
     lo = cdf.gather(-1, tok[:, None])[:, 0] - p_tok
-    r = (u.to(torch.float64) * cdf[:, -1] - lo) / p_tok
+    r = (u.to(device=p.device, dtype=torch.float64) * cdf[:, -1] - lo) / p_tok
     return r.clamp(0.0, 1.0 - 2.0**-53)  # rounding can leave the interval by an ulp
+
+
+#: Prefix log-probability below which arithmetic sampling stops carrying the bare residual.
+DEEP_LOGQ = -20 * math.log(2)
+
+
+def carry_code_point(residual: torch.Tensor, u: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """The uniform of arithmetic sampling's next draw, ``[B]`` (the AR engine's next token, or
+    the next committed token of diffusion decoding).
+
+    NaN residual (a fresh row): the source's uniform. Otherwise the residual itself, which keeps
+    the k code points of a group an exact grid over whole sequences, as long as the row's prefix
+    has probability >= 2^-20: each draw divides the code point by p(token), so float64 keeps
+    33+ bits there. Deeper, the residual is rotated by the source's fresh uniform shared by the
+    group, frac(r + u): exactly uniform whatever float64 did to r. (A prefix that rare holds at
+    most one row of a group for k <= 2^20, so there is no stratification left to keep.)
+    """
+    u = u.to(device=residual.device, dtype=torch.float64)
+    rotated = torch.remainder(residual + u, 1.0)
+    carried = torch.where(logq < DEEP_LOGQ, rotated, residual)
+    return torch.where(torch.isnan(residual), u, carried)
 
 
 def gumbel_argmax(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -100,6 +123,6 @@ def gumbel_argmax(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             f"gumbel_argmax: u must have the shape of logits {tuple(logits.shape)}, "
             f"got {tuple(u.shape)}."
         )
-    u = u.to(torch.float64).clamp(EPS_UNIFORM, 1.0 - EPS_UNIFORM)
+    u = u.to(device=logits.device, dtype=torch.float64).clamp(EPS_UNIFORM, 1.0 - EPS_UNIFORM)
     g = -torch.log(-torch.log(u))
     return torch.argmax(logits.to(torch.float64) + g, dim=-1)

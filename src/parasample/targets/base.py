@@ -62,26 +62,37 @@ class ARModel(Protocol):
 
 @runtime_checkable
 class MaskedModel(Protocol):
-    """A masked (diffusion) LM: all positions' logits from one bidirectional pass."""
+    """A masked (diffusion) LM: all positions' logits from one bidirectional pass.
+
+    ``attention_mask [B, L]`` (1 = real token) lets left-padded prompts of different lengths
+    decode together; models whose layout needs none may ignore it. Models that support
+    diffusion decoding's prefix / dual caches also have ``logits_and_kv(tokens, attention_mask)
+    -> (logits, kv)`` (the plain pass plus every layer's keys and values) and
+    ``logits_window(tokens_window [B, W], start, kv) -> [B, W, V]`` (a window of positions
+    against the cached keys and values elsewhere, updating kv in place).
+    """
 
     vocab_size: int
     mask_id: int
 
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+    def logits(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+               ) -> torch.Tensor:
         """``tokens [B, L]`` -> ``[B, L, V]`` float32."""
         ...
 
 
 # Methods of the protocols above that run the model once per call.
-_MODEL_CALLS = ("log_prob", "start", "advance", "logits", "next_logits")
+_MODEL_CALLS = ("log_prob", "start", "advance", "logits", "next_logits", "logits_and_kv",
+                "logits_window")
 
 
 class NFECounter:
     """Transparent wrapper that counts model calls (NFE) of the wrapped target or model.
 
-    Every attribute is forwarded; calls of ``log_prob``, ``start``, ``advance``, ``logits`` and
-    ``next_logits`` add one to :attr:`nfe` each (one batched forward pass, whatever the batch)
-    and their wall seconds to :attr:`forward_s`. It is the harness's instrument: samplers never
+    Every attribute is forwarded; calls of ``log_prob``, ``start``, ``advance``, ``logits``,
+    ``next_logits``, ``logits_and_kv`` and ``logits_window`` add one to :attr:`nfe` each (one
+    batched forward pass, whatever the batch or window) and their wall seconds to
+    :attr:`forward_s`. It is the harness's instrument: samplers never
     count or time anything themselves.
     """
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["IsingChain", "ToyARLM", "TiltedTarget", "count_reward"]
+__all__ = ["IsingChain", "ToyARLM", "ToyMaskedLM", "TiltedTarget", "count_reward"]
 
 #: Largest vocabulary and length of the toy AR LM (V^L = 262144 states stays enumerable).
 TOY_MAX_VOCAB, TOY_MAX_LENGTH = 8, 6
@@ -149,6 +149,48 @@ class ToyARLM:
             logp = torch.log_softmax(self._logits_after(tokens[:, :t]), dim=-1)  # [B, V]
             total = total + logp.gather(1, tokens[:, t:t + 1].long())[:, 0]
         return total
+
+
+class ToyMaskedLM:
+    """A random masked (diffusion) LM over a tiny vocabulary, with an exactly enumerable
+    any-order law (:func:`~parasample.targets.exact.any_order_distribution`).
+
+    Sequences are ``[prompt_len dummy tokens, length answer tokens]``; tokens 0..V-1 are real
+    and ``mask_id = V``. The logits at answer position j depend on every unmasked answer
+    position i != j through a random pairwise table (and a random bias per position), so the
+    law of one-token-per-step decoding depends on the order in which positions are revealed.
+
+    Args:
+        vocab_size: V real tokens (2..8); the model's vocabulary has V + 1 entries.
+        length: answer positions (1..6).
+        generator: draws the tables.
+        sharpness: scale of the random logits.
+        prompt_len: dummy prompt positions before the answer.
+    """
+
+    def __init__(self, vocab_size: int = 3, length: int = 4, *, generator: torch.Generator,
+                 sharpness: float = 1.5, prompt_len: int = 1):
+        if not 2 <= vocab_size <= TOY_MAX_VOCAB:
+            raise ValueError(f"vocab_size={vocab_size}: the toy masked LM supports "
+                             f"2..{TOY_MAX_VOCAB}.")
+        if not 1 <= length <= TOY_MAX_LENGTH:
+            raise ValueError(f"length={length}: the toy masked LM supports 1..{TOY_MAX_LENGTH}.")
+        V, L = vocab_size, length
+        self.vocab_size, self.mask_id, self.length, self.prompt_len = V + 1, V, L, prompt_len
+        self.unary = sharpness * torch.randn(L, V, generator=generator)  # [L, V]
+        pair = sharpness * torch.randn(L, L, V, V, generator=generator)  # [j, i, a, c]
+        self.pair = pair * (1 - torch.eye(L))[:, :, None, None]  # no effect of a position on itself
+
+    def logits(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """``tokens [B, prompt_len + length]`` -> ``[B, prompt_len + length, V + 1]``."""
+        P, V = self.prompt_len, self.mask_id
+        ans = tokens[:, P:]  # [B, L]
+        known = torch.nn.functional.one_hot(ans.clamp(max=V - 1), V).float()
+        known = known * (ans != self.mask_id)[..., None]  # [B, L, V], 0 where masked
+        out = self.unary[None] + torch.einsum("bia,jiac->bjc", known, self.pair)  # [B, L, V]
+        out = torch.nn.functional.pad(out, (0, 1))  # the mask token's logit (never proposed)
+        return torch.cat([out.new_zeros(out.shape[0], P, V + 1), out], dim=1)
 
 
 @dataclass(frozen=True)
