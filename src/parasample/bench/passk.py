@@ -16,7 +16,7 @@ in ``raw/`` after each chunk, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -30,7 +30,7 @@ from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import read_csv, write_csv
 from parasample.bench.timing import machine_fields
 from parasample.metrics.passk import mean_and_se, per_problem_passk, samples_saved_bootstrap
-from parasample.noise import make_source
+from parasample.noise import derive_generator, make_source
 
 __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
            "THROUGHPUT_HEADER", "SAMPLERS", "ar_chain_task", "smollm2_add_task",
@@ -39,12 +39,12 @@ __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
 
 SAMPLERS = ("iid", "sobol", "lattice", "antithetic", "arithmetic")
 PASSK_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "stderr", "distinct_answers",
-                "n_problems", "tokens", "wall_s"]
+                "n_problems", "tokens", "wall_s", "device", "dtype"]
 SUMMARY_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "iid_pass_at_k",
                   "samples_saved", "samples_saved_se"]
 THROUGHPUT_HEADER = ["engine", "prefill", "sampler", "model", "batch_size", "new_tokens",
                      "tokens", "wall_s", "tokens_per_s", "ratio_vs_hf", "wall_vs_iid", "reps",
-                     "device", "torch_threads"]
+                     "device", "dtype", "torch_threads"]
 
 
 @dataclass(frozen=True)
@@ -127,16 +127,22 @@ class PasskTask(NamedTuple):
     batches: int
     rows_per_call: int
     temperature: float
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+    #: None: parasample's engine; else an object with the engine's ``generate`` contract
+    #: (:class:`parasample.integrations.vllm.VLLMEngine`)
+    engine: Any = None
 
 
 def ar_chain_task(n: int, batches: int, seed: int, model: str = "ar-arith",
-                  temperature: float = 1.0) -> PasskTask:
+                  temperature: float = 1.0, device=torch.device("cpu"),
+                  dtype: torch.dtype = torch.float32) -> PasskTask:
     """The shipped small AR LM on held-out arithmetic chains of the task it was trained on."""
     from parasample.models import load_ar
     from parasample.models.data import encode_prompts
     from parasample.tasks.arith import ArithChainTask, CharTokenizer, extract_arith_answer
 
-    lm, tok = load_ar(model), CharTokenizer()
+    lm, tok = load_ar(model, True, device, dtype), CharTokenizer()
     tc = lm.train_config
     task = ArithChainTask(n_ops=tc.get("n_ops", 4), max_operand=tc.get("max_operand", 9),
                           max_value=tc.get("max_value", 20))
@@ -149,42 +155,70 @@ def ar_chain_task(n: int, batches: int, seed: int, model: str = "ar-arith",
                      task.problems(n, split="test", seed=seed), encode,
                      lambda toks: [tok.decode(r) for r in toks], extract_arith_answer,
                      lambda text, p: task.is_correct(text, p.answer),
-                     tc.get("gen_length", 48), batches, 2048, temperature)
+                     tc.get("gen_length", 48), batches, 2048, temperature, lm.device, dtype)
 
 
-def smollm2_add_task(n: int, seed: int, temperature: float) -> PasskTask:
+def smollm2_add_task(n: int, seed: int, temperature: float, device=torch.device("cpu"),
+                     dtype: torch.dtype = torch.float32) -> PasskTask:
     """SmolLM2-135M-Instruct on single-digit addition questions (chat, 10 new tokens)."""
     from parasample.targets.hf import smollm2
     from parasample.tasks.arith import SimpleAddTask
 
-    lm, task = smollm2(), SimpleAddTask()
+    lm, task = smollm2(dtype, device), SimpleAddTask()
     return PasskTask("add1digit", "smollm2", lm, task.problems(n, seed=seed),
                      lambda ps: lm.encode_prompts([p.prompt for p in ps]), lm.decode,
                      task.answer, lambda text, p: task.is_correct(text, p.answer), 10, 1, 64,
-                     temperature)
+                     temperature, lm.device, dtype)
 
 
 def smollm2_gsm8k_task(n: int, max_new_tokens: int, temperature: float,
-                       data: str | None = None) -> PasskTask:
+                       data: str | None = None, device=torch.device("cpu"),
+                       dtype: torch.dtype = torch.float32) -> PasskTask:
     """SmolLM2-135M-Instruct on GSM8K test problems (chat template, step-by-step prompt)."""
     from parasample.targets.hf import smollm2
     from parasample.tasks.gsm8k import extract_answer, format_prompt, is_correct, load_gsm8k
 
-    lm = smollm2()
+    lm = smollm2(dtype, device)
     return PasskTask("gsm8k", "smollm2", lm, load_gsm8k(data, limit=n) if n else [],
                      lambda ps: lm.encode_prompts([format_prompt(p.question) for p in ps]),
                      lm.decode, extract_answer, lambda text, p: is_correct(text, p.answer),
-                     max_new_tokens, 1, 64, temperature)
+                     max_new_tokens, 1, 64, temperature, lm.device, dtype)
 
 
-def _seed(*parts) -> int:
-    """A seed from the run's identity, so every chunk's noise is independent of run order."""
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
+def draw_chunk(task: PasskTask, sampler: str, cfg: PasskBenchConfig, c: int) -> dict:
+    """Chunk ``c`` of ``task`` (``rows_per_call`` rows, whole problems) with ``sampler``: its
+    ``correct`` and ``tokens [P, R, K]``, ``answers`` (flat) and generation ``wall_s``."""
+    K, R = cfg.k_max, task.batches
+    per_call = max(1, task.rows_per_call // (R * K))
+    chunk = task.problems[c * per_call:(c + 1) * per_call]
+    config = SamplingConfig(temperature=task.temperature, top_p=cfg.top_p,
+                            max_new_tokens=task.max_new_tokens)
+    ids, mask = task.encode(chunk)
+    P = len(chunk)
+    src = make_source(sampler, P * R * K, K, generator=derive_generator(
+        cfg.seed, task.model_name, task.name, sampler, c))
+    t0 = time.perf_counter()
+    if task.engine is None:
+        out = generate(task.model, ids, mask, src, config, samples_per_prompt=R * K)
+    else:
+        out = task.engine.generate(ids, mask, src, config, samples_per_prompt=R * K)
+    wall = time.perf_counter() - t0
+    texts = task.texts(out.tokens)
+    probs = [p for p in chunk for _ in range(R * K)]
+    return {"correct": torch.tensor([task.correct(t, p) for t, p in
+                                     zip(texts, probs, strict=True)]).view(P, R, K),
+            "tokens": out.lengths.cpu().view(P, R, K),
+            "answers": [task.answer(t) for t in texts], "wall_s": wall}
+
+
+def _remote_draw_chunk(spec: TaskSpec, sampler: str, cfg: PasskBenchConfig, c: int) -> dict:
+    return draw_chunk(build_task(spec), sampler, cfg, c)
 
 
 def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: Path, *,
-                on_rows=None) -> dict:
-    """Draw and score every batch of ``task`` with ``sampler`` (resuming from ``raw_dir``).
+                on_rows=None, executor=None, task_spec: TaskSpec | None = None) -> dict:
+    """Draw and score every batch of ``task`` with ``sampler`` (resuming from ``raw_dir``; with
+    an ``executor``, the missing chunks run as its units, built from ``task_spec``).
 
     Returns ``correct [P, R, K]`` bool, ``tokens [P, R, K]`` (generated tokens per sample),
     ``answers`` (nested lists [P][R][K]) and ``wall_s`` (generation seconds, scoring excluded).
@@ -194,37 +228,27 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
     # what determines these samples (other settings of the run do not invalidate them)
     key = {"k_max": K, "batches": R, "top_p": cfg.top_p, "seed": cfg.seed, "task": task.name,
            "model": task.model_name, "sampler": sampler, "n_problems": len(task.problems),
-           "temperature": task.temperature, "max_new_tokens": task.max_new_tokens}
+           "temperature": task.temperature, "max_new_tokens": task.max_new_tokens,
+           **({} if task.engine is None else {"engine": type(task.engine).__name__})}
     saved = torch.load(path, weights_only=False) if path.exists() else None
     if saved is None or saved["key"] != key:
         saved = {"key": key, "chunks": {}, "wall_s": 0.0}
     per_call = max(1, task.rows_per_call // (R * K))
-    config = SamplingConfig(temperature=task.temperature, top_p=cfg.top_p,
-                            max_new_tokens=task.max_new_tokens)
-    for c, start in enumerate(range(0, len(task.problems), per_call)):
-        chunk = task.problems[start:start + per_call]
-        if c in saved["chunks"]:
-            continue
-        ids, mask = task.encode(chunk)
-        P = len(chunk)
-        src = make_source(sampler, P * R * K, K, generator=torch.Generator().manual_seed(
-            _seed(cfg.seed, task.model_name, task.name, sampler, c)))
-        t0 = time.perf_counter()
-        out = generate(task.model, ids, mask, src, config, samples_per_prompt=R * K)
-        saved["wall_s"] += time.perf_counter() - t0
-        texts = task.texts(out.tokens)
-        probs = [p for p in chunk for _ in range(R * K)]
-        saved["chunks"][c] = {
-            "correct": torch.tensor([task.correct(t, p) for t, p in zip(texts, probs, strict=True)]
-                                    ).view(P, R, K),
-            "tokens": out.lengths.view(P, R, K),
-            "answers": [task.answer(t) for t in texts],
-        }
+    n_chunks = -(-len(task.problems) // per_call)
+    todo = [c for c in range(n_chunks) if c not in saved["chunks"]]
+    if executor is None or executor.name == "local":
+        draws = (draw_chunk(task, sampler, cfg, c) for c in todo)
+    else:
+        draws = executor.map(_remote_draw_chunk, [(task_spec, sampler, cfg, c) for c in todo])
+    for c in todo:
+        chunk = next(draws)
+        saved["wall_s"] += chunk.pop("wall_s")
+        saved["chunks"][c] = chunk
         tmp = path.with_suffix(".tmp")
         torch.save(saved, tmp)
-        tmp.replace(path)  # atomic: an interruption loses at most the chunk in progress
+        tmp.replace(path)  # atomic: an interruption loses at most the chunks in progress
         if on_rows:
-            on_rows(P * R * K)
+            on_rows(int(chunk["correct"].numel()))
     chunks = [saved["chunks"][c] for c in sorted(saved["chunks"])]
     answers = [a for ch in chunks for a in ch["answers"]]
     P = len(task.problems)
@@ -233,6 +257,33 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
             "answers": [[answers[(p * R + r) * K:(p * R + r + 1) * K] for r in range(R)]
                         for p in range(P)],
             "wall_s": saved["wall_s"]}
+
+
+class TaskSpec(NamedTuple):
+    """What builds a :class:`PasskTask` (picklable: a Ray worker builds its own): ``kind`` is
+    ``ar`` (args: n, batches, seed, model, temperature), ``add`` (n, seed, temperature) or
+    ``gsm8k`` (n, max_new_tokens, temperature, data)."""
+
+    kind: str
+    args: tuple
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+@functools.lru_cache(maxsize=8)
+def build_task(spec: TaskSpec) -> PasskTask:
+    """The task of ``spec`` (cached per process: a worker loads its model once)."""
+    from parasample.devices import resolve_device, resolve_dtype
+
+    dev = resolve_device(spec.device)
+    dt = resolve_dtype(spec.dtype, dev)
+    make = {"ar": ar_chain_task, "add": smollm2_add_task, "gsm8k": smollm2_gsm8k_task}
+    return make[spec.kind](*spec.args, device=dev, dtype=dt)
+
+
+def _device_fields(device, dtype) -> dict:
+    f = machine_fields(device, dtype)
+    return {"device": f["device"], "dtype": f["dtype"]}
 
 
 def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[dict]:
@@ -247,7 +298,9 @@ def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[
                      "pass_at_k": round(mean, 5), "stderr": round(se, 5),
                      "distinct_answers": round(statistics.fmean(distinct), 4),
                      "n_problems": per.shape[0], "tokens": int(res["tokens"][:, :, :k].sum()),
-                     "wall_s": round(res["wall_s"], 2)})
+                     "wall_s": round(res["wall_s"], 2),
+                     **_device_fields(getattr(task, "device", None),
+                                      getattr(task, "dtype", torch.float32))})
     return rows
 
 
@@ -263,7 +316,7 @@ def summary_rows(task: PasskTask, results: dict[str, dict], ks: list[int], n_boo
         if sampler == "iid":
             continue
         corr = per_problem_passk(res["correct"], ks, iid=False)
-        g = torch.Generator().manual_seed(_seed(seed, "boot", task.name, sampler))
+        g = derive_generator(seed, "boot", task.name, sampler)
         saved, se, head, head_se = samples_saved_bootstrap(ks, iid, corr, n_boot=n_boot,
                                                            generator=g)
         heads[sampler] = (head, head_se)
@@ -288,6 +341,8 @@ def measure_throughput(lm, prompt: str, cfg: PasskBenchConfig, samplers=SAMPLERS
     """
     B, N = cfg.throughput_batch, cfg.throughput_tokens
     ids, mask = lm.encode_prompts([prompt])
+    ids, mask = ids.to(lm.device), mask.to(lm.device)
+    dtype = next(lm.model.parameters()).dtype
 
     def ours(sampler, shared, n_tokens, rep):
         sc = SamplingConfig(max_new_tokens=n_tokens, ignore_eos=True)
@@ -329,11 +384,12 @@ def measure_throughput(lm, prompt: str, cfg: PasskBenchConfig, samplers=SAMPLERS
                      "tokens_per_s": round(B * N / wall, 1),
                      "ratio_vs_hf": round(hf_wall / wall, 3),
                      "wall_vs_iid": round(wall / iid_wall, 3) if prefill == "shared" else "",
-                     "reps": cfg.throughput_reps, **machine_fields()})
+                     "reps": cfg.throughput_reps, **machine_fields(lm.device, dtype)})
     return rows
 
 
 def run_benchmark(cfg: PasskBenchConfig, out: Path, tasks: list[PasskTask], *,
+                  executor=None, task_specs: list[TaskSpec] | None = None,
                   throughput_lm=None, throughput_prompt: str = "", progress=None) -> dict:
     """Run every task x sampler (resuming), then write the CSVs; returns the summary heads.
 
@@ -345,13 +401,14 @@ def run_benchmark(cfg: PasskBenchConfig, out: Path, tasks: list[PasskTask], *,
     raw.mkdir(exist_ok=True)
     ks = cfg.ks
     passk, summary, heads = [], [], {}
-    for task in tasks:
+    for i, task in enumerate(tasks):
         if not task.problems:
             continue
         results = {}
         for sampler in SAMPLERS:
             results[sampler] = sample_task(task, sampler, cfg, raw, on_rows=(
-                (lambda n: progress("rows", n)) if progress else None))
+                (lambda n: progress("rows", n)) if progress else None), executor=executor,
+                task_spec=None if task_specs is None else task_specs[i])
             passk += passk_rows(task, sampler, results[sampler], ks)
             write_csv(out / "passk.csv", PASSK_HEADER, passk)
         rows, h = summary_rows(task, results, ks, cfg.n_boot, cfg.seed)

@@ -1,8 +1,14 @@
 """What is sampled. ``parasample.targets.hf`` (transformers) is imported lazily by its users."""
 
 from parasample.targets.base import ARModel, EnergyTarget, MaskedModel, NFECounter
-from parasample.targets.exact import MAX_STATES, enumerate_states, exact_distribution, state_index
-from parasample.targets.toy import IsingChain, TiltedTarget, ToyARLM, count_reward
+from parasample.targets.exact import (
+    MAX_STATES,
+    any_order_distribution,
+    enumerate_states,
+    exact_distribution,
+    state_index,
+)
+from parasample.targets.toy import IsingChain, TiltedTarget, ToyARLM, ToyMaskedLM, count_reward
 
 __all__ = [
     "MAX_STATES",
@@ -13,6 +19,8 @@ __all__ = [
     "NFECounter",
     "TiltedTarget",
     "ToyARLM",
+    "ToyMaskedLM",
+    "any_order_distribution",
     "count_reward",
     "enumerate_states",
     "exact_distribution",

@@ -7,6 +7,7 @@ directory or a ``.gguf`` file; :func:`smollm2` finds SmolLM2-135M-Instruct insid
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import inspect
@@ -25,7 +26,10 @@ __all__ = [
     "HFMaskedLM",
     "load_causal_lm",
     "load_masked_lm",
+    "random_causal_lm",
+    "cache_dir",
     "smollm2",
+    "smollm2_dir",
     "smollm2_path",
 ]
 
@@ -118,6 +122,7 @@ class HFCausalLM:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.eos_id
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+        self.device = next(self.model.parameters()).device
         # Only the last position's logits are needed: skipping the LM head on the other prompt
         # positions saves most of a prefill's work when the vocabulary is large (49k for
         # SmolLM2), as transformers' own generate does.
@@ -156,6 +161,8 @@ class HFCausalLM:
         if prompt_ids.shape[1] >= self.max_length:
             raise ValueError(f"prompt of {prompt_ids.shape[1]} tokens does not fit the model's "
                              f"context of {self.max_length}; shorten it.")
+        prompt_ids = prompt_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
         pos = (attention_mask.cumsum(1) - 1).clamp(min=0)  # [B, P]
         out = self.model(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=pos,
                          use_cache=self.use_cache, **self._last_only)
@@ -166,6 +173,7 @@ class HFCausalLM:
     @torch.inference_mode()
     def advance(self, state, tokens: torch.Tensor):
         kv, mask, last = state
+        tokens = tokens.to(self.device)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [B, P+t]
         pos = (last + 1)[:, None]  # [B, 1]
         if not self.use_cache:
@@ -193,12 +201,16 @@ class HFMaskedLM:
     """:class:`~parasample.targets.MaskedModel` over a transformers masked LM (BERT-, LLaDA-style).
 
     ``model(input_ids).logits`` must be ``[B, L, V]``. The mask id comes from the argument,
-    else the tokenizer, else the config.
+    else the tokenizer, else the config. Prompts of different lengths decode together
+    left-padded, with an attention mask; positions then count real tokens only (when the model
+    takes ``position_ids``), so a padded row decodes as it would alone. No block cache: HF
+    masked LMs expose no per-layer keys and values for a bidirectional cache.
     """
 
     model: Any
     mask_id: int | None = None
     tokenizer: Any = None
+    name: str = "hf-masked-lm"
 
     def __post_init__(self):
         self.model.eval()
@@ -214,41 +226,109 @@ class HFMaskedLM:
             )
         self.vocab_size = int(self.model.config.vocab_size)
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+        self.device = next(self.model.parameters()).device
         self.eos_id = getattr(self.tokenizer, "eos_token_id", None)
+        self.pad_id = getattr(self.tokenizer, "pad_token_id", None)
+        params = inspect.signature(self.model.forward).parameters
+        self._kw = {k for k in ("attention_mask", "position_ids") if k in params}
 
     def encode_prompt(self, text: str, chat: bool = True) -> torch.Tensor:
         """One prompt -> ``[1, P]`` ids (chat template applied when the tokenizer has one)."""
+        return self.encode_prompts([text], chat)[0]
+
+    def encode_prompts(self, texts: list[str], chat: bool = True
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> left-padded ``ids [B, P]`` and ``attention_mask [B, P]``."""
         if self.tokenizer is None:
             raise ValueError("this masked LM was built without a tokenizer; pass tokenizer=...")
         chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
-        return torch.tensor([_prompt_ids(self.tokenizer, text, chat)])
+        rows = [_prompt_ids(self.tokenizer, t, chat) for t in texts]
+        P = max(len(r) for r in rows)
+        if any(len(r) != P for r in rows) and self.pad_id is None:
+            raise ValueError(f"prompts of different lengths ({min(map(len, rows))}-{P} tokens) "
+                             f"need a pad token, and {self.name}'s tokenizer has none; use "
+                             "--batch-size 1 or set tokenizer.pad_token_id.")
+        ids = torch.full((len(rows), P), self.pad_id if self.pad_id is not None else 0)
+        mask = torch.zeros(len(rows), P, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, P - len(r):], mask[i, P - len(r):] = torch.tensor(r), 1
+        return ids, mask
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """``[B, G]`` -> texts cut at the first EOS."""
         return _decode_until_eos(self.tokenizer, ids, self.eos_id)
 
     @torch.inference_mode()
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+    def logits(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+               ) -> torch.Tensor:
         if tokens.shape[1] > self.max_length:
             raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds the model's context of "
                              f"{self.max_length}; shorten the prompt or gen_length.")
-        return self.model(input_ids=tokens).logits.float()
+        tokens, kw = tokens.to(self.device), {}
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(self.device)
+            if "attention_mask" not in self._kw:
+                raise ValueError(f"{self.name} takes no attention mask, so prompts of different "
+                                 "lengths cannot decode together; use --batch-size 1.")
+            kw["attention_mask"] = attention_mask
+            if "position_ids" in self._kw:
+                kw["position_ids"] = (attention_mask.cumsum(1) - 1).clamp(min=0)
+        return self.model(input_ids=tokens, **kw).logits.float()
+
+
+@contextlib.contextmanager
+def _quiet_gguf():
+    """transformers' GGUF loader draws its own tqdm bar ("Converting and de-quantizing GGUF
+    tensors"), which its progress-bar switch does not govern; silence it for one load."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - older transformers
+        yield
+        return
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 @functools.lru_cache(maxsize=4)
-def load_causal_lm(path: str, dtype: torch.dtype = torch.float32) -> HFCausalLM:
-    """Load a causal LM from a local directory or .gguf file (cached per process)."""
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32,
+                   device: str | torch.device = "cpu") -> HFCausalLM:
+    """Load a causal LM from a local directory or .gguf file in ``dtype`` on ``device`` (cached
+    per process)."""
     directory, gguf = _resolve(path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     kw = {"gguf_file": gguf} if gguf else {}
-    tok = AutoTokenizer.from_pretrained(directory, local_files_only=True, **kw)
-    model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype,
-                                                 **kw)
+    with _quiet_gguf():
+        tok = AutoTokenizer.from_pretrained(directory, local_files_only=True, **kw)
+        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True,
+                                                     dtype=dtype, **kw)
     tok.padding_side = "left"
-    return HFCausalLM(model, tok, name=Path(gguf or directory).stem)
+    return HFCausalLM(model.to(device), tok, name=Path(gguf or directory).stem)
+
+
+def random_causal_lm(path: str, dtype: torch.dtype = torch.float32,
+                     device: str | torch.device = "cpu", seed: int = 0) -> HFCausalLM:
+    """A causal LM built from a directory's ``config.json`` (and tokenizer) with *random*
+    weights: for timing an architecture where its weights are not available (tokens/s do not
+    depend on the weights when EOS is ignored). Never for quality numbers."""
+    directory, gguf = _resolve(path)
+    if gguf:
+        raise ValueError("--random-init takes a model directory (config.json + tokenizer).")
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    with torch.random.fork_rng(devices=[]):  # weight init of a timing-only model
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    tok.padding_side = "left"
+    return HFCausalLM(model.to(device), tok, name=f"{Path(directory).name}-random-init")
 
 
 class HFEnergy:
@@ -271,7 +351,8 @@ class HFEnergy:
             raise ValueError(f"prompt ({prompt_ids.numel()}) + length ({length}) exceeds the "
                              f"model's context of {lm.max_length}; use shorter sequences.")
         model.requires_grad_(False)  # gradients w.r.t. embeddings only
-        self.lm, self.length, self.prompt_ids = lm, length, prompt_ids
+        self.lm, self.length = lm, length
+        self.prompt_ids = prompt_ids.to(lm.device)
         self.embedding = model.get_input_embeddings().weight.detach()  # [V, D]
         self.vocab_size = self.embedding.shape[0]
 
@@ -291,7 +372,8 @@ class HFEnergy:
 
 
 @functools.lru_cache(maxsize=2)
-def load_masked_lm(path: str, mask_id: int | None = None) -> HFMaskedLM:
+def load_masked_lm(path: str, mask_id: int | None = None, dtype: torch.dtype = torch.float32,
+                   device: str | torch.device = "cpu") -> HFMaskedLM:
     """Load a masked / diffusion LM (BERT-style, or LLaDA/Dream-style with local remote code)
     from a local directory; ``model(x).logits`` must be ``[B, L, V]``. Cached per process."""
     directory, gguf = _resolve(path)
@@ -302,12 +384,46 @@ def load_masked_lm(path: str, mask_id: int | None = None) -> HFMaskedLM:
     kw = {"local_files_only": True, "trust_remote_code": True}
     tok = AutoTokenizer.from_pretrained(directory, **kw)
     try:
-        model = AutoModelForMaskedLM.from_pretrained(directory, **kw)
+        model = AutoModelForMaskedLM.from_pretrained(directory, dtype=dtype, **kw)
     except ValueError:  # LLaDA / Dream register only AutoModel in their remote code
-        model = AutoModel.from_pretrained(directory, **kw)
-    return HFMaskedLM(model, mask_id=mask_id, tokenizer=tok)
+        model = AutoModel.from_pretrained(directory, dtype=dtype, **kw)
+    return HFMaskedLM(model.to(device), mask_id=mask_id, tokenizer=tok,
+                      name=Path(directory).name)
 
 
-def smollm2() -> HFCausalLM:
-    """SmolLM2-135M-Instruct (float32, dequantised from the packaged Q4_1 GGUF), cached."""
-    return load_causal_lm(str(smollm2_path()))
+def cache_dir() -> Path:
+    """Where parasample keeps files it derives from local ones: ``$PARASAMPLE_CACHE``, else
+    ``~/.cache/parasample``."""
+    return Path(os.environ.get("PARASAMPLE_CACHE", Path.home() / ".cache" / "parasample"))
+
+
+def smollm2_dir(out: str | os.PathLike | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a transformers directory (float32 safetensors, tokenizer with
+    its chat template), made once from the packaged GGUF: what vLLM loads.
+
+    A model loaded from GGUF refuses ``save_pretrained`` (its quantisation config does not
+    serialise), so the weights go into a fresh LlamaForCausalLM built from the config without
+    it. About 520 MB; kept in :func:`cache_dir` unless ``out`` is given.
+    """
+    path = Path(out) if out is not None else cache_dir() / "smollm2-135m-instruct"
+    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+        return path
+    from transformers import AutoModelForCausalLM
+
+    lm = smollm2()
+    config = lm.model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config)
+    fresh.load_state_dict(lm.model.state_dict())
+    path.mkdir(parents=True, exist_ok=True)
+    fresh.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
+    return path
+
+
+def smollm2(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+            ) -> HFCausalLM:
+    """SmolLM2-135M-Instruct (dequantised from the packaged Q4_1 GGUF to ``dtype``, float32 by
+    default), cached."""
+    return load_causal_lm(str(smollm2_path()), dtype, device)

@@ -1,0 +1,84 @@
+"""Benchmark sweeps on Ray: ``--ray local`` starts a Ray instance on this machine,
+``--ray HOST:PORT`` (or ``ray://HOST:PORT``) joins a running cluster.
+
+Each unit of a sweep runs as a Ray task; a worker process loads its model once (the loaders are
+cached per process) and keeps it for the next unit it runs. Results stream back to the driver,
+which owns the resumable CSVs (:mod:`parasample.bench.executor`).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+__all__ = ["RayExecutor", "check_address", "RAY_INSTALL"]
+
+RAY_INSTALL = "pip install ray"
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"--ray needs Ray, which is not installed here: {RAY_INSTALL}") from None
+    return ray
+
+
+def check_address(address: str, timeout: float = 3.0) -> None:
+    """Fail within ``timeout`` seconds, with a message, when nothing answers at ``address``
+    (``ray.init`` itself would retry for a minute or more)."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray {address!r}: give 'local' or HOST:PORT of a running Ray "
+                         "cluster (e.g. 127.0.0.1:6379, or ray://HOST:10001).")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ValueError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e}); "
+                         "start one with `ray start --head`, or use --ray local.") from None
+
+
+def _run(fn: Callable, threads: int, args: tuple) -> Any:
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
+class RayExecutor:
+    """Runs each unit as a Ray task (1 CPU each) and yields the results in submission order."""
+
+    name = "ray"
+
+    def __init__(self, address: str, threads: int = 1, num_cpus: int | None = None):
+        ray = _ray()
+        if address != "local":
+            check_address(address)
+        self.started = not ray.is_initialized()
+        if self.started:
+            kw = {"num_cpus": num_cpus} if address == "local" and num_cpus else {}
+            ray.init(address=None if address == "local" else address, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False, **kw)
+        self.ray, self.threads = ray, threads
+        self._task = ray.remote(num_cpus=1)(_run)
+
+    def map(self, fn: Callable, items: Iterable[tuple]) -> Iterator[Any]:
+        futures = [self._task.remote(fn, self.threads, args) for args in items]
+        got = 0
+        try:
+            for f in futures:  # in order: a later unit that finished first waits its turn
+                result = self.ray.get(f)
+                got += 1  # before yielding: a consumer that stops here leaves nothing to cancel
+                yield result
+        except BaseException:  # Ctrl-C, or the driver stopped early: cancel what is left
+            # (only then: cancelling tasks that finished races with Ray's own bookkeeping)
+            for f in futures[got:]:
+                self.ray.cancel(f, force=True)
+            raise
+
+    def close(self) -> None:
+        """Stop the Ray instance this executor started (a cluster it joined keeps running)."""
+        if self.started and self.ray.is_initialized():
+            self.ray.shutdown()

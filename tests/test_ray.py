@@ -1,0 +1,46 @@
+"""Sweeps on Ray: ``--ray local`` (a Ray instance of 2 CPUs started by the command) writes the
+same CSV rows as the single-process run; an address that does not answer fails in seconds."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from parasample.cli import app
+from tests.test_interrupt import _csvs, _run, tiny_dllm  # noqa: F401 - fixture
+
+pytest.importorskip("ray")
+
+
+def test_bench_dllm_on_local_ray_writes_the_rows_of_the_plain_run(tiny_dllm, tmp_path):  # noqa: F811
+    args = ["bench", "dllm", "--model", str(tiny_dllm), "-n", "2", "--batch-size", "1",
+            "--passk-problems", "1", "--k-max", "2"]
+    _run(args, tmp_path / "plain")
+    _run([*args, "--ray", "local"], tmp_path / "ray")
+    plain, ray = _csvs(tmp_path / "plain"), _csvs(tmp_path / "ray")
+    assert list(plain) == ["passk.csv", "results.csv", "runs.csv"] and ray == plain
+
+
+def test_bench_passk_on_local_ray_writes_the_rows_of_the_plain_run(tmp_path):
+    args = ["bench", "passk", "--quick", "--add-problems", "0", "--skip-throughput"]
+    _run(args, tmp_path / "plain")
+    _run([*args, "--ray", "local"], tmp_path / "ray")
+    assert _csvs(tmp_path / "ray") == _csvs(tmp_path / "plain")
+
+
+def test_bench_mcmc_on_local_ray_writes_the_rows_of_the_plain_run(tmp_path):
+    args = ["bench", "mcmc", "--quick", "--skip-lm"]
+    _run(args, tmp_path / "plain")
+    _run([*args, "--ray", "local"], tmp_path / "ray")
+    assert _csvs(tmp_path / "ray") == _csvs(tmp_path / "plain")
+
+
+def test_a_ray_address_that_does_not_answer_fails_fast_and_writes_nothing(tmp_path):
+    t0 = time.perf_counter()
+    result = CliRunner().invoke(app, ["bench", "dllm", "--ray", "127.0.0.1:1", "--out",
+                                      str(tmp_path / "out")])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "no Ray cluster answers" in lines[0]
+    assert time.perf_counter() - t0 < 10 and not (tmp_path / "out").exists()
