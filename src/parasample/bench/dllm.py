@@ -49,7 +49,7 @@ RUNS_HEADER = RESULTS_HEADER + [
     "answer_tokens", "answer_fill", "wall_s", "forward_s", "forward_share", "device", "dtype",
     "torch_threads"]
 _KEY = ["run_name", "model", "task", "n_problems", "batch_size", "seed", "gen_length",
-        "threshold"]
+        "threshold", "device", "dtype"]
 
 STAGE1_BLOCKS = (4, 8, 16, 32, 64, 128, 256)
 STAGE2_STEPS = (8, 16, 32, 64, 128, 256)
@@ -68,9 +68,9 @@ class DLLMBenchConfig:
             per problem and sampler, at ``passk_temperature``.
     """
 
-    # 48 problems x 30 configurations + pass@k on 24 fit 25 minutes on 2 cores (a no-cache pass
-    # over 16 x 352 positions costs about 0.37 s there)
-    n_problems: int = 48
+    # 32 problems x 30 configurations + pass@k on 24 fit 25 minutes on 2 cores (a no-cache pass
+    # over 16 x 352 positions costs 0.4-0.5 s there; the no-cache stage 2 alone takes 9 min)
+    n_problems: int = 32
     batch_size: int = 16
     gen_length: int = 256
     threshold: float = 0.9
@@ -231,10 +231,12 @@ def run_benchmark(task: DLLMTask, cfg: DLLMBenchConfig, out: Path, *, progress=N
     out.mkdir(parents=True, exist_ok=True)
     runs = ResumableCSV(out / "runs.csv", RUNS_HEADER, _KEY)
 
+    where = machine_fields(task.device, task.dtype)
+
     def key(spec):
         return {"run_name": spec.run_name, "model": task.model_name, "task": task.name,
-                "n_problems": len(task.problems), **{k: v for k, v in asdict(cfg).items()
-                                                     if k in _KEY}}
+                "n_problems": len(task.problems), "device": where["device"],
+                "dtype": where["dtype"], **{k: v for k, v in asdict(cfg).items() if k in _KEY}}
 
     todo = [s for s in sweep(cfg) if runs.done(key(s)) is None]
     if executor is None or executor.name == "local":
@@ -319,13 +321,15 @@ def passk_table(task: DLLMTask, cfg: DLLMBenchConfig, out: Path, *, progress=Non
 
     P, K, dc = min(cfg.passk_problems, len(task.problems)), cfg.k_max, passk_config(cfg)
     csv = ResumableCSV(out / "passk.csv", PASSK_HEADER + PASSK_EXTRA,
-                       ["sampler", "k", "n_problems", "cache", "temperature", "seed"])
+                       ["sampler", "k", "n_problems", "cache", "temperature", "seed", "device",
+                        "dtype"])
     raw = out / "raw"
     raw.mkdir(exist_ok=True)
 
     def load(sampler):
         key = {"sampler": sampler, "k_max": K, "n_problems": P, "seed": cfg.seed,
-               "config": repr(dc), "model": task.model_name, "task": task.name}
+               "config": repr(dc), "model": task.model_name, "task": task.name,
+               "device": str(task.device), "dtype": str(task.dtype)}
         path = raw / f"passk-{sampler}.pt"
         saved = torch.load(path, weights_only=False) if path.exists() else None
         return (saved if saved is not None and saved["key"] == key else None), key, path

@@ -229,6 +229,7 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
     key = {"k_max": K, "batches": R, "top_p": cfg.top_p, "seed": cfg.seed, "task": task.name,
            "model": task.model_name, "sampler": sampler, "n_problems": len(task.problems),
            "temperature": task.temperature, "max_new_tokens": task.max_new_tokens,
+           "device": str(task.device), "dtype": str(task.dtype),
            **({} if task.engine is None else {"engine": type(task.engine).__name__})}
     saved = torch.load(path, weights_only=False) if path.exists() else None
     if saved is None or saved["key"] != key:
@@ -416,8 +417,12 @@ def run_benchmark(cfg: PasskBenchConfig, out: Path, tasks: list[PasskTask], *,
         heads[(task.model_name, task.name)] = h
         write_csv(out / "summary.csv", SUMMARY_HEADER, summary)
     done = read_csv(out / "throughput.csv")
-    same = bool(done) and [done[0][c] for c in ("batch_size", "new_tokens", "reps")] == [
-        str(cfg.throughput_batch), str(cfg.throughput_tokens), str(cfg.throughput_reps)]
+    where = {} if throughput_lm is None else machine_fields(
+        throughput_lm.device, next(throughput_lm.model.parameters()).dtype)
+    cols = ("batch_size", "new_tokens", "reps", "device", "dtype")
+    same = bool(done) and [done[0].get(c) for c in cols] == [
+        str(cfg.throughput_batch), str(cfg.throughput_tokens), str(cfg.throughput_reps),
+        where.get("device"), where.get("dtype")]
     if throughput_lm is not None and not same:  # timings already taken are kept on a rerun
         tp = measure_throughput(throughput_lm, throughput_prompt, cfg, progress=(
             (lambda n: progress("runs", n)) if progress else None))

@@ -56,7 +56,7 @@ def bench_dllm(
                                           "per step), prefix (K/V left of the block reused), "
                                           "dual (both sides reused; Fast-dLLM). Cached rows are "
                                           "named e.g. stage1-B32+dual."),
-    n_problems: int = typer.Option(48, "--n-problems", "-n", min=1, help="Problems per "
+    n_problems: int = typer.Option(32, "--n-problems", "-n", min=1, help="Problems per "
                                    "configuration (>= 1; at most the held-out set, which is "
                                    "checked up front)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts decoded together "
