@@ -120,7 +120,9 @@ class ParasampleLogitsProcessor(_base()):
             by_config.setdefault(row.config, []).append(i)
         for config, idx in by_config.items():
             rows = [self.rows[i] for i in idx]
-            index = torch.tensor(idx, device=logits.device)
+            # all rows (the common case): a slice, not a gathered copy of the logits
+            index = (slice(None) if idx == list(range(logits.shape[0]))
+                     else torch.tensor(idx, device=logits.device))
             probs = sampling_probs(logits[index], config)  # [b, V] float64
             u = torch.stack([r.u[len(r.output)] for r in rows]).to(logits.device)
             carry = [r.residual is not None for r in rows]
@@ -140,7 +142,7 @@ class ParasampleLogitsProcessor(_base()):
                     if c:
                         r.residual, r.logq = nr, r.logq + lq
             logits[index] = float("-inf")
-            logits[index, tok] = 0.0
+            logits[torch.arange(logits.shape[0], device=logits.device)[index], tok] = 0.0
         return logits
 
 
@@ -161,7 +163,10 @@ def generate(llm, prompt_token_ids: list[list[int]], source: UniformSource,
         for j in range(k):
             prompts.append({"prompt_token_ids": list(ids)})
             params.append(vllm.SamplingParams(
-                n=1, max_tokens=config.max_new_tokens, temperature=1.0, top_p=1.0, top_k=-1,
+                # greedy: the processor has already left one finite logit per row, so vLLM's
+                # argmax returns it and vLLM's own random sampling (a second pass over the
+                # vocabulary per row) is skipped
+                n=1, max_tokens=config.max_new_tokens, temperature=0.0, top_p=1.0, top_k=-1,
                 ignore_eos=config.ignore_eos,
                 extra_args=request_args(u[p * k + j], config, source.carries_residual),
                 **params_kwargs))
