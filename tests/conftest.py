@@ -19,3 +19,19 @@ def gen():
 def device(request):
     """The device under test (see DEVICES)."""
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="module")
+def tiny_dllm(tmp_path_factory):
+    """A throwaway one-layer masked-diffusion checkpoint of the arithmetic task's shape (fast CLI
+    runs of bench dllm; its answers are noise)."""
+    from parasample.models import TinyTransformer, TransformerConfig
+    from parasample.models.data import PROMPT_LEN
+    from parasample.tasks.arith import CharTokenizer
+
+    torch.manual_seed(0)  # weight init of a throwaway model
+    cfg = TransformerConfig(vocab_size=CharTokenizer().vocab_size, d_model=16, n_layers=1,
+                            n_heads=2, max_len=PROMPT_LEN + 256)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save({"model": TinyTransformer(cfg).state_dict(), "model_config": cfg.to_dict()}, path)
+    return path

@@ -3,25 +3,10 @@
 import csv
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from parasample.bench import dllm as bd
 from parasample.cli import app
-from parasample.models import TinyTransformer, TransformerConfig
-from parasample.models.data import PROMPT_LEN
-from parasample.tasks.arith import CharTokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)  # weight init of a throwaway model
-    cfg = TransformerConfig(vocab_size=CharTokenizer().vocab_size, d_model=16, n_layers=1,
-                            n_heads=2, max_len=PROMPT_LEN + 256)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save({"model": TinyTransformer(cfg).state_dict(), "model_config": cfg.to_dict()}, path)
-    return path
-
 
 GUIDE = ["stage1-B4", "stage1-B8", "stage1-B16", "stage1-B32", "stage1-B64", "stage1-B128",
          "stage1-B256", "stage2-S8", "stage2-S16", "stage2-S32", "stage2-S64", "stage2-S128",
@@ -40,9 +25,9 @@ def test_sweep_is_the_guides_thirteen_configurations_per_cache():
     assert {r.config.temperature for r in runs if r.stage == "temperature"} == {0.5, 1.0}
 
 
-def test_bench_writes_csvs_and_plots_and_resumes(tiny_ckpt, tmp_path):
+def test_bench_writes_csvs_and_plots_and_resumes(tiny_dllm, tmp_path):
     runner = CliRunner()
-    args = ["bench", "dllm", "--model", str(tiny_ckpt), "-n", "2", "--batch-size", "2",
+    args = ["bench", "dllm", "--model", str(tiny_dllm), "-n", "2", "--batch-size", "2",
             "--passk-problems", "2", "--k-max", "4", "--out", str(tmp_path)]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
@@ -68,8 +53,8 @@ def test_bench_writes_csvs_and_plots_and_resumes(tiny_ckpt, tmp_path):
     assert len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 30
 
 
-def test_interrupted_sweep_resumes_where_it_stopped(tiny_ckpt, tmp_path):
-    task = bd.arith_task(str(tiny_ckpt), 2, seed=0)
+def test_interrupted_sweep_resumes_where_it_stopped(tiny_dllm, tmp_path):
+    task = bd.arith_task(str(tiny_dllm), 2, seed=0)
     cfg = bd.DLLMBenchConfig(n_problems=2, batch_size=2, caches=("none",))
     calls = []
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from parasample.bench.csvlog import TIMING_COLUMNS, read_csv
 
@@ -79,20 +78,6 @@ def _check_resume(args, tmp_path, anchor=None, seed=0, rerun=True):
     if rerun:  # a rerun of a finished run adds and changes nothing
         _run(args, tmp_path / "run", anchor)
         assert _csvs(tmp_path / "run") == ref
-
-
-@pytest.fixture(scope="module")
-def tiny_dllm(tmp_path_factory):
-    from parasample.models import TinyTransformer, TransformerConfig
-    from parasample.models.data import PROMPT_LEN
-    from parasample.tasks.arith import CharTokenizer
-
-    torch.manual_seed(0)  # weight init of a throwaway model
-    cfg = TransformerConfig(vocab_size=CharTokenizer().vocab_size, d_model=16, n_layers=1,
-                            n_heads=2, max_len=PROMPT_LEN + 256)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save({"model": TinyTransformer(cfg).state_dict(), "model_config": cfg.to_dict()}, path)
-    return path
 
 
 def test_bench_dllm_resumes_to_the_same_csvs(tiny_dllm, tmp_path):

@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from parasample.cli import app
-from tests.test_interrupt import _csvs, _run, tiny_dllm  # noqa: F401 - fixture
+from tests.test_interrupt import _csvs, _run
 
 pytest.importorskip("ray")
 
 
-def test_bench_dllm_on_local_ray_writes_the_rows_of_the_plain_run(tiny_dllm, tmp_path):  # noqa: F811
+def test_bench_dllm_on_local_ray_writes_the_rows_of_the_plain_run(tiny_dllm, tmp_path):
     args = ["bench", "dllm", "--model", str(tiny_dllm), "-n", "2", "--batch-size", "1",
             "--passk-problems", "1", "--k-max", "2"]
     _run(args, tmp_path / "plain")
