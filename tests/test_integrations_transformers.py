@@ -59,11 +59,12 @@ def test_the_processor_checks_the_batch():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", list(SOURCES))
-def test_smollm2_through_generate_is_token_identical_to_the_engine(sampler):
+def test_smollm2_through_generate_is_token_identical_to_the_engine(sampler, device):
     from parasample.targets.hf import smollm2
 
-    lm = smollm2()
+    lm = smollm2(device=device)
     ids, mask = lm.encode_prompts(["What is 17 + 25?", "Name a colour."])
+    ids, mask = ids.to(device), mask.to(device)
     cfg = SamplingConfig(temperature=0.8, max_new_tokens=24)
     ours, theirs = _both(lm, ids, mask, sampler, cfg, k=8)
     assert torch.equal(ours, theirs)
