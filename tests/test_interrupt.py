@@ -105,3 +105,26 @@ def test_bench_mcmc_interrupted_in_the_smollm2_part_resumes_without_duplicates(t
     assert len(rows) == 6 and len({(r["experiment"], r["sampler"]) for r in rows}) == 6
     # issue 15: every SmolLM2 load printed transformers' GGUF de-quantizing bar on stderr
     assert not any("de-quantizing" in ln for ln in LAST_OUTPUT)
+
+
+def test_ctrl_c_during_an_import_is_delivered_once_the_import_has_finished(tmp_path, monkeypatch):
+    """An import interrupted half-way leaves a broken module behind (numpy's recursed until
+    RecursionError in CI): the CLI's SIGINT handler delivers Ctrl-C again after the import."""
+    from parasample.__main__ import _sigint
+
+    (tmp_path / "slow_to_import.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "for _ in range(20):\n"
+        "    time.sleep(0.005)\n"
+        "COMPLETE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    previous = signal.signal(signal.SIGINT, _sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            import slow_to_import  # noqa: F401
+            time.sleep(10)  # the interrupt arrives here, 50 ms after it was sent
+        assert sys.modules["slow_to_import"].COMPLETE
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sys.modules.pop("slow_to_import", None)
