@@ -2,11 +2,12 @@ import pytest
 import torch
 
 from parasample.ancestral import SamplingConfig, generate, sampling_probs
+from parasample.noise import SOURCES as ALL_SOURCES
 from parasample.noise import make_source
 from parasample.targets import ToyARLM, exact_distribution, state_index
 from tests.helpers import brute_force_ar, chi2_pvalue
 
-SOURCES = ["iid", "sobol", "lattice", "antithetic", "arithmetic"]
+SOURCES = list(ALL_SOURCES)
 
 
 def _draw(model, name, k, groups, config, seed):
@@ -134,3 +135,25 @@ def test_arithmetic_sampling_stratifies_whole_sequences():
     off = [bool(torch.any((c < lo) | (c > hi))) for c in
            (torch.bincount(r, minlength=27).double() for r in iid)]
     assert sum(off) > groups // 2
+
+
+def test_stratified_sampling_stratifies_whole_sequences():
+    """A stratified group of k carries one code point per 1/k stratum through the sequence: a
+    sequence of probability p appears k p times on average and within [floor(kp) - 1,
+    ceil(kp) + 1] times (its interval meets at most two partly covered strata), with a smaller
+    spread than i.i.d. sampling's."""
+    model = ToyARLM(3, 3, generator=torch.Generator().manual_seed(0), sharpness=2.0)
+    exact = exact_distribution(model)
+    k, groups = 12, 400
+    cfg = SamplingConfig(max_new_tokens=3)
+
+    def counts(name):
+        idx = state_index(_draw(model, name, k, groups, cfg, seed=8).tokens, 3)
+        return torch.stack([torch.bincount(r, minlength=27) for r in idx.reshape(groups, k)]
+                           ).double()  # [groups, 27]
+
+    strat, iid = counts("stratified"), counts("iid")
+    lo, hi = torch.floor(k * exact) - 1, torch.ceil(k * exact) + 1
+    assert torch.all((strat >= lo) & (strat <= hi))
+    assert chi2_pvalue(strat.sum(0), exact) > 1e-3  # k p on average
+    assert strat.var(0).sum() < 0.7 * iid.var(0).sum()

@@ -20,14 +20,19 @@ def test_bench_writes_csvs_and_resumes_without_resampling(chain_task, tmp_path, 
     bp.run_benchmark(cfg, tmp_path, [chain_task])
     rows = list(csv.DictReader(open(tmp_path / "passk.csv")))
     assert list(rows[0]) == bp.PASSK_HEADER == [
-        "sampler", "model", "task", "k", "pass_at_k", "stderr", "distinct_answers",
-        "n_problems", "tokens", "wall_s", "device", "dtype"]
+        "sampler", "model", "task", "k", "pass_at_k", "stderr", "sampling_se",
+        "stride_pass_at_k", "stride_stderr", "stride_sampling_se", "zero_variance",
+        "distinct_answers", "n_problems", "tokens", "wall_s", "device", "dtype"]
     assert [(r["sampler"], r["k"]) for r in rows] == [
         (s, str(k)) for s in bp.SAMPLERS for k in (1, 2, 4, 8)]
     for s in bp.SAMPLERS:
         curve = [float(r["pass_at_k"]) for r in rows if r["sampler"] == s]
         distinct = [float(r["distinct_answers"]) for r in rows if r["sampler"] == s]
         assert curve == sorted(curve) and distinct == sorted(distinct) and distinct[0] <= 1
+        by_k = {int(r["k"]): r for r in rows if r["sampler"] == s}
+        assert float(by_k[1]["zero_variance"]) == 1.0  # one sample never varies
+        if s != "iid":  # at k = k_max the stride estimator is the whole batch, as the prefix
+            assert by_k[8]["stride_pass_at_k"] == by_k[8]["pass_at_k"]
     summary = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert {r["sampler"] for r in summary} == {"sobol", "lattice", "antithetic", "arithmetic"}
     # a rerun reads the raw results back: no model call, identical CSV

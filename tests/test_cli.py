@@ -30,6 +30,13 @@ def test_unknown_sampler_is_rejected_with_choices():
     assert "qmc" in out and "sobol" in out
 
 
+def test_the_cli_offers_every_source():
+    from parasample.cli.sample import Sampler
+    from parasample.noise import SOURCES
+
+    assert [s.value for s in Sampler] == list(SOURCES)
+
+
 def test_help_documents_every_option():
     result = runner.invoke(app, ["sample", "--help"])
     assert result.exit_code == 0

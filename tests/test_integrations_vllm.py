@@ -19,7 +19,7 @@ vllm = pytest.importorskip("vllm")
 from parasample.ancestral import SamplingConfig  # noqa: E402
 from parasample.ancestral import generate as engine_generate  # noqa: E402
 from parasample.integrations import vllm as bridge  # noqa: E402
-from parasample.noise import make_source  # noqa: E402
+from parasample.noise import SOURCES, make_source  # noqa: E402
 from tests.helpers import chi2_pvalue  # noqa: E402
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -82,7 +82,7 @@ def test_per_row_marginals_through_vllm_are_exact(tiny, sampler, temperature, to
         assert chi2_pvalue(torch.bincount(idx, minlength=V * V), exact) > 1e-3
 
 
-@pytest.mark.parametrize("sampler", ["iid", "sobol", "lattice", "antithetic", "arithmetic"])
+@pytest.mark.parametrize("sampler", list(SOURCES))
 def test_vllm_draws_the_engines_tokens_from_the_same_uniforms(tiny, sampler):
     llm, ours = tiny
     prompts, k = [[1, 5, 6, 7], [1, 9]], 8

@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from parasample.noise import (
+    SOURCES,
     AntitheticSource,
     IIDSource,
     LatticeSource,
@@ -15,7 +16,7 @@ from parasample.noise import (
 )
 from tests.helpers import chi2_pvalue
 
-ALL = ["iid", "sobol", "lattice", "antithetic", "arithmetic"]
+ALL = list(SOURCES)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -37,6 +38,17 @@ def test_qmc_sources_stratify_each_dimension(name, gen):
     u = make_source(name, 4 * k, k, generator=gen, dim_block=8).uniform(20)  # crosses blocks
     strata = (u.reshape(4, k, 20) * k).long().sort(dim=1).values
     assert torch.equal(strata, torch.arange(k)[None, :, None].expand(4, k, 20))
+
+
+def test_stratified_code_points_fill_every_stratum_in_random_order(gen):
+    k = 6  # any k: one row per 1/k stratum, the strata in a random order
+    u = make_source("stratified", 500 * k, k, generator=gen).uniform(4).reshape(500, k, 4)
+    strata = (u[:, :, 0] * k).long()
+    assert torch.equal(strata.sort(dim=1).values, torch.arange(k).expand(500, k))
+    first = torch.bincount(strata[:, 0], minlength=k)  # row 0's stratum is uniform
+    assert chi2_pvalue(first, torch.full((k,), 1 / k)) > 1e-3
+    later = (u[:, :, 1] * k).long().sort(dim=1).values  # later dimensions are independent
+    assert not torch.equal(later, torch.arange(k).expand(500, k))
 
 
 def test_antithetic_pairs_sum_to_one(gen):

@@ -29,8 +29,15 @@ import torch
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import read_csv, write_csv
 from parasample.bench.timing import machine_fields
-from parasample.metrics.passk import mean_and_se, per_problem_passk, samples_saved_bootstrap
-from parasample.noise import derive_generator, make_source
+from parasample.metrics.passk import (
+    batch_values,
+    mean_and_se,
+    per_problem_passk,
+    samples_saved_bootstrap,
+    sampling_se,
+    zero_variance,
+)
+from parasample.noise import SOURCES, derive_generator, make_source
 
 __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
            "THROUGHPUT_HEADER", "SAMPLERS", "ar_chain_task", "smollm2_add_task",
@@ -38,8 +45,9 @@ __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
            "measure_throughput", "run_benchmark"]
 
 SAMPLERS = ("iid", "sobol", "lattice", "antithetic", "arithmetic")
-PASSK_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "stderr", "distinct_answers",
-                "n_problems", "tokens", "wall_s", "device", "dtype"]
+PASSK_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "stderr", "sampling_se",
+                "stride_pass_at_k", "stride_stderr", "stride_sampling_se", "zero_variance",
+                "distinct_answers", "n_problems", "tokens", "wall_s", "device", "dtype"]
 SUMMARY_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "iid_pass_at_k",
                   "samples_saved", "samples_saved_se"]
 THROUGHPUT_HEADER = ["engine", "prefill", "sampler", "model", "batch_size", "new_tokens",
@@ -288,15 +296,32 @@ def _device_fields(device, dtype) -> dict:
 
 
 def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[dict]:
-    """``passk.csv`` rows of one sampler on one task (``wall_s``: the whole draw's seconds)."""
+    """``passk.csv`` rows of one sampler on one task (``wall_s``: the whole draw's seconds).
+
+    ``pass_at_k``, ``stderr``: the first k samples of each batch (i.i.d.: the unbiased estimator
+    over all samples), SE over problems. ``sampling_se``: the first-k estimator's SE from the
+    sampling alone, given the problems (from the R batches; blank when R = 1). ``stride_*``: the
+    same from the stride estimator, every aligned k-block of a batch (where the sampler's
+    batches split into k-blocks; else the first k again). ``zero_variance``: the fraction of
+    k-blocks all correct or all wrong (a GRPO group of k with no signal)."""
+    K = res["correct"].shape[-1]
     per = per_problem_passk(res["correct"], ks, iid=sampler == "iid")  # [P, len(ks)]
     rows = []
     for j, k in enumerate(ks):
         distinct = [len({a for a in batch[:k] if a is not None})
                     for prob in res["answers"] for batch in prob]
         mean, se = mean_and_se(per[:, j])
+        blocks = SOURCES[sampler].splits_into(K, k)
+        prefix_v = batch_values(res["correct"], k, blocks=False)  # [P, R]
+        stride_v = batch_values(res["correct"], k, blocks=blocks)  # [P, R]
+        s_mean, s_se = mean_and_se(stride_v.mean(1))
+        mc, s_mc = sampling_se(prefix_v), sampling_se(stride_v)
         rows.append({"sampler": sampler, "model": task.model_name, "task": task.name, "k": k,
                      "pass_at_k": round(mean, 5), "stderr": round(se, 5),
+                     "sampling_se": "" if mc is None else round(mc, 6),
+                     "stride_pass_at_k": round(s_mean, 5), "stride_stderr": round(s_se, 5),
+                     "stride_sampling_se": "" if s_mc is None else round(s_mc, 6),
+                     "zero_variance": round(zero_variance(res["correct"], k, blocks), 5),
                      "distinct_answers": round(statistics.fmean(distinct), 4),
                      "n_problems": per.shape[0], "tokens": int(res["tokens"][:, :, :k].sum()),
                      "wall_s": round(res["wall_s"], 2),

@@ -176,6 +176,7 @@ def _summary(out_dir, heads) -> None:
                   r["distinct_answers"], saved)
     if rows:
         console.print(t)
+        console.print(_stride_table(rows))
     tp = read_csv(out_dir / "throughput.csv")
     if tp:
         t2 = Table("engine", "prefill", "sampler", "tokens/s", "vs transformers", "wall vs iid",
@@ -185,3 +186,31 @@ def _summary(out_dir, heads) -> None:
             t2.add_row(r["engine"], r["prefill"], r["sampler"], r["tokens_per_s"],
                        f"{float(r['ratio_vs_hf']):.2f}x", r["wall_vs_iid"] or "-")
         console.print(t2)
+
+
+def _stride_table(rows: list[dict]):
+    """Zero-variance k-batches (k = 4, 8, 16: GRPO group sizes) and the stride estimator's
+    standard error against the first-k one, per sampler."""
+    from rich.table import Table
+
+    from parasample.noise import SOURCES
+
+    ks = sorted({int(r["k"]) for r in rows})
+    show = [k for k in (4, 8, 16) if k in ks]
+    t = Table("model", "task", "sampler", *[f"zero-var @{k}" for k in show],
+              "SE stride / first-k (mean over the k < k_max it splits into)",
+              title="stride estimator and zero-variance batches (passk.csv)")
+    groups: dict[tuple, dict[int, dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["task"], r["sampler"]), {})[int(r["k"])] = r
+    for (model, task, sampler), by_k in groups.items():
+        ratios = []
+        for k, r in by_k.items():
+            a, b = ((r["stride_sampling_se"], r["sampling_se"]) if r["sampling_se"] else
+                    (r["stride_stderr"], r["stderr"]))
+            if k < max(ks) and SOURCES[sampler].splits_into(max(ks), k) and float(b) > 0:
+                ratios.append(float(a) / float(b))
+        ratio = f"{sum(ratios) / len(ratios):.2f}" if ratios else "-"
+        t.add_row(model, task, sampler, *[f"{float(by_k[k]['zero_variance']):.3f}"
+                                          for k in show], ratio)
+    return t

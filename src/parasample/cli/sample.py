@@ -20,18 +20,23 @@ __all__ = ["Sampler", "load_ar_model", "sample"]
 
 
 class Sampler(StrEnum):
+    """The names of :data:`parasample.noise.SOURCES`, spelled out so that ``--help`` does not
+    import torch (tests/test_cli.py checks that the two agree)."""
+
     iid = "iid"
     sobol = "sobol"
     lattice = "lattice"
     antithetic = "antithetic"
     arithmetic = "arithmetic"
+    stratified = "stratified"
 
 
 SAMPLER_HELP = ("How the k samples share noise: iid, sobol (scrambled Sobol RQMC; k a power of "
                 "two), lattice (shifted rank-1 lattice over the per-token uniforms), antithetic "
                 "(pairs u, 1-u; k even), arithmetic (arithmetic sampling: one grid code point per "
-                "sample drives the whole sequence). Each sample is an exact draw from the model "
-                "in every case.")
+                "sample drives the whole sequence), stratified (one code point in each 1/k "
+                "stratum with independent jitter, carried like arithmetic's; any k). Each sample "
+                "is an exact draw from the model in every case.")
 
 
 def load_ar_model(spec: str, device="cpu", dtype=None):

@@ -3,6 +3,11 @@
 A correlated sampler's k samples are not exchangeable with i.i.d. draws, so its pass@k is not
 the unbiased subset estimator over a pool: it is estimated from R independent randomisations of
 the k-batch, ``mean_r 1[some sample of batch r is correct]``.
+
+Where a source's group of K splits into K/k blocks that are each distributed as a k-batch
+(:meth:`~parasample.noise.UniformSource.splits_into`), the *stride estimator* averages the
+K/k block indicators instead of reading the first block only: the same expectation, a variance
+no larger (:func:`batch_values`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch
 from parasample.metrics.core import pass_at_k
 
 __all__ = ["mean_and_se", "passk_iid", "passk_batches", "per_problem_passk", "samples_saved",
-           "samples_saved_bootstrap"]
+           "samples_saved_bootstrap", "batch_values", "sampling_se", "zero_variance"]
 
 
 def mean_and_se(per_problem: torch.Tensor) -> tuple[float, float]:
@@ -120,3 +125,44 @@ def samples_saved_bootstrap(ks: list[int], iid: torch.Tensor, corr: torch.Tensor
     head = float(np.mean([est[j] for j in use])) if use else None
     head_se = float(np.std(heads, ddof=1)) if head is not None and len(heads) > 1 else None
     return est, se, head, head_se
+
+
+def batch_values(correct: torch.Tensor, k: int, blocks: bool, statistic: str = "any"
+                 ) -> torch.Tensor:
+    """A k-batch statistic for each of the R batches of every problem: ``[P, R]`` float64.
+
+    ``correct [P, R, K]`` bool. ``blocks=False`` reads the first k samples of each batch (the
+    prefix); ``blocks=True`` averages the statistic over the K/k aligned blocks of k samples
+    (the stride estimator; only valid where the sampler ``splits_into(K, k)``). ``statistic``:
+    ``any`` (some sample correct: pass@k) or ``constant`` (all correct or all wrong: a GRPO
+    group of k with zero reward variance, which teaches nothing).
+    """
+    P, R, K = correct.shape
+    if k > K or K % k:
+        raise ValueError(f"k={k} must divide the {K} samples per batch.")
+    x = correct[:, :, :k] if not blocks else correct
+    x = x.reshape(P, R, -1, k)  # [P, R, blocks, k]
+    if statistic == "any":
+        stat = x.any(-1)
+    elif statistic == "constant":
+        stat = x.all(-1) | ~x.any(-1)
+    else:
+        raise ValueError(f"statistic={statistic!r}: choose 'any' or 'constant'.")
+    return stat.double().mean(-1)  # [P, R]
+
+
+def sampling_se(values: torch.Tensor) -> float | None:
+    """Standard error of ``values.mean()`` from the sampling alone, given the problems:
+    ``values [P, R]`` holds R independent batch estimates per problem. It isolates what an
+    estimator controls (the between-problem spread is the same for every estimator of the same
+    problems). None when R < 2."""
+    P, R = values.shape
+    if R < 2:
+        return None
+    return float(values.var(dim=1).sum().sqrt() / (P * math.sqrt(R)))
+
+
+def zero_variance(correct: torch.Tensor, k: int, blocks: bool) -> float:
+    """Fraction of k-batches whose samples are all correct or all wrong (``correct [P, R, K]``;
+    ``blocks`` as in :func:`batch_values`)."""
+    return float(batch_values(correct, k, blocks, "constant").mean())

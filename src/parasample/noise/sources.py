@@ -34,6 +34,7 @@ __all__ = [
     "LatticeSource",
     "AntitheticSource",
     "ArithmeticSource",
+    "StratifiedSource",
     "SOURCES",
     "derive_generator",
     "make_source",
@@ -60,6 +61,16 @@ def derive_generator(*parts) -> torch.Generator:
 
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "big"))
+
+
+def _is_pow2(x: int) -> bool:
+    return x >= 1 and not x & (x - 1)
+
+
+def _nested_pow2(k: int, m: int) -> bool:
+    """Blocks of a power-of-two group whose first 2^j rows (and so each aligned block of 2^j
+    rows) form the same design with 2^j points."""
+    return _is_pow2(k) and _is_pow2(m) and m <= k
 
 
 def _seed_from(generator: torch.Generator) -> int:
@@ -92,6 +103,17 @@ class UniformSource(ABC):
         self.n, self.k, self.groups = n, k, n // k
         self.generator = generator
 
+    @classmethod
+    def splits_into(cls, k: int, m: int) -> bool:
+        """True when, in a group of ``k`` rows, every aligned block of ``m`` consecutive rows
+        (rows ``[b*m, (b+1)*m)``) is distributed exactly as a whole group of ``m`` rows of this
+        source. One group then gives k/m identically distributed estimates of any statistic of
+        an m-group (for instance "some sample of the m is correct", pass@m), whose mean is
+        unbiased with a variance no larger than the first block's (the *stride estimator*:
+        QuasiMoTTo's stride-(k/m) subsequences of a lattice in its natural order are parasample's
+        blocks, whose rows follow :func:`lattice_order`). The whole group always qualifies."""
+        return m == k
+
     def uniform(self, *shape: int) -> torch.Tensor:
         """Next ``prod(shape)`` dimensions of all rows: float64 ``[n, *shape]`` in [0, 1)."""
         d = math.prod(shape)
@@ -110,6 +132,10 @@ class IIDSource(UniformSource):
     """Independent U[0, 1) numbers (the usual sampler)."""
 
     name = "iid"
+
+    @classmethod
+    def splits_into(cls, k: int, m: int) -> bool:
+        return m >= 1 and k % m == 0
 
     def _next(self, d: int) -> torch.Tensor:
         # Drawn dimension-major so that k calls of d/k dimensions equal one call of d (the
@@ -150,6 +176,12 @@ class SobolSource(_BlockSource):
     """
 
     name = "sobol"
+
+    @classmethod
+    def splits_into(cls, k: int, m: int) -> bool:
+        # rows [b 2^j, (b+1) 2^j) of a base-2 digital sequence are its first 2^j points XOR a
+        # fixed digital shift, and an Owen scramble absorbs the shift: the same law as the prefix
+        return _nested_pow2(k, m)
 
     def __init__(self, n, k=None, *, generator, dim_block: int = 64):
         super().__init__(n, k, generator=generator, dim_block=dim_block)
@@ -208,6 +240,12 @@ class LatticeSource(_BlockSource):
 
     name = "lattice"
 
+    @classmethod
+    def splits_into(cls, k: int, m: int) -> bool:
+        # block c holds lattice indices t k/m + c' (t < m): frac(t z / m + c' z / k + Delta),
+        # the m-point lattice of the prefix under another uniform shift
+        return _nested_pow2(k, m)
+
     def _block(self) -> torch.Tensor:
         z = korobov_vector(self.k, self.dim_block)  # [d]
         i = lattice_order(self.k).to(torch.float64)[:, None]  # [k, 1]
@@ -223,6 +261,10 @@ class AntitheticSource(UniformSource):
     Every even prefix of a group is a set of whole pairs."""
 
     name = "antithetic"
+
+    @classmethod
+    def splits_into(cls, k: int, m: int) -> bool:
+        return m >= 2 and m % 2 == 0 and k % m == 0  # whole, independent pairs
 
     def __init__(self, n, k=None, *, generator):
         super().__init__(n, k, generator=generator)
@@ -261,6 +303,11 @@ class ArithmeticSource(UniformSource):
     name = "arithmetic"
     carries_residual = True
 
+    @classmethod
+    def splits_into(cls, k: int, m: int) -> bool:
+        # block c: code points frac(t / m + c' / k + Delta), a shifted m-point grid
+        return _nested_pow2(k, m)
+
     def __init__(self, n, k=None, *, generator):
         super().__init__(n, k, generator=generator)
         self._dim = 0
@@ -276,15 +323,50 @@ class ArithmeticSource(UniformSource):
         return out
 
 
+class StratifiedSource(UniformSource):
+    """Stratified sampling of code points (QuasiMoTTo): row i of a group starts from
+    ``(pi(i) + v_i) / k`` with pi a uniformly random permutation of the k strata and independent
+    jitters v_i ~ U[0, 1); every later dimension is an independent uniform per row.
+
+    Like :class:`ArithmeticSource` it ``carries_residual``: the code point drives the row's whole
+    sequence through the inverse CDFs, so the k rows are one draw in each 1/k-stratum of the
+    model's lexicographic order of sequences (a sequence of probability p appears k p times on
+    average and at most ceil(k p) + 1 times). Unlike arithmetic sampling's shared shift, the
+    jitters are independent, and any k works. Each row is exactly uniform: pi(i) is uniform on
+    the strata and v_i within one. Its blocks are not stratified samples of fewer points, so a
+    group serves only its own size (see :meth:`UniformSource.splits_into`).
+    """
+
+    name = "stratified"
+    carries_residual = True
+
+    def __init__(self, n, k=None, *, generator):
+        super().__init__(n, k, generator=generator)
+        self._dim = 0
+
+    def _next(self, d: int) -> torch.Tensor:
+        first = []
+        if self._dim == 0:
+            perm = torch.stack([torch.randperm(self.k, generator=self.generator)
+                                for _ in range(self.groups)]).reshape(self.n)  # [n]
+            jitter = torch.rand(self.n, generator=self.generator, dtype=torch.float64)
+            first = [((perm.to(torch.float64) + jitter) / self.k)[:, None]]  # [n, 1]
+        rest = d - len(first)
+        # later dimensions dimension-major, as in IIDSource: the same stream however d is split
+        later = torch.rand(rest, self.n, generator=self.generator, dtype=torch.float64).T
+        self._dim += d
+        return torch.cat([*first, later], dim=1)  # [n, d]
+
+
 SOURCES: dict[str, type[UniformSource]] = {
     s.name: s for s in (IIDSource, SobolSource, LatticeSource, AntitheticSource,
-                        ArithmeticSource)
+                        ArithmeticSource, StratifiedSource)
 }
 
 
 def make_source(name: str, n: int, k: int | None = None, *, generator: torch.Generator,
                 **kwargs) -> UniformSource:
-    """Build a source by name (``iid``, ``sobol``, ``lattice``, ``antithetic``)."""
+    """Build a source by name (one of :data:`SOURCES`)."""
     try:
         cls = SOURCES[name]
     except KeyError:
