@@ -35,7 +35,8 @@ def _run(lm, ids, mask, sampler, k, config, seed=0):
 
 # The code-point samplers (arithmetic, stratified) are left out on purpose: they refine one code
 # point by 1/p(token) at every draw, so the 1e-6 logit differences between two float32 code
-# paths grow into different tokens after ~20 bits of entropy (their exactness and stratification are tested in test_ancestral).
+# paths grow into different tokens after ~20 bits of entropy (their exactness and
+# stratification are tested in test_ancestral).
 @pytest.mark.parametrize("sampler", [s for s in SAMPLERS if not SOURCES[s].carries_residual])
 @pytest.mark.parametrize("build", [_tiny_causal, _hf], ids=["tiny", "hf-llama"])
 def test_kv_cache_and_no_cache_reference_draw_the_same_tokens(build, sampler):
