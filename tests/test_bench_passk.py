@@ -22,7 +22,7 @@ def test_bench_writes_csvs_and_resumes_without_resampling(chain_task, tmp_path, 
     assert list(rows[0]) == bp.PASSK_HEADER == [
         "sampler", "model", "task", "k", "pass_at_k", "stderr", "sampling_se",
         "stride_pass_at_k", "stride_stderr", "stride_sampling_se", "zero_variance",
-        "distinct_answers", "n_problems", "tokens", "wall_s", "device", "dtype"]
+        "zero_variance_se", "distinct_answers", "n_problems", "tokens", "wall_s", "device", "dtype"]
     assert [(r["sampler"], r["k"]) for r in rows] == [
         (s, str(k)) for s in bp.SAMPLERS for k in (1, 2, 4, 8)]
     for s in bp.SAMPLERS:

@@ -6,6 +6,11 @@ the task's exact checker, and reads pass@k for every power-of-two k <= k_max off
 samples of each batch (every power-of-two prefix of a Sobol, lattice or antithetic group is
 itself a group of that sampler; for arithmetic sampling the first 2^j code points are a
 shifted 2^j-point grid). i.i.d. samples use the unbiased estimator over all R * k_max.
+Beside it, every row reports the stride estimator (the mean over the k_max/k aligned k-blocks of
+a batch, each distributed as a k-batch where the source ``splits_into`` them: unbiased, lower
+variance), the standard errors of both from the sampling alone, and the fraction of k-blocks with
+all samples right or all wrong (a GRPO group of that size with no learning signal). The
+``stratified`` source is not swept: its prefixes are not stratified samples of fewer points.
 
 Outputs under ``out``: ``passk.csv`` (one row per sampler, model, task, k), ``summary.csv``
 (samples saved at matched pass@k per correlated sampler, with bootstrap SE over problems),
@@ -35,7 +40,6 @@ from parasample.metrics.passk import (
     per_problem_passk,
     samples_saved_bootstrap,
     sampling_se,
-    zero_variance,
 )
 from parasample.noise import SOURCES, derive_generator, make_source
 
@@ -47,7 +51,8 @@ __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
 SAMPLERS = ("iid", "sobol", "lattice", "antithetic", "arithmetic")
 PASSK_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "stderr", "sampling_se",
                 "stride_pass_at_k", "stride_stderr", "stride_sampling_se", "zero_variance",
-                "distinct_answers", "n_problems", "tokens", "wall_s", "device", "dtype"]
+                "zero_variance_se", "distinct_answers", "n_problems", "tokens", "wall_s",
+                "device", "dtype"]
 SUMMARY_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "iid_pass_at_k",
                   "samples_saved", "samples_saved_se"]
 THROUGHPUT_HEADER = ["engine", "prefill", "sampler", "model", "batch_size", "new_tokens",
@@ -303,7 +308,7 @@ def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[
     sampling alone, given the problems (from the R batches; blank when R = 1). ``stride_*``: the
     same from the stride estimator, every aligned k-block of a batch (where the sampler's
     batches split into k-blocks; else the first k again). ``zero_variance``: the fraction of
-    k-blocks all correct or all wrong (a GRPO group of k with no signal)."""
+    k-blocks all correct or all wrong (a GRPO group of k with no signal), SE over problems."""
     K = res["correct"].shape[-1]
     per = per_problem_passk(res["correct"], ks, iid=sampler == "iid")  # [P, len(ks)]
     rows = []
@@ -315,13 +320,14 @@ def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[
         prefix_v = batch_values(res["correct"], k, blocks=False)  # [P, R]
         stride_v = batch_values(res["correct"], k, blocks=blocks)  # [P, R]
         s_mean, s_se = mean_and_se(stride_v.mean(1))
+        zv, zv_se = mean_and_se(batch_values(res["correct"], k, blocks, "constant").mean(1))
         mc, s_mc = sampling_se(prefix_v), sampling_se(stride_v)
         rows.append({"sampler": sampler, "model": task.model_name, "task": task.name, "k": k,
                      "pass_at_k": round(mean, 5), "stderr": round(se, 5),
                      "sampling_se": "" if mc is None else round(mc, 6),
                      "stride_pass_at_k": round(s_mean, 5), "stride_stderr": round(s_se, 5),
                      "stride_sampling_se": "" if s_mc is None else round(s_mc, 6),
-                     "zero_variance": round(zero_variance(res["correct"], k, blocks), 5),
+                     "zero_variance": round(zv, 5), "zero_variance_se": round(zv_se, 5),
                      "distinct_answers": round(statistics.fmean(distinct), 4),
                      "n_problems": per.shape[0], "tokens": int(res["tokens"][:, :, :k].sum()),
                      "wall_s": round(res["wall_s"], 2),

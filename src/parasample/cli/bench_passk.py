@@ -211,6 +211,7 @@ def _stride_table(rows: list[dict]):
             if k < max(ks) and SOURCES[sampler].splits_into(max(ks), k) and float(b) > 0:
                 ratios.append(float(a) / float(b))
         ratio = f"{sum(ratios) / len(ratios):.2f}" if ratios else "-"
-        t.add_row(model, task, sampler, *[f"{float(by_k[k]['zero_variance']):.3f}"
+        t.add_row(model, task, sampler, *[f"{float(by_k[k]['zero_variance']):.3f} +- "
+                                          f"{float(by_k[k]['zero_variance_se']):.3f}"
                                           for k in show], ratio)
     return t

@@ -20,7 +20,7 @@ import torch
 from parasample.metrics.core import pass_at_k
 
 __all__ = ["mean_and_se", "passk_iid", "passk_batches", "per_problem_passk", "samples_saved",
-           "samples_saved_bootstrap", "batch_values", "sampling_se", "zero_variance"]
+           "samples_saved_bootstrap", "batch_values", "sampling_se"]
 
 
 def mean_and_se(per_problem: torch.Tensor) -> tuple[float, float]:
@@ -161,8 +161,3 @@ def sampling_se(values: torch.Tensor) -> float | None:
         return None
     return float(values.var(dim=1).sum().sqrt() / (P * math.sqrt(R)))
 
-
-def zero_variance(correct: torch.Tensor, k: int, blocks: bool) -> float:
-    """Fraction of k-batches whose samples are all correct or all wrong (``correct [P, R, K]``;
-    ``blocks`` as in :func:`batch_values`)."""
-    return float(batch_values(correct, k, blocks, "constant").mean())
