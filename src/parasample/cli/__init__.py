@@ -40,6 +40,7 @@ train_app = typer.Typer(help="Train the small models parasample ships (reproduci
 app.add_typer(train_app, name="train")
 train_app.command("dllm")(friendly_errors(train.train_dllm))
 train_app.command("ar")(friendly_errors(train.train_ar))
+train_app.command("rl")(friendly_errors(train.train_rl))
 
 bench_app = typer.Typer(help="Benchmarks: each runs on embedded defaults, shows progress, writes "
                         "CSV and PNG under --out, prints a summary and resumes when rerun.",

@@ -34,13 +34,17 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
                  loss: Callable[[Any, torch.Generator], torch.Tensor],
                  evaluate: Callable[[], dict[str, float]],
                  device: torch.device | str = "cpu", autocast: torch.dtype | None = None,
-                 progress=None, log=None, eval_every: int = 100, ckpt_every: int = 250) -> dict:
+                 progress=None, log=None, eval_every: int = 100, ckpt_every: int = 250,
+                 eval_at_start: bool = False) -> dict:
     """Train ``model`` (or resume from ``state_path``) and return the final training state.
 
     ``cfg`` is a frozen dataclass with ``steps, lr, warmup, weight_decay, seed``; it is stored in
     the state and a resume with another config is refused. ``batch(step, g)`` draws a batch
     from the data generator ``g``; ``loss(batch, g)`` is the scalar objective (it may draw its
-    masks from ``g``); ``evaluate()`` returns held-out metrics (the model is in eval mode).
+    masks from ``g``), or (objective, metrics of this step): those are kept for every step in the
+    state's ``steps`` list, and their means since the last evaluation join its ``history`` row;
+    ``evaluate()`` returns held-out metrics (the model is in eval mode); ``eval_at_start`` adds
+    a step-0 row to ``history`` (where a run starts from a trained model).
     ``progress(step, total, metrics)`` and ``log(message)`` are optional callbacks (the CLI
     shows a progress bar); training itself never prints. The model trains on ``device`` (data
     and masks are drawn on the CPU, from the explicit generator, so a seed gives the same batches
@@ -56,7 +60,7 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98),
                             weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    state = {"step": 0, "history": [], "elapsed_s": 0.0}
+    state = {"step": 0, "history": [], "steps": [], "elapsed_s": 0.0}
     if state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
         if saved["train_config"] != asdict(cfg):
@@ -65,7 +69,7 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optim"])
         g.set_state(saved["rng"])
-        state = {k: saved[k] for k in ("step", "history", "elapsed_s")}
+        state = {k: saved.get(k, []) for k in ("step", "history", "steps", "elapsed_s")}
         if log:
             log(f"resuming from step {state['step']} ({state_path})")
 
@@ -80,6 +84,12 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
     state_path.parent.mkdir(parents=True, exist_ok=True)
     model.train()
     t0, ema = time.perf_counter() - state["elapsed_s"], None
+    if eval_at_start and not state["history"]:
+        model.eval()
+        with torch.no_grad():
+            metrics = evaluate()
+        state["history"].append({"step": 0, **{k: round(v, 4) for k, v in metrics.items()},
+                                 "elapsed_s": 0.0})
     try:
         while state["step"] < cfg.steps:
             step = state["step"]
@@ -87,6 +97,7 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
                 group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
             with amp():
                 value = loss(batch(step, g), g)
+            value, step_metrics = value if isinstance(value, tuple) else (value, None)
             opt.zero_grad(set_to_none=True)
             value.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -94,13 +105,20 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
             loss_f = float(value.detach())
             ema = loss_f if ema is None else 0.98 * ema + 0.02 * loss_f
             state["step"] = step + 1
+            if step_metrics is not None:  # recorded with the step it belongs to (resume-safe)
+                state["steps"].append({"step": step + 1, **step_metrics})
             state["elapsed_s"] = time.perf_counter() - t0
             if state["step"] % eval_every == 0 or state["step"] == cfg.steps:
                 model.eval()
                 with torch.no_grad():
                     metrics = evaluate()
                 model.train()
+                window = [m for m in state["steps"] if m["step"] > (
+                    state["history"][-1]["step"] if state["history"] else 0)]
+                means = {k: sum(m[k] for m in window) / len(window)
+                         for k in (window[0] if window else {}) if k != "step"}
                 state["history"].append({"step": state["step"], "loss": round(ema, 4),
+                                         **{k: round(v, 4) for k, v in means.items()},
                                          **{k: round(v, 4) for k, v in metrics.items()},
                                          "elapsed_s": round(state["elapsed_s"], 1)})
                 if log:
