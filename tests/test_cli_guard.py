@@ -57,7 +57,8 @@ def _invalid(p) -> str:
 def test_the_tree_has_every_command():
     paths = {path for path, _ in _commands()}
     assert {("sample",), ("models",), ("train", "dllm"), ("train", "ar"), ("bench", "dllm"),
-            ("bench", "passk"), ("bench", "mcmc"), ("bench", "engines")} <= paths
+            ("bench", "passk"), ("bench", "mcmc"), ("bench", "engines"), ("train", "rl"),
+            ("bench", "rl")} <= paths
     assert len(NUMERIC) > 20
 
 

@@ -88,3 +88,54 @@ def test_cli_writes_the_curve_and_rejects_a_group_size_the_source_cannot_make(tm
     assert [r["step"] for r in rows] == ["0", "1", "2"]
     assert rows[1]["sampler"] == "arithmetic" and rows[1]["group_size"] == "4"
     assert {"reward", "zero_variance", "heldout_pass1", "heldout_pass4"} <= set(rows[1])
+
+
+def test_bench_rl_quick_writes_csvs_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
+    from parasample.bench import rl as br
+
+    cfg = br.RLBenchConfig.quick(samplers=("iid", "stratified"))
+    summary = br.run_benchmark(cfg, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "rl.csv")))
+    assert list(rows[0]) == br.RL_HEADER
+    assert {(r["sampler"], r["seed"]) for r in rows} == {
+        (s, str(i)) for s in ("iid", "stratified") for i in (0, 1)}
+    assert [r["step"] for r in rows if r["sampler"] == "iid" and r["seed"] == "0"] == [
+        "0", "1", "2"]
+    assert [r["sampler"] for r in summary] == ["iid", "stratified"]
+    assert all(r["seeds"] == 2 and 0 <= r["reached"] <= 2 for r in summary)
+    assert (tmp_path / "rl.png").exists()
+    before = (tmp_path / "rl.csv").read_text()
+    import parasample.rl.grpo as grpo
+    monkeypatch.setattr(grpo, "generate", lambda *a, **k: pytest.fail("trained again"))
+    br.run_benchmark(cfg, tmp_path)
+    assert (tmp_path / "rl.csv").read_text() == before
+
+
+def test_summary_counts_steps_to_target_over_seeds():
+    from parasample.bench.rl import summary_rows
+
+    def row(seed, step, p1, zv="0.5"):
+        return {"sampler": "iid", "group_size": "8", "seed": str(seed), "step": str(step),
+                "zero_variance": zv if step else "", "heldout_pass1": str(p1),
+                "elapsed_s": str(10 * step)}
+
+    rows = [row(0, 0, 0.2), row(0, 25, 0.35), row(0, 50, 0.4),
+            row(1, 0, 0.2), row(1, 25, 0.25), row(1, 50, 0.31),
+            row(2, 0, 0.2), row(2, 25, 0.22), row(2, 50, 0.28)]
+    (s,) = summary_rows(rows, target=0.3)
+    assert s["reached"] == 2 and s["seeds"] == 3
+    assert s["steps_to_target"] == 37.5 and s["steps_to_target_se"] == 12.5
+    assert s["seconds_to_target"] == 375.0 and s["zero_variance"] == 0.5
+    assert s["final_pass1"] == round((0.4 + 0.31 + 0.28) / 3, 4)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target", "1.5"], "not in (0.0, 1.0]"),
+    (["--target", "1"], "target=1.0"),
+    (["--steps", "0"], "--steps"),
+    (["-s", "sobol", "-G", "6"], "power-of-two"),
+])
+def test_bench_rl_bad_input(args, message, tmp_path):
+    res = CliRunner().invoke(app, ["bench", "rl", *args, "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert message in " ".join(res.output.split()), res.output

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from parasample.bench.csvlog import read_csv  # noqa: E402
 
 __all__ = ["ACC_COLOR", "TPUT_COLOR", "save_figure", "dual_axis_plot", "dllm_plots",
-           "passk_plot"]
+           "passk_plot", "rl_plot"]
 
 # One colour per quantity, the same in every chart (guide: "identical colour/order").
 ACC_COLOR, TPUT_COLOR = "tab:blue", "tab:orange"
@@ -86,7 +86,7 @@ def dllm_plots(out: Path, label: str = "") -> list[Path]:
 
 SAMPLER_STYLE = {"iid": ("black", "o-"), "sobol": ("tab:blue", "s-"),
                  "lattice": ("tab:green", "^-"), "antithetic": ("tab:red", "v-"),
-                 "arithmetic": ("tab:purple", "D-")}
+                 "arithmetic": ("tab:purple", "D-"), "stratified": ("tab:orange", "P-")}
 
 
 def passk_plot(out: Path) -> Path | None:
@@ -115,3 +115,36 @@ def passk_plot(out: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(fig, out / "passk.png")
+
+
+def rl_plot(out: Path) -> Path | None:
+    """``rl.png`` from ``out/rl.csv``: held-out pass@1 against GRPO step, one line per sampler
+    (mean over seeds) with a band of +- 1 SE over seeds, one panel per group size."""
+    import numpy as np
+
+    rows = read_csv(out / "rl.csv")
+    sizes = list(dict.fromkeys(int(r["group_size"]) for r in rows))
+    if not sizes:
+        return None
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4), squeeze=False)
+    for ax, G in zip(axes[0], sizes, strict=True):
+        for sampler in dict.fromkeys(r["sampler"] for r in rows):
+            by_step: dict[int, list[float]] = {}
+            for r in rows:
+                if r["sampler"] == sampler and int(r["group_size"]) == G:
+                    by_step.setdefault(int(r["step"]), []).append(float(r["heldout_pass1"]))
+            if not by_step:
+                continue
+            steps = sorted(by_step)
+            mean = np.array([np.mean(by_step[s]) for s in steps])
+            se = np.array([np.std(by_step[s], ddof=1) / np.sqrt(len(by_step[s]))
+                           if len(by_step[s]) > 1 else 0.0 for s in steps])
+            color, style = SAMPLER_STYLE.get(sampler, ("gray", "x-"))
+            ax.plot(steps, mean, style, color=color, label=sampler, markersize=4)
+            ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.15)
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel("held-out pass@1")
+        ax.set_title(f"groups of G = {G} (band: +- 1 SE over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return save_figure(fig, out / "rl.png")

@@ -10,7 +10,16 @@ from __future__ import annotations
 import typer
 
 from parasample import __version__
-from parasample.cli import bench_dllm, bench_engines, bench_mcmc, bench_passk, models, sample, train
+from parasample.cli import (
+    bench_dllm,
+    bench_engines,
+    bench_mcmc,
+    bench_passk,
+    bench_rl,
+    models,
+    sample,
+    train,
+)
 from parasample.cli.common import OneLineErrorsGroup, console, friendly_errors
 
 __all__ = ["app"]
@@ -50,4 +59,5 @@ bench_app.command("dllm")(friendly_errors(bench_dllm.bench_dllm))
 bench_app.command("passk")(friendly_errors(bench_passk.bench_passk))
 bench_app.command("mcmc")(friendly_errors(bench_mcmc.bench_mcmc))
 bench_app.command("engines")(friendly_errors(bench_engines.bench_engines))
+bench_app.command("rl")(friendly_errors(bench_rl.bench_rl))
 

@@ -1,0 +1,144 @@
+"""``parasample bench rl``: GRPO with i.i.d. against correlated groups (seed 003's RL claim).
+
+Every (G, sampler, seed) is one :func:`parasample.rl.train_rl` run with the same optimiser,
+batch and seed for every sampler; each keeps its own state file under ``states/`` (saved at
+every evaluation and on Ctrl-C), so an interrupted sweep resumes where it stopped and a finished
+unit is only read back. Outputs, rebuilt from the states after each unit: ``rl.csv`` (one row per
+evaluation of every run), ``summary.csv`` (per sampler and G: steps and seconds to the target
+held-out pass@1, the zero-variance fraction, the final pass@1, with standard errors over seeds)
+and ``rl.png`` (held-out pass@1 against step, one line per sampler, a band of one SE over
+seeds).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from parasample.bench.csvlog import write_csv
+from parasample.rl import GRPOConfig
+
+__all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "run_benchmark", "summary_rows"]
+
+RL_HEADER = ["sampler", "group_size", "seed", "step", "reward", "zero_variance", "heldout_pass1",
+             "heldout_passG", "elapsed_s"]
+SUMMARY_HEADER = ["sampler", "group_size", "target", "seeds", "reached", "steps_to_target",
+                  "steps_to_target_se", "seconds_to_target", "seconds_to_target_se",
+                  "zero_variance", "zero_variance_se", "final_pass1", "final_pass1_se"]
+
+
+@dataclass(frozen=True)
+class RLBenchConfig:
+    """The sweep: every sampler x group size x seed, one GRPO run each (see
+    :class:`~parasample.rl.GRPOConfig` for the run's own settings)."""
+
+    samplers: tuple[str, ...] = ("iid", "arithmetic", "stratified", "lattice")
+    group_sizes: tuple[int, ...] = (8,)
+    seeds: int = 3
+    seed: int = 0
+    target: float = 0.3
+    run: GRPOConfig = GRPOConfig(steps=100, eval_every=25)
+
+    def __post_init__(self):
+        if not 0 < self.target < 1:
+            raise ValueError(f"target={self.target}: a target held-out pass@1 lies in (0, 1).")
+        if self.seeds < 1:
+            raise ValueError(f"seeds={self.seeds} must be >= 1.")
+        if not self.samplers or not self.group_sizes:
+            raise ValueError("give at least one sampler and one group size.")
+        for s in self.samplers:
+            for g in self.group_sizes:
+                self.unit(s, g, self.seed)  # every unit's config is valid before any runs
+
+    def unit(self, sampler: str, group_size: int, seed: int) -> GRPOConfig:
+        return replace(self.run, sampler=sampler, group_size=group_size, seed=seed)
+
+    def units(self) -> list[GRPOConfig]:
+        return [self.unit(s, g, self.seed + i) for g in self.group_sizes for s in self.samplers
+                for i in range(self.seeds)]
+
+    @classmethod
+    def quick(cls, **kw) -> RLBenchConfig:
+        """Seconds: two seeds of 2 steps at G = 4 on 2 problems."""
+        run = GRPOConfig(group_size=4, problems_per_step=2, steps=2, eval_every=1,
+                         eval_problems=8)
+        return cls(**{"group_sizes": (4,), "seeds": 2, "run": run, **kw})
+
+
+def _rows(cfg: GRPOConfig, state: dict) -> list[dict]:
+    G = cfg.group_size
+    return [{"sampler": cfg.sampler, "group_size": G, "seed": cfg.seed, "step": h["step"],
+             "reward": h.get("reward", ""), "zero_variance": h.get("zero_variance", ""),
+             "heldout_pass1": h["heldout_pass1"], "heldout_passG": h[f"heldout_pass{G}"],
+             "elapsed_s": h["elapsed_s"]} for h in state["history"]]
+
+
+def _mean_se(xs: list[float]) -> tuple[float | str, float | str]:
+    if not xs:
+        return "", ""
+    se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else ""
+    return round(statistics.fmean(xs), 4), (round(se, 4) if se != "" else "")
+
+
+def summary_rows(rows: list[dict], target: float) -> list[dict]:
+    """Per (sampler, G): over seeds, the first evaluated step (and its seconds) whose held-out
+    pass@1 reaches ``target`` (mean +- SE over the seeds that reach it; ``reached`` counts them),
+    the mean zero-variance fraction of the run's steps and the last evaluation's pass@1."""
+    out = []
+    keys = list(dict.fromkeys((r["sampler"], int(r["group_size"])) for r in rows))
+    for sampler, G in keys:
+        runs: dict[int, list[dict]] = {}
+        for r in rows:
+            if (r["sampler"], int(r["group_size"])) == (sampler, G):
+                runs.setdefault(int(r["seed"]), []).append(r)
+        steps, secs, zero, final = [], [], [], []
+        for hist in runs.values():
+            hit = next((h for h in hist if float(h["heldout_pass1"]) >= target), None)
+            if hit is not None:
+                steps.append(float(hit["step"]))
+                secs.append(float(hit["elapsed_s"]))
+            zv = [float(h["zero_variance"]) for h in hist if h["zero_variance"] != ""]
+            if zv:
+                zero.append(statistics.fmean(zv))
+            final.append(float(hist[-1]["heldout_pass1"]))
+        row = {"sampler": sampler, "group_size": G, "target": target, "seeds": len(runs),
+               "reached": len(steps)}
+        for name, xs in (("steps_to_target", steps), ("seconds_to_target", secs),
+                         ("zero_variance", zero), ("final_pass1", final)):
+            row[name], row[f"{name}_se"] = _mean_se(xs)
+        out.append(row)
+    return out
+
+
+def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, device="cpu",
+                  autocast=None) -> list[dict]:
+    """Run (or resume) every unit, rewriting the CSVs and the plot after each; returns the
+    summary rows. ``progress(steps)`` is called after every optimiser step."""
+    from parasample.bench.plots import rl_plot
+    from parasample.rl import train_rl
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "states").mkdir(exist_ok=True)
+    rows: list[dict] = []
+    for unit in cfg.units():
+        name = f"{unit.sampler}-G{unit.group_size}-seed{unit.seed}"
+        done = [0]
+
+        def tick(step, total, metrics, done=done):
+            if progress:
+                progress(step - done[0])
+            done[0] = step
+
+        state = train_rl(unit, out / "states" / f"{name}.state.pt", progress=tick, log=(
+            (lambda m, name=name: log(f"{name}: {m}")) if log else None), device=device,
+            autocast=autocast)
+        if progress and done[0] < unit.steps:  # a finished unit read back
+            progress(unit.steps - done[0])
+        rows += _rows(unit, state)
+        write_csv(out / "rl.csv", RL_HEADER, rows)
+        summary = summary_rows(rows, cfg.target)
+        write_csv(out / "summary.csv", SUMMARY_HEADER, summary)
+        rl_plot(out)
+    return summary
