@@ -17,7 +17,8 @@ __all__ = ["ResumableCSV", "write_csv", "read_csv", "TIMING_COLUMNS"]
 TIMING_COLUMNS = frozenset({
     "wall_s", "forward_s", "forward_share", "throughput", "tokens_per_s", "mean_wallclock",
     "amortized_wallclock", "ratio_vs_hf", "wall_vs_iid", "calls_per_s", "speedup",
-    "speedup_vs_sequential", "wall_to_target_s"})
+    "speedup_vs_sequential", "wall_to_target_s", "elapsed_s", "seconds_to_target",
+    "seconds_to_target_se"})
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

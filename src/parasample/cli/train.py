@@ -141,8 +141,8 @@ def train_rl(
                               "file from `parasample train ar` to start from."),
     seed: int = seed_opt(0, "the problems and of every group's source"),
     state: str = typer.Option(None, "--state", help=STATE_HELP.replace("250 steps",
-                              "evaluation") + " Default: results/rl/<sampler>-G<G>-seed<seed>"
-                              ".state.pt."),
+                              "evaluation") + " Default: results/train/rl-<sampler>-G<G>-"
+                              "seed<seed>.state.pt."),
     out: str = typer.Option(None, "--out", help="CSV of the held-out curve (step, mean reward "
                             "and zero-variance fraction since the last evaluation, pass@1, "
                             "pass@G, seconds). Default: the state path with .csv."),
@@ -163,7 +163,7 @@ def train_rl(
     from parasample.rl import GRPOConfig
     from parasample.rl import train_rl as fn
 
-    state = state or f"results/rl/{sampler.value}-G{group_size}-seed{seed}.state.pt"
+    state = state or f"results/train/rl-{sampler.value}-G{group_size}-seed{seed}.state.pt"
     final = _train("rl", GRPOConfig, fn, steps, seed, state, None, threads, device, dtype,
                    sampler=sampler.value, group_size=group_size, problems_per_step=problems,
                    lr=lr, clip=clip, temperature=temperature, eval_every=eval_every,

@@ -9,7 +9,10 @@ weights as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,6 +22,27 @@ from typing import Any
 import torch
 
 __all__ = ["lr_at", "run_training", "export_checkpoint"]
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then raise KeyboardInterrupt: an
+    optimiser step interrupted half-way would leave weights that no resumed run reproduces.
+    Signal handlers can only be set from the main thread; elsewhere the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            raise KeyboardInterrupt
 
 
 def lr_at(step: int, *, lr: float, warmup: int, steps: int) -> float:
@@ -51,8 +75,6 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
     everywhere), under ``torch.autocast`` to ``autocast`` when given (weights stay float32). The
     shipped checkpoints were trained on the CPU in float32.
     """
-    import contextlib
-
     device = torch.device(device)
     model.to(device)
     amp = (lambda: torch.autocast(device.type, dtype=autocast)) if autocast else \
@@ -84,13 +106,37 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
     state_path.parent.mkdir(parents=True, exist_ok=True)
     model.train()
     t0, ema = time.perf_counter() - state["elapsed_s"], None
-    if eval_at_start and not state["history"]:
+
+    def evaluate_into_history() -> None:
+        """Held-out metrics of the current step, with the step metrics' means since the last
+        evaluation. Also run on a resume that stopped inside an evaluation, so an interrupted
+        run's history equals an uninterrupted one's."""
         model.eval()
         with torch.no_grad():
             metrics = evaluate()
-        state["history"].append({"step": 0, **{k: round(v, 4) for k, v in metrics.items()},
-                                 "elapsed_s": 0.0})
+        model.train()
+        since = state["history"][-1]["step"] if state["history"] else 0
+        window = [m for m in state["steps"] if m["step"] > since]
+        means = {k: sum(m[k] for m in window) / len(window)
+                 for k in (window[0] if window else {}) if k != "step"}
+        state["history"].append({"step": state["step"],
+                                 **({} if ema is None else {"loss": round(ema, 4)}),
+                                 **{k: round(v, 4) for k, v in means.items()},
+                                 **{k: round(v, 4) for k, v in metrics.items()},
+                                 "elapsed_s": round(state["elapsed_s"], 1)})
+        if log:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+            lossed = "" if ema is None else f"loss {ema:.3f}, "
+            log(f"step {state['step']}: {lossed}{shown}, {state['elapsed_s'] / 60:.1f} min")
+
+    def due() -> bool:  # an evaluation point whose row is not in the history yet
+        at = state["step"] % eval_every == 0 or state["step"] == cfg.steps
+        last = state["history"][-1]["step"] if state["history"] else None
+        return at and last != state["step"] and (state["step"] > 0 or eval_at_start)
+
     try:
+        if due():  # step 0 (eval_at_start), or a resume that stopped inside an evaluation
+            evaluate_into_history()
         while state["step"] < cfg.steps:
             step = state["step"]
             for group in opt.param_groups:
@@ -101,30 +147,16 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
             opt.zero_grad(set_to_none=True)
             value.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            loss_f = float(value.detach())
-            ema = loss_f if ema is None else 0.98 * ema + 0.02 * loss_f
-            state["step"] = step + 1
-            if step_metrics is not None:  # recorded with the step it belongs to (resume-safe)
-                state["steps"].append({"step": step + 1, **step_metrics})
-            state["elapsed_s"] = time.perf_counter() - t0
-            if state["step"] % eval_every == 0 or state["step"] == cfg.steps:
-                model.eval()
-                with torch.no_grad():
-                    metrics = evaluate()
-                model.train()
-                window = [m for m in state["steps"] if m["step"] > (
-                    state["history"][-1]["step"] if state["history"] else 0)]
-                means = {k: sum(m[k] for m in window) / len(window)
-                         for k in (window[0] if window else {}) if k != "step"}
-                state["history"].append({"step": state["step"], "loss": round(ema, 4),
-                                         **{k: round(v, 4) for k, v in means.items()},
-                                         **{k: round(v, 4) for k, v in metrics.items()},
-                                         "elapsed_s": round(state["elapsed_s"], 1)})
-                if log:
-                    shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-                    log(f"step {state['step']}: loss {ema:.3f}, {shown}, "
-                        f"{state['elapsed_s'] / 60:.1f} min")
+            with _interrupts_deferred():  # the update and its bookkeeping happen together
+                opt.step()
+                loss_f = float(value.detach())
+                ema = loss_f if ema is None else 0.98 * ema + 0.02 * loss_f
+                state["step"] = step + 1
+                if step_metrics is not None:
+                    state["steps"].append({"step": step + 1, **step_metrics})
+                state["elapsed_s"] = time.perf_counter() - t0
+            if due():
+                evaluate_into_history()
             if state["step"] % ckpt_every == 0:
                 save()
             if progress:
