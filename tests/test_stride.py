@@ -131,7 +131,7 @@ def test_batch_values_statistics_and_errors():
     assert batch_values(ok, 2, blocks=False).tolist() == [[1.0, 1.0]]
     assert batch_values(ok, 2, blocks=True, statistic="constant").tolist() == [[1.0, 1.0]]
     assert batch_values(ok, 4, blocks=True, statistic="constant").tolist() == [[0.0, 1.0]]
-    with pytest.raises(ValueError, match="must divide"):
+    with pytest.raises(ValueError, match="do not split into blocks"):
         batch_values(ok, 3, blocks=True)
     with pytest.raises(ValueError, match="choose 'any'"):
         batch_values(ok, 2, blocks=True, statistic="mean")

@@ -20,7 +20,8 @@ from pathlib import Path
 from parasample.bench.csvlog import write_csv
 from parasample.rl import GRPOConfig
 
-__all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "run_benchmark", "summary_rows"]
+__all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "curve_rows", "run_benchmark",
+           "summary_rows"]
 
 RL_HEADER = ["sampler", "group_size", "seed", "step", "reward", "zero_variance", "heldout_pass1",
              "heldout_passG", "elapsed_s"]
@@ -67,7 +68,8 @@ class RLBenchConfig:
         return cls(**{"group_sizes": (4,), "seeds": 2, "run": run, **kw})
 
 
-def _rows(cfg: GRPOConfig, state: dict) -> list[dict]:
+def curve_rows(cfg: GRPOConfig, state: dict) -> list[dict]:
+    """``rl.csv`` rows of one run: its ``history`` (one row per evaluation) with its identity."""
     G = cfg.group_size
     return [{"sampler": cfg.sampler, "group_size": G, "seed": cfg.seed, "step": h["step"],
              "reward": h.get("reward", ""), "zero_variance": h.get("zero_variance", ""),
@@ -136,7 +138,7 @@ def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, dev
             autocast=autocast)
         if progress and done[0] < unit.steps:  # a finished unit read back
             progress(unit.steps - done[0])
-        rows += _rows(unit, state)
+        rows += curve_rows(unit, state)
         write_csv(out / "rl.csv", RL_HEADER, rows)
         summary = summary_rows(rows, cfg.target)
         write_csv(out / "summary.csv", SUMMARY_HEADER, summary)

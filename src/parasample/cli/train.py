@@ -128,7 +128,7 @@ def train_rl(
                               "at 16 x 8 samples on 2 cores)."),
     lr: float = typer.Option(3e-5, "--lr", callback=greater_than(0.0, 1.0), help="AdamW peak "
                              "learning rate in (0, 1) (1e-4 collapses the shipped model's "
-                             "pass@1; 3e-5 improves it)."),
+                             "pass@1; 3e-5 is stable)."),
     clip: float = typer.Option(0.2, "--clip", callback=greater_than(0.0, 1.0), help="Policy-ratio "
                                "clip epsilon in (0, 1)."),
     temperature: float = typer.Option(1.0, "--temperature", "-t", callback=greater_than(0.0),
@@ -143,9 +143,10 @@ def train_rl(
     state: str = typer.Option(None, "--state", help=STATE_HELP.replace("250 steps",
                               "evaluation") + " Default: results/train/rl-<sampler>-G<G>-"
                               "seed<seed>.state.pt."),
-    out: str = typer.Option(None, "--out", help="CSV of the held-out curve (step, mean reward "
-                            "and zero-variance fraction since the last evaluation, pass@1, "
-                            "pass@G, seconds). Default: the state path with .csv."),
+    out: str = typer.Option(None, "--out", help="CSV of the held-out curve, bench rl's rl.csv "
+                            "columns (step, mean reward and zero-variance fraction since the "
+                            "last evaluation, pass@1, pass@G, seconds). Default: the state path "
+                            "with .csv."),
     threads: int = threads_opt(2),
     device: str = typer.Option("cpu", "--device", help="cpu, auto, cuda or cuda:i."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, or bfloat16 / float16 "
@@ -160,6 +161,7 @@ def train_rl(
     from pathlib import Path
 
     from parasample.bench.csvlog import write_csv
+    from parasample.bench.rl import RL_HEADER, curve_rows
     from parasample.rl import GRPOConfig
     from parasample.rl import train_rl as fn
 
@@ -168,10 +170,7 @@ def train_rl(
                    sampler=sampler.value, group_size=group_size, problems_per_step=problems,
                    lr=lr, clip=clip, temperature=temperature, eval_every=eval_every,
                    eval_problems=eval_problems, model=model)
-    rows = [{"sampler": sampler.value, "group_size": group_size, "seed": seed, **h}
-            for h in final["history"]]
-    header = list(dict.fromkeys(k for r in rows for k in r))
     path = Path(out) if out else Path(state).with_suffix("").with_suffix(".csv")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(path, header, rows)
+    write_csv(path, RL_HEADER, curve_rows(final["train_config"], final))
     console.print(f"wrote {path}")

@@ -90,7 +90,7 @@ def per_problem_passk(correct: torch.Tensor, ks: list[int], iid: bool) -> torch.
         c = correct.reshape(P, R * K).sum(1).tolist()
         return torch.tensor([[pass_at_k(R * K, int(ci), k) for k in ks] for ci in c],
                             dtype=torch.float64)
-    return torch.stack([correct[:, :, :k].any(-1).double().mean(1) for k in ks], dim=1)
+    return torch.stack([batch_values(correct, k, blocks=False).mean(1) for k in ks], dim=1)
 
 
 def samples_saved_bootstrap(ks: list[int], iid: torch.Tensor, corr: torch.Tensor, *,
@@ -138,8 +138,8 @@ def batch_values(correct: torch.Tensor, k: int, blocks: bool, statistic: str = "
     group of k with zero reward variance, which teaches nothing).
     """
     P, R, K = correct.shape
-    if k > K or K % k:
-        raise ValueError(f"k={k} must divide the {K} samples per batch.")
+    if k > K or (blocks and K % k):
+        raise ValueError(f"k={k}: the {K} samples per batch do not split into blocks of k.")
     x = correct[:, :, :k] if not blocks else correct
     x = x.reshape(P, R, -1, k)  # [P, R, blocks, k]
     if statistic == "any":

@@ -20,7 +20,8 @@ from parasample.models.trainer import export_checkpoint, run_training
 from parasample.models.transformer import CausalLMAdapter, TinyTransformer, TransformerConfig
 from parasample.tasks.arith import ArithChainTask, CharTokenizer
 
-__all__ = ["ARTrainConfig", "ar_loss", "train_ar", "export_checkpoint", "heldout_pass1"]
+__all__ = ["ARTrainConfig", "ar_loss", "train_ar", "export_checkpoint", "heldout_pass1",
+           "solved_fraction"]
 
 
 @dataclass(frozen=True)
@@ -81,20 +82,30 @@ def _batch(cfg: ARTrainConfig, tok: CharTokenizer, g: torch.Generator):
 
 
 @torch.no_grad()
-def heldout_pass1(adapter: CausalLMAdapter, task: ArithChainTask, n: int, seed: int,
-                  gen_length: int) -> float:
-    """Fraction of ``n`` held-out problems solved by one temperature-1 sample each."""
-    from parasample.ancestral import SamplingConfig, generate
+def solved_fraction(adapter: CausalLMAdapter, task: ArithChainTask, problems: list, sampler: str,
+                    k: int, generator: torch.Generator, config) -> float:
+    """Fraction of ``problems`` with a correct answer among one k-group of ``sampler`` each
+    (pass@k of that sampler; k = 1 with ``iid``: pass@1)."""
+    from parasample.ancestral import generate
     from parasample.noise import make_source
 
     tok = CharTokenizer()
-    probs = task.problems(n, split="test", seed=seed)
-    ids = encode_prompts([p.prompt for p in probs], tok)
-    src = make_source("iid", n, generator=torch.Generator().manual_seed(seed))
-    out = generate(adapter, ids, torch.ones_like(ids), src,
-                   SamplingConfig(max_new_tokens=gen_length))
-    texts = [tok.decode(r) for r in out.tokens]
-    return sum(task.is_correct(t, p.answer) for t, p in zip(texts, probs, strict=True)) / n
+    ids = encode_prompts([p.prompt for p in problems], tok)  # [P, L]
+    src = make_source(sampler, len(problems) * k, k, generator=generator)
+    out = generate(adapter, ids, torch.ones_like(ids), src, config, samples_per_prompt=k)
+    ok = torch.tensor([task.is_correct(tok.decode(r), problems[i // k].answer)
+                       for i, r in enumerate(out.tokens)]).view(len(problems), k)
+    return float(ok.any(1).double().mean())
+
+
+def heldout_pass1(adapter: CausalLMAdapter, task: ArithChainTask, n: int, seed: int,
+                  gen_length: int) -> float:
+    """Fraction of ``n`` held-out problems solved by one temperature-1 sample each."""
+    from parasample.ancestral import SamplingConfig
+
+    return solved_fraction(adapter, task, task.problems(n, split="test", seed=seed), "iid", 1,
+                           torch.Generator().manual_seed(seed),
+                           SamplingConfig(max_new_tokens=gen_length))
 
 
 def train_ar(cfg: ARTrainConfig, state_path: Path, *, progress=None, log=None, device="cpu",

@@ -91,7 +91,8 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optim"])
         g.set_state(saved["rng"])
-        state = {k: saved.get(k, []) for k in ("step", "history", "steps", "elapsed_s")}
+        state = {"steps": saved.get("steps", []),  # states written before per-step metrics
+                 **{k: saved[k] for k in ("step", "history", "elapsed_s")}}
         if log:
             log(f"resuming from step {state['step']} ({state_path})")
 

@@ -105,17 +105,6 @@ def clipped_objective(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Ten
     return -per_sample.mean()
 
 
-def _passk_at(adapter, task, problems, sampler: str, k: int, seed, config) -> float:
-    """Fraction of ``problems`` with a correct sample among one k-group of ``sampler``."""
-    tok = adapter.tokenizer
-    ids = encode_prompts([p.prompt for p in problems], tok)
-    src = make_source(sampler, len(problems) * k, k, generator=derive_generator(*seed))
-    out = generate(adapter, ids, torch.ones_like(ids), src, config, samples_per_prompt=k)
-    ok = torch.tensor([task.is_correct(tok.decode(r), problems[i // k].answer)
-                       for i, r in enumerate(out.tokens)]).view(len(problems), k)
-    return float(ok.any(1).double().mean())
-
-
 def train_rl(cfg: GRPOConfig, state_path: Path, *, progress=None, log=None, device="cpu",
              autocast=None) -> dict:
     """Run GRPO (or resume it from ``state_path``); returns the training state, whose
@@ -123,6 +112,7 @@ def train_rl(cfg: GRPOConfig, state_path: Path, *, progress=None, log=None, devi
     per-step ``reward`` and ``zero_variance`` since the previous one) and ``steps`` every step's.
     """
     from parasample.models.registry import load_checkpoint
+    from parasample.models.train_ar import solved_fraction
     from parasample.models.trainer import run_training
     from parasample.models.transformer import CausalLMAdapter
     from parasample.tasks.arith import ArithChainTask, CharTokenizer
@@ -168,10 +158,10 @@ def train_rl(cfg: GRPOConfig, state_path: Path, *, progress=None, log=None, devi
         return value, {"reward": float(r.mean()), "zero_variance": float(constant.mean())}
 
     def evaluate() -> dict:
-        pass1 = _passk_at(adapter, task, heldout, "iid", 1, (cfg.seed, "rl-eval", "iid"),
-                          sampling)
-        passg = _passk_at(adapter, task, heldout, cfg.sampler, G,
-                          (cfg.seed, "rl-eval", cfg.sampler, G), sampling)
+        pass1 = solved_fraction(adapter, task, heldout, "iid", 1,
+                                derive_generator(cfg.seed, "rl-eval", "iid"), sampling)
+        passg = solved_fraction(adapter, task, heldout, cfg.sampler, G,
+                                derive_generator(cfg.seed, "rl-eval", cfg.sampler, G), sampling)
         return {"heldout_pass1": pass1, f"heldout_pass{G}": passg}
 
     return run_training(model, model.cfg, cfg, state_path, batch=batch, loss=loss,
