@@ -44,3 +44,11 @@ def test_a_ray_address_that_does_not_answer_fails_fast_and_writes_nothing(tmp_pa
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "no Ray cluster answers" in lines[0]
     assert time.perf_counter() - t0 < 10 and not (tmp_path / "out").exists()
+
+
+def test_bench_rl_on_local_ray_writes_the_rows_of_the_plain_run(tmp_path):
+    args = ["bench", "rl", "--quick", "-s", "iid", "-s", "stratified"]
+    _run(args, tmp_path / "plain")
+    _run([*args, "--ray", "local"], tmp_path / "ray")
+    plain = _csvs(tmp_path / "plain")
+    assert list(plain) == ["rl.csv", "summary.csv"] and _csvs(tmp_path / "ray") == plain

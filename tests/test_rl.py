@@ -4,6 +4,7 @@ resumes after an interruption to the same weights and writes its curve from the 
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import pytest
 import torch
@@ -73,6 +74,34 @@ def test_tiny_run_records_the_curve_and_resumes_to_the_same_weights(sampler, tmp
     for (k, a), b in zip(out["model"].state_dict().items(), ref["model"].state_dict().values(),
                          strict=True):
         assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_inner_updates_resume_to_the_same_weights_and_move_further(tmp_path):
+    cfg = GRPOConfig(sampler="lattice", updates_per_batch=3, lr=1e-3, **TINY)
+
+    def stop_at_2(step, total, metrics):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_rl(cfg, tmp_path / "run.pt", progress=stop_at_2)
+    out = train_rl(cfg, tmp_path / "run.pt")["model"].state_dict()
+    ref = train_rl(cfg, tmp_path / "ref.pt")["model"].state_dict()
+    one = train_rl(replace(cfg, updates_per_batch=1), tmp_path / "one.pt")["model"].state_dict()
+    assert all(torch.allclose(out[k], ref[k], atol=1e-6) for k in ref)
+    assert any(not torch.allclose(one[k], ref[k], atol=1e-6) for k in ref)
+
+
+def test_bench_config_gives_every_group_size_the_same_samples_per_step():
+    from parasample.bench.rl import RLBenchConfig
+
+    cfg = RLBenchConfig(samplers=("iid", "lattice"), group_sizes=(4, 8, 16), seeds=1)
+    assert {(u.group_size, u.problems_per_step) for u in cfg.units()} == {(4, 32), (8, 16),
+                                                                          (16, 8)}
+    with pytest.raises(ValueError, match=r"multiple of every G .*\(e.g. 96\)"):
+        RLBenchConfig(group_sizes=(16,), samples_per_step=90)
+    assert RLBenchConfig(samples_per_step=None, group_sizes=(4,)).units()[0].problems_per_step \
+        == 16
 
 
 def test_cli_writes_the_curve_and_rejects_a_group_size_the_source_cannot_make(tmp_path):

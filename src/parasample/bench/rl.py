@@ -21,7 +21,7 @@ from parasample.bench.csvlog import write_csv
 from parasample.rl import GRPOConfig
 
 __all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "curve_rows", "run_benchmark",
-           "summary_rows"]
+           "run_unit", "summary_rows"]
 
 RL_HEADER = ["sampler", "group_size", "seed", "step", "reward", "zero_variance", "heldout_pass1",
              "heldout_passG", "elapsed_s"]
@@ -33,14 +33,17 @@ SUMMARY_HEADER = ["sampler", "group_size", "target", "seeds", "reached", "steps_
 @dataclass(frozen=True)
 class RLBenchConfig:
     """The sweep: every sampler x group size x seed, one GRPO run each (see
-    :class:`~parasample.rl.GRPOConfig` for the run's own settings)."""
+    :class:`~parasample.rl.GRPOConfig` for the run's own settings). Every run draws
+    ``samples_per_step`` samples per step, ``samples_per_step / G`` problems of G, so each G
+    costs the same per step; ``None`` keeps ``run.problems_per_step`` problems for every G."""
 
     samplers: tuple[str, ...] = ("iid", "arithmetic", "stratified", "lattice")
-    group_sizes: tuple[int, ...] = (8,)
+    group_sizes: tuple[int, ...] = (4, 8, 16)
     seeds: int = 3
     seed: int = 0
-    target: float = 0.3
-    run: GRPOConfig = GRPOConfig(steps=100, eval_every=25)
+    target: float = 0.25
+    samples_per_step: int | None = 128
+    run: GRPOConfig = GRPOConfig(steps=50, eval_every=25, eval_problems=128)
 
     def __post_init__(self):
         if not 0 < self.target < 1:
@@ -50,11 +53,24 @@ class RLBenchConfig:
         if not self.samplers or not self.group_sizes:
             raise ValueError("give at least one sampler and one group size.")
         for s in self.samplers:
+            for g in self.group_sizes:  # the source's own check (G of a Sobol net, ...) first
+                replace(self.run, sampler=s, group_size=g)
+        for g in self.group_sizes:
+            if self.samples_per_step is not None and (
+                    self.samples_per_step % g or self.samples_per_step < 2 * g):
+                raise ValueError(f"samples per step {self.samples_per_step} with G={g}: give a "
+                                 f"multiple of every G of at least 2 G (e.g. "
+                                 f"{max(2, -(-self.samples_per_step // g)) * g}), so each step "
+                                 "has whole groups.")
+        for s in self.samplers:
             for g in self.group_sizes:
                 self.unit(s, g, self.seed)  # every unit's config is valid before any runs
 
     def unit(self, sampler: str, group_size: int, seed: int) -> GRPOConfig:
-        return replace(self.run, sampler=sampler, group_size=group_size, seed=seed)
+        problems = (self.run.problems_per_step if self.samples_per_step is None
+                    else self.samples_per_step // group_size)
+        return replace(self.run, sampler=sampler, group_size=group_size, seed=seed,
+                       problems_per_step=problems)
 
     def units(self) -> list[GRPOConfig]:
         return [self.unit(s, g, self.seed + i) for g in self.group_sizes for s in self.samplers
@@ -64,8 +80,9 @@ class RLBenchConfig:
     def quick(cls, **kw) -> RLBenchConfig:
         """Seconds: two seeds of 2 steps at G = 4 on 2 problems."""
         run = GRPOConfig(group_size=4, problems_per_step=2, steps=2, eval_every=1,
-                         eval_problems=8)
-        return cls(**{"group_sizes": (4,), "seeds": 2, "run": run, **kw})
+                         eval_problems=8, eval_samples=2)
+        return cls(**{"group_sizes": (4,), "seeds": 2, "samples_per_step": 8, "run": run,
+                      **kw})
 
 
 def curve_rows(cfg: GRPOConfig, state: dict) -> list[dict]:
@@ -114,33 +131,58 @@ def summary_rows(rows: list[dict], target: float) -> list[dict]:
     return out
 
 
-def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, device="cpu",
-                  autocast=None) -> list[dict]:
-    """Run (or resume) every unit, rewriting the CSVs and the plot after each; returns the
-    summary rows. ``progress(steps)`` is called after every optimiser step."""
-    from parasample.bench.plots import rl_plot
+def run_unit(unit: GRPOConfig, state_path: Path | str, device: str = "cpu", autocast=None,
+             progress=None, log=None) -> list[dict]:
+    """One run of the sweep (resumed from ``state_path`` if it exists): its ``rl.csv`` rows.
+    Module-level, so that a Ray worker can run it."""
     from parasample.rl import train_rl
+
+    return curve_rows(unit, train_rl(unit, Path(state_path), progress=progress, log=log,
+                                     device=device, autocast=autocast))
+
+
+def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, device="cpu",
+                  autocast=None, executor=None) -> list[dict]:
+    """Run (or resume) every unit, rewriting the CSVs and the plot after each; returns the
+    summary rows. ``progress(steps)`` is called after every optimiser step (in this process)
+    or every finished run (``executor``: e.g. Ray workers, which write the same state files,
+    so on one machine an interrupted sweep resumes either way)."""
+    from parasample.bench.plots import rl_plot
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "states").mkdir(exist_ok=True)
+    units = cfg.units()
+    paths = [out / "states" / f"{u.sampler}-G{u.group_size}-seed{u.seed}.state.pt"
+             for u in units]
+    if executor is None or executor.name == "local":
+        results = (_in_process(u, p, device, autocast, progress, log)
+                   for u, p in zip(units, paths, strict=True))
+    else:
+        results = executor.map(run_unit, [(u, str(p), str(device), autocast)
+                                          for u, p in zip(units, paths, strict=True)])
     rows: list[dict] = []
-    for unit in cfg.units():
-        name = f"{unit.sampler}-G{unit.group_size}-seed{unit.seed}"
-        done = [0]
-
-        def tick(step, total, metrics, done=done):
-            if progress:
-                progress(step - done[0])
-            done[0] = step
-
-        state = train_rl(unit, out / "states" / f"{name}.state.pt", progress=tick, log=(
-            (lambda m, name=name: log(f"{name}: {m}")) if log else None), device=device,
-            autocast=autocast)
-        if progress and done[0] < unit.steps:  # a finished unit read back
-            progress(unit.steps - done[0])
-        rows += curve_rows(unit, state)
+    for unit, unit_rows in zip(units, results, strict=True):
+        if progress and executor is not None and executor.name != "local":
+            progress(unit.steps)
+        rows += unit_rows
         write_csv(out / "rl.csv", RL_HEADER, rows)
         summary = summary_rows(rows, cfg.target)
         write_csv(out / "summary.csv", SUMMARY_HEADER, summary)
         rl_plot(out)
     return summary
+
+
+def _in_process(unit: GRPOConfig, path: Path, device, autocast, progress, log) -> list[dict]:
+    """:func:`run_unit` here, with a progress tick per optimiser step."""
+    name, done = path.name.removesuffix(".state.pt"), [0]
+
+    def tick(step, total, metrics):
+        if progress:
+            progress(step - done[0])
+        done[0] = step
+
+    rows = run_unit(unit, path, device, autocast, progress=tick,
+                    log=(lambda m: log(f"{name}: {m}")) if log else None)
+    if progress and done[0] < unit.steps:  # a finished unit read back
+        progress(unit.steps - done[0])
+    return rows

@@ -124,8 +124,11 @@ def train_rl(
                                    "antithetic)."),
     problems: int = typer.Option(16, "--problems-per-step", min=1, help="Groups per step (a step "
                                  "draws problems x G samples)."),
-    steps: int = typer.Option(200, "--steps", min=1, help="Optimiser steps (about 1.1 s each "
+    steps: int = typer.Option(200, "--steps", min=1, help="Steps, one batch each (about 1.1 s "
                               "at 16 x 8 samples on 2 cores)."),
+    updates: int = typer.Option(1, "--updates-per-batch", min=1, help="Optimiser updates on "
+                                "each step's batch (GRPO's inner iterations; > 1 lets the clip "
+                                "act)."),
     lr: float = typer.Option(3e-5, "--lr", callback=greater_than(0.0, 1.0), help="AdamW peak "
                              "learning rate in (0, 1) (1e-4 collapses the shipped model's "
                              "pass@1; 3e-5 is stable)."),
@@ -137,6 +140,8 @@ def train_rl(
                                    "evaluations (pass@1 and pass@G) and checkpoints."),
     eval_problems: int = typer.Option(256, "--eval-problems", min=1, help="Held-out problems per "
                                       "evaluation."),
+    eval_samples: int = typer.Option(4, "--eval-samples", min=1, help="i.i.d. samples per "
+                                     "held-out problem for pass@1 (more: a smaller variance)."),
     model: str = typer.Option("ar-arith", "--model", help="Shipped AR checkpoint name or a .pt "
                               "file from `parasample train ar` to start from."),
     seed: int = seed_opt(0, "the problems and of every group's source"),
@@ -168,8 +173,9 @@ def train_rl(
     state = state or f"results/train/rl-{sampler.value}-G{group_size}-seed{seed}.state.pt"
     final = _train("rl", GRPOConfig, fn, steps, seed, state, None, threads, device, dtype,
                    sampler=sampler.value, group_size=group_size, problems_per_step=problems,
-                   lr=lr, clip=clip, temperature=temperature, eval_every=eval_every,
-                   eval_problems=eval_problems, model=model)
+                   updates_per_batch=updates, lr=lr, clip=clip, temperature=temperature,
+                   eval_every=eval_every, eval_problems=eval_problems, eval_samples=eval_samples,
+                   model=model)
     path = Path(out) if out else Path(state).with_suffix("").with_suffix(".csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_csv(path, RL_HEADER, curve_rows(final["train_config"], final))

@@ -82,10 +82,9 @@ def _batch(cfg: ARTrainConfig, tok: CharTokenizer, g: torch.Generator):
 
 
 @torch.no_grad()
-def solved_fraction(adapter: CausalLMAdapter, task: ArithChainTask, problems: list, sampler: str,
-                    k: int, generator: torch.Generator, config) -> float:
-    """Fraction of ``problems`` with a correct answer among one k-group of ``sampler`` each
-    (pass@k of that sampler; k = 1 with ``iid``: pass@1)."""
+def correct_matrix(adapter: CausalLMAdapter, task: ArithChainTask, problems: list, sampler: str,
+                   k: int, generator: torch.Generator, config) -> torch.Tensor:
+    """``[P, k]`` bool: which samples of one k-group of ``sampler`` per problem are correct."""
     from parasample.ancestral import generate
     from parasample.noise import make_source
 
@@ -95,6 +94,14 @@ def solved_fraction(adapter: CausalLMAdapter, task: ArithChainTask, problems: li
     out = generate(adapter, ids, torch.ones_like(ids), src, config, samples_per_prompt=k)
     ok = torch.tensor([task.is_correct(tok.decode(r), problems[i // k].answer)
                        for i, r in enumerate(out.tokens)]).view(len(problems), k)
+    return ok
+
+
+def solved_fraction(adapter: CausalLMAdapter, task: ArithChainTask, problems: list, sampler: str,
+                    k: int, generator: torch.Generator, config) -> float:
+    """Fraction of ``problems`` with a correct answer among one k-group of ``sampler`` each
+    (pass@k of that sampler; k = 1 with ``iid``: pass@1)."""
+    ok = correct_matrix(adapter, task, problems, sampler, k, generator, config)
     return float(ok.any(1).double().mean())
 
 

@@ -59,7 +59,7 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
                  evaluate: Callable[[], dict[str, float]],
                  device: torch.device | str = "cpu", autocast: torch.dtype | None = None,
                  progress=None, log=None, eval_every: int = 100, ckpt_every: int = 250,
-                 eval_at_start: bool = False) -> dict:
+                 eval_at_start: bool = False, updates_per_batch: int = 1) -> dict:
     """Train ``model`` (or resume from ``state_path``) and return the final training state.
 
     ``cfg`` is a frozen dataclass with ``steps, lr, warmup, weight_decay, seed``; it is stored in
@@ -69,6 +69,8 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
     state's ``steps`` list, and their means since the last evaluation join its ``history`` row;
     ``evaluate()`` returns held-out metrics (the model is in eval mode); ``eval_at_start`` adds
     a step-0 row to ``history`` (where a run starts from a trained model).
+    ``updates_per_batch`` optimiser updates are taken on each batch (PPO / GRPO's inner
+    iterations; the step's metrics are the first's, on the batch as drawn); a step is one batch.
     ``progress(step, total, metrics)`` and ``log(message)`` are optional callbacks (the CLI
     shows a progress bar); training itself never prints. The model trains on ``device`` (data
     and masks are drawn on the CPU, from the explicit generator, so a seed gives the same batches
@@ -143,14 +145,20 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
             with amp():
-                value = loss(batch(step, g), g)
-            value, step_metrics = value if isinstance(value, tuple) else (value, None)
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            with _interrupts_deferred():  # the update and its bookkeeping happen together
-                opt.step()
-                loss_f = float(value.detach())
+                b = batch(step, g)
+            with contextlib.ExitStack() as updating:
+                for update in range(updates_per_batch):
+                    with amp():
+                        value = loss(b, g)
+                    value, metrics = value if isinstance(value, tuple) else (value, None)
+                    if update == 0:  # the metrics of the batch as drawn (on-policy)
+                        loss_f, step_metrics = float(value.detach()), metrics
+                    opt.zero_grad(set_to_none=True)
+                    value.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    if update == 0:  # the updates and their bookkeeping happen together
+                        updating.enter_context(_interrupts_deferred())
+                    opt.step()
                 ema = loss_f if ema is None else 0.98 * ema + 0.02 * loss_f
                 state["step"] = step + 1
                 if step_metrics is not None:

@@ -39,18 +39,23 @@ class GRPOConfig:
         group_size: G, samples per problem (allowed by the source: Sobol and lattice groups need
             a power of two, antithetic ones an even number).
         problems_per_step: groups per step; a step draws ``problems_per_step * G`` samples.
+        updates_per_batch: optimiser updates on each step's batch (GRPO's inner iterations mu:
+            after the first, the policy ratio moves away from 1 and the clip bounds it).
         steps, lr, warmup, weight_decay: the optimiser (AdamW, linear warm-up, cosine to lr/10,
             gradient norm clipped at 1: :mod:`parasample.models.trainer`).
         clip: the policy-ratio clip epsilon.
         temperature: of the sampling policy (1: the model's own distribution).
-        eval_every, eval_problems: held-out pass@1 (one i.i.d. sample per problem) and pass@G
-            (one group of the sampler per problem) every ``eval_every`` steps.
+        eval_every, eval_problems, eval_samples: every ``eval_every`` steps, held-out pass@1
+            (the fraction correct of ``eval_samples`` i.i.d. samples per problem: an unbiased
+            estimate with a smaller variance than one sample's) and pass@G (one group of the
+            sampler per problem).
         model: the shipped AR checkpoint (or a .pt file) to start from.
     """
 
     sampler: str = "iid"
     group_size: int = 8
     problems_per_step: int = 16
+    updates_per_batch: int = 1
     steps: int = 200
     lr: float = 3e-5
     warmup: int = 1
@@ -59,14 +64,15 @@ class GRPOConfig:
     temperature: float = 1.0
     eval_every: int = 25
     eval_problems: int = 256
+    eval_samples: int = 4
     model: str = "ar-arith"
     seed: int = 0
 
     def __post_init__(self):
         if self.sampler not in SOURCES:
             raise ValueError(f"sampler {self.sampler!r}: choose one of {', '.join(SOURCES)}.")
-        for name in ("group_size", "problems_per_step", "steps", "warmup", "eval_every",
-                     "eval_problems"):
+        for name in ("group_size", "problems_per_step", "updates_per_batch", "steps", "warmup",
+                     "eval_every", "eval_problems", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
         if self.group_size < 2:
@@ -112,7 +118,7 @@ def train_rl(cfg: GRPOConfig, state_path: Path, *, progress=None, log=None, devi
     per-step ``reward`` and ``zero_variance`` since the previous one) and ``steps`` every step's.
     """
     from parasample.models.registry import load_checkpoint
-    from parasample.models.train_ar import solved_fraction
+    from parasample.models.train_ar import correct_matrix, solved_fraction
     from parasample.models.trainer import run_training
     from parasample.models.transformer import CausalLMAdapter
     from parasample.tasks.arith import ArithChainTask, CharTokenizer
@@ -158,8 +164,9 @@ def train_rl(cfg: GRPOConfig, state_path: Path, *, progress=None, log=None, devi
         return value, {"reward": float(r.mean()), "zero_variance": float(constant.mean())}
 
     def evaluate() -> dict:
-        pass1 = solved_fraction(adapter, task, heldout, "iid", 1,
-                                derive_generator(cfg.seed, "rl-eval", "iid"), sampling)
+        pass1 = float(correct_matrix(adapter, task, heldout, "iid", cfg.eval_samples,
+                                     derive_generator(cfg.seed, "rl-eval", "iid"),
+                                     sampling).double().mean())
         passg = solved_fraction(adapter, task, heldout, cfg.sampler, G,
                                 derive_generator(cfg.seed, "rl-eval", cfg.sampler, G), sampling)
         return {"heldout_pass1": pass1, f"heldout_pass{G}": passg}
@@ -167,4 +174,4 @@ def train_rl(cfg: GRPOConfig, state_path: Path, *, progress=None, log=None, devi
     return run_training(model, model.cfg, cfg, state_path, batch=batch, loss=loss,
                         evaluate=evaluate, progress=progress, log=log, device=device,
                         autocast=autocast, eval_every=cfg.eval_every, ckpt_every=cfg.eval_every,
-                        eval_at_start=True)
+                        eval_at_start=True, updates_per_batch=cfg.updates_per_batch)
