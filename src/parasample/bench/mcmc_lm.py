@@ -55,6 +55,7 @@ class _NoStop:
 
     def __init__(self, lm):
         self.lm, self.vocab_size = lm, lm.vocab_size
+        self.pads_exactly = getattr(lm, "pads_exactly", False)
 
     def start(self, ids, mask):
         return self.lm.start(ids, mask)

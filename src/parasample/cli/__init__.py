@@ -11,6 +11,7 @@ import typer
 
 from parasample import __version__
 from parasample.cli import (
+    bench_align,
     bench_dllm,
     bench_engines,
     bench_mcmc,
@@ -58,6 +59,7 @@ app.add_typer(bench_app, name="bench")
 bench_app.command("dllm")(friendly_errors(bench_dllm.bench_dllm))
 bench_app.command("passk")(friendly_errors(bench_passk.bench_passk))
 bench_app.command("mcmc")(friendly_errors(bench_mcmc.bench_mcmc))
+bench_app.command("align")(friendly_errors(bench_align.bench_align))
 bench_app.command("engines")(friendly_errors(bench_engines.bench_engines))
 bench_app.command("rl")(friendly_errors(bench_rl.bench_rl))
 

@@ -14,9 +14,14 @@ Top-p makes q zero outside the nucleus, so the chain can only reach sequences wh
 lies in its nucleus: it then targets pi restricted to that support (as SMC does). A state outside
 it (say, a random start) moves to the first proposal inside it.
 
-A proposal whose reward is NaN is rejected and counted. One step costs one pass of the AR model
-over the sequence (``max_new_tokens`` calls); the per-token log p and log q of the current state
-are kept, so the replaced suffix costs nothing to score.
+A proposal whose reward is NaN is rejected and counted. The per-token log p and log q of the
+current state are kept, so the replaced suffix costs nothing to score. Cost of a move: with a
+model whose prefill honours left padding exactly (``model.pads_exactly``, as transformers'
+causal LMs do: positions come from the attention mask), the kept prefix y_<i is prefilled with
+the prompt in one call and only the suffix is generated (QAlign's appendix B): 1 + (L - min_b i_b)
+calls for a batch of chains, about half of the uncached cost for one chain. Otherwise (``cached
+= False``, or the toy LMs) every kept token is fed back one call at a time: 1 + L calls. Both
+draw token t of the suffix from uniform t, so the same uniforms give the same chain (tested).
 """
 
 from __future__ import annotations
@@ -59,16 +64,41 @@ def noise_dims(length: int) -> int:
     return length + 2
 
 
-def _regenerate(u, keep, y, model, prompt_ids, attention_mask, sampling):
-    """Keep ``y[:, :keep]`` and draw the rest from q: tokens ``[B, L]``, per-token log p and
-    log q ``[B, L]`` (0 after EOS), model calls."""
-    B, L = y.shape
+def _uniform_at(u, t: torch.Tensor, ar) -> torch.Tensor:
+    """Each row's uniform for its position ``t [R]``: ``u [R, L]`` or ``u(t, ar)`` (a sampler
+    whose uniforms depend on the step's distributions, as mt-QUEST's reverse tries do)."""
+    if callable(u):
+        return u(t, ar)
+    return u.gather(1, t.clamp(max=u.shape[1] - 1)[:, None])[:, 0]
+
+
+def _start(model, prompt_ids, attention_mask, rows):
+    """Prefill one row per chain and repeat it to the rows ``rows [R]`` (their chains)."""
     ar = ar_init(model, prompt_ids, attention_mask)
+    if rows is None:
+        return ar
+    return ar._replace(tokens=ar.tokens[rows], logprobs=ar.logprobs[rows],
+                       logits=ar.logits[rows], cache=model.reorder(ar.cache, rows),
+                       done=ar.done[rows])
+
+
+def _regenerate(u, keep, y, model, prompt_ids, attention_mask, sampling, rows=None,
+                forced_rows=None):
+    """Keep ``y[:, :keep]`` and draw the rest from q: tokens ``[R, L]``, per-token log p and
+    log q ``[R, L]`` (0 after EOS), model calls. ``y [B, L]``, ``keep [B]`` are per chain;
+    ``rows [R]`` (default: one row per chain) says which chain each output row continues, and
+    ``forced_rows [R]`` marks rows that reproduce their chain's y whole (teacher forcing)."""
+    B, L = y.shape
+    ar = _start(model, prompt_ids, attention_mask, rows)
+    rows = torch.arange(B, device=y.device) if rows is None else rows
+    y_r, keep_r = y[rows], keep[rows]
+    if forced_rows is not None:
+        keep_r = torch.where(forced_rows, L, keep_r)
     nfe, logp = 1, []
-    pos = torch.arange(L, device=y.device)
     for t in range(L):
-        forced = torch.where(pos[t] < keep, y[:, t], -1)
-        ar, info = ar_step(u[:, t], ar, model, sampling, advance=t < L - 1, forced=forced)
+        forced = torch.where(t < keep_r, y_r[:, t], -1)
+        ar, info = ar_step(_uniform_at(u, torch.full_like(keep_r, t), ar), ar, model, sampling,
+                           advance=t < L - 1, forced=forced)
         nfe += info.nfe
         logp.append(info.logp)
         if info.n_active == 0 and t < L - 1:  # every row has ended: pad with EOS (log-probs 0)
@@ -76,8 +106,52 @@ def _regenerate(u, keep, y, model, prompt_ids, attention_mask, sampling):
                 tokens=torch.nn.functional.pad(ar.tokens, (0, L - 1 - t), value=model.eos_id),
                 logprobs=torch.nn.functional.pad(ar.logprobs, (0, L - 1 - t)))
             break
-    logp = torch.nn.functional.pad(torch.stack(logp, 1), (0, L - len(logp)))  # [B, L]
+    logp = torch.nn.functional.pad(torch.stack(logp, 1), (0, L - len(logp)))  # [R, L]
     return ar.tokens, logp, ar.logprobs, nfe
+
+
+def _prefix_prompts(prompt_ids, attention_mask, y, keep):
+    """Prompt + y_<keep per row as one left-padded prompt batch: ``[B, P + max keep]`` ids and
+    mask (each row's real tokens moved to the right end, in order)."""
+    K = int(keep.max())
+    pos = torch.arange(K, device=y.device)
+    ids = torch.cat([prompt_ids, y[:, :K]], dim=1)
+    mask = torch.cat([attention_mask.to(y.device).long(),
+                      (pos[None] < keep[:, None]).long()], dim=1)  # [B, P + K]
+    order = torch.sort(mask, dim=1, stable=True).indices  # padding first, real tokens in order
+    return ids.gather(1, order), mask.gather(1, order)
+
+
+def _regenerate_cached(u, keep, y, logp_old, logq_old, model, prompt_ids, attention_mask,
+                       sampling, rows=None, forced_rows=None):
+    """:func:`_regenerate` with the kept prefix prefilled together with the prompt (one call
+    per chain): row r then generates positions keep, keep + 1, ... of its chain from uniforms
+    at those positions (forced rows: their chain's tokens). The kept positions' log p and
+    log q are the current state's (same tokens, same prefix)."""
+    B, L = y.shape
+    ar = _start(model, *_prefix_prompts(prompt_ids.to(y.device), attention_mask, y, keep), rows)
+    rows = torch.arange(B, device=y.device) if rows is None else rows
+    y_r, keep_r, R = y[rows], keep[rows], rows.shape[0]
+    pos = torch.arange(L, device=y.device)
+    kept = pos[None] < keep_r[:, None]  # [R, L]
+    tokens = torch.where(kept, y_r, y_r if model.eos_id is None else model.eos_id)
+    logp = torch.where(kept, logp_old[rows], 0.0)
+    logq = torch.where(kept, logq_old[rows], 0.0)
+    idx, nfe, steps = torch.arange(R, device=y.device), 1, L - int(keep.min())
+    for j in range(steps):
+        t = keep_r + j  # [R] each row's position
+        at = t.clamp(max=L - 1)
+        forced = None if forced_rows is None else torch.where(forced_rows, y_r[idx, at], -1)
+        ar, info = ar_step(_uniform_at(u, t, ar), ar, model, sampling, advance=j < steps - 1,
+                           forced=forced)
+        nfe += info.nfe
+        live = t < L  # rows past position L - 1 have no more tokens to draw
+        tokens[idx[live], at[live]] = ar.tokens[live, -1]
+        logq[idx[live], at[live]] = ar.logprobs[live, -1]
+        logp[idx[live], at[live]] = info.logp[live].to(logp.dtype)
+        if info.n_active == 0:  # every row has ended: the rest stays EOS (log-probs 0)
+            break
+    return tokens, logp, logq, nfe
 
 
 def init(y: torch.Tensor, reward, model, prompt_ids: torch.Tensor,
@@ -112,17 +186,29 @@ def _suffix(x: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
 
 
 def step(u: torch.Tensor, state: QuestState, model, prompt_ids: torch.Tensor,
-         attention_mask: torch.Tensor, reward, beta: float, sampling: SamplingConfig
-         ) -> tuple[QuestState, QuestInfo]:
-    """One QUEST move per chain; ``u [B, L + 2]``; ``prompt_ids [B, P]`` one row per chain."""
+         attention_mask: torch.Tensor, reward, beta: float, sampling: SamplingConfig,
+         cached: bool | None = None) -> tuple[QuestState, QuestInfo]:
+    """One QUEST move per chain; ``u [B, L + 2]``; ``prompt_ids [B, P]`` one row per chain.
+    ``cached``: prefill the kept prefix with the prompt (default: when ``model.pads_exactly``);
+    False feeds it back token by token (the reference; the same chain)."""
     if not beta > 0:
         raise ValueError(f"beta={beta} must be > 0 (pi ~ p exp(r / beta)).")
     L = state.y.shape[1]
     _check(sampling, L)
     u = u.to(state.y.device)
     cut = (u[:, 0] * state.length).long().clamp(max=L - 1)  # uniform in {0..|y|-1}
-    y_new, logp_new, logq_new, nfe = _regenerate(u[:, 1:L + 1], cut, state.y, model, prompt_ids,
-                                                 attention_mask, sampling)
+    if cached is None:
+        cached = bool(getattr(model, "pads_exactly", False))
+    elif cached and not getattr(model, "pads_exactly", False):
+        raise ValueError(f"cached QUEST needs a model whose prefill honours left padding "
+                         f"(pads_exactly); {type(model).__name__} does not: use cached=False.")
+    if cached:
+        y_new, logp_new, logq_new, nfe = _regenerate_cached(
+            u[:, 1:L + 1], cut, state.y, state.logp, state.logq, model, prompt_ids,
+            attention_mask, sampling)
+    else:
+        y_new, logp_new, logq_new, nfe = _regenerate(u[:, 1:L + 1], cut, state.y, model,
+                                                     prompt_ids, attention_mask, sampling)
     r_new = reward(y_new).to(torch.float64)
     len_new = lengths_with_eos(y_new, model.eos_id)
     outside = torch.isinf(state.logq).any(1)  # y has a token q can never draw (top-p)

@@ -39,7 +39,12 @@ class EnergyTarget(Protocol):
 
 @runtime_checkable
 class ARModel(Protocol):
-    """An autoregressive LM stepped token by token with an opaque cache state."""
+    """An autoregressive LM stepped token by token with an opaque cache state.
+
+    Optional: ``pads_exactly = True`` says that :meth:`start` gives every row the results of its
+    unpadded prompt however much left padding (attention mask 0) it carries (transformers'
+    causal LMs, whose positions come from the mask); QUEST then prefills a kept prefix together
+    with the prompt."""
 
     vocab_size: int
     eos_id: int | None

@@ -113,6 +113,9 @@ class HFCausalLM:
     tokenizer: Any
     name: str = "hf"
     use_cache: bool = True
+    #: any left padding (attention mask 0) leaves the real tokens' results those of an unpadded
+    #: prompt, since positions come from the mask (QUEST prefills kept prefixes so)
+    pads_exactly = True
 
     def __post_init__(self):
         self.model.eval()
