@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -231,3 +232,150 @@ def test_bad_input(call, message):
     x = torch.zeros(4, 4, dtype=torch.long)
     with pytest.raises(ValueError, match=message):
         call(t, x)
+
+
+@pytest.mark.parametrize("temperature,top_p,eos", [(1.0, 1.0, 2), (0.7, 0.9, 2),
+                                                   (1.0, 1.0, None)])
+def test_cached_quest_gives_the_chain_of_token_by_token_quest_in_fewer_calls(temperature, top_p,
+                                                                             eos):
+    """Prefilling the kept prefix with the prompt (one call) draws the same suffixes from the
+    same uniforms as feeding it back token by token; a batch of chains whose prompts differ in
+    length (left padding), with EOS, temperature and top-p."""
+    from types import SimpleNamespace
+
+    from parasample.targets.hf import HFCausalLM
+    from tests.test_targets import _tiny_llama
+
+    lm = HFCausalLM(_tiny_llama(), SimpleNamespace(eos_token_id=eos, pad_token_id=0))
+    B, L = 6, 12
+    cfg = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=L)
+    ids = torch.randint(3, 50, (B, 5), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[::2, :2] = 0  # every other prompt is 2 tokens shorter
+    y0 = generate(lm, ids, mask, make_source("iid", B, generator=torch.Generator()
+                                             .manual_seed(1)), cfg).tokens
+    y0 = torch.nn.functional.pad(y0, (0, L - y0.shape[1]), value=eos or 0)
+
+    def reward(y):  # EOS padding (token 2) counts: the tilt favours sequences that end early
+        return (y % 3 == 2).sum(-1).double()
+
+    chains, calls = {}, {}
+    for cached in (False, True):
+        st = quest.init(y0, reward, lm, ids, mask, cfg)
+        src = make_source("iid", B, generator=torch.Generator().manual_seed(2))
+        traj, calls[cached] = [], 0
+        for _ in range(12):
+            st, info = quest.step(src.uniform(L + 2), st, lm, ids, mask, reward, 0.5, cfg,
+                                  cached=cached)
+            traj.append((st.y.clone(), info.accepted.clone()))
+            calls[cached] += info.nfe
+        chains[cached] = (traj, st)
+    for (y_a, acc_a), (y_b, acc_b) in zip(chains[False][0], chains[True][0], strict=True):
+        assert torch.equal(y_a, y_b) and torch.equal(acc_a, acc_b)
+    assert any(bool(a.any()) for _, a in chains[True][0])  # the chains move
+    if eos is not None:
+        assert bool((chains[True][1].length < L).any())  # and some end before L
+    if not cfg.q_is_p:  # the kept log-probs carry over exactly where they matter
+        a, b = chains[False][1], chains[True][1]
+        assert torch.allclose(a.logp, b.logp, atol=1e-4) and torch.allclose(a.logq, b.logq,
+                                                                             atol=1e-4)
+    # a batch runs L - (its smallest cut) steps: fewer calls unless some chain is cut at 0 in
+    # every move (here: a chain of length 1 under EOS)
+    assert calls[True] <= calls[False] and (eos is not None or calls[True] < calls[False])
+
+
+def test_cached_quest_refuses_a_model_without_exact_padding():
+    base, target = _toy_with_eos()
+    cfg = SamplingConfig(max_new_tokens=3)
+    ids = torch.zeros(2, 1, dtype=torch.long)
+    st = quest.init(torch.ones(2, 3, dtype=torch.long), target.reward, base, ids,
+                    torch.ones_like(ids), cfg)
+    with pytest.raises(ValueError, match="use cached=False"):
+        quest.step(torch.rand(2, 5, dtype=torch.float64), st, base, ids, torch.ones_like(ids),
+                   target.reward, 0.5, cfg, cached=True)
+
+
+@pytest.mark.parametrize("source,weights,tries,temperature", [
+    ("iid", "lambda1", 4, 1.0), ("iid", "importance", 4, 1.0), ("lattice", "lambda1", 4, 1.0),
+    ("lattice", "importance", 3, 0.5), ("antithetic", "lambda1", 4, 0.5),
+    ("antithetic", "importance", 2, 1.0), ("iid", "lambda1", 1, 0.5)])
+def test_mt_quest_leaves_the_tilted_target_invariant(source, weights, tries, temperature):
+    """Multiple-try QUEST (i.i.d. or correlated tries, both weightings, under temperature too):
+    chains started at exact draws of pi are still distributed as pi after 6 moves."""
+    from parasample.mcmc import mtquest
+
+    base, target = _toy_with_eos()
+    B, L = 12000, 3
+    cfg = SamplingConfig(temperature=temperature, max_new_tokens=L)
+    ids = torch.zeros(B, 1, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    pi = exact_distribution(target)
+    st = mtquest.init(_exact_draws(target, B, 0), target.reward, base, ids, mask, cfg)
+    src = make_source("iid", B, generator=torch.Generator().manual_seed(1))
+    acc = 0.0
+    for _ in range(6):
+        st, info = mtquest.step(src.uniform(mtquest.noise_dims(L, tries)), st, base, ids, mask,
+                                target.reward, 0.5, cfg, tries=tries, source=source,
+                                weights=weights)
+        acc += float(info.accepted.double().mean()) / 6
+    emp = torch.bincount(state_index(st.y, 3), minlength=27).double()
+    assert chi2_pvalue(emp, pi) > 1e-3
+    assert float(tvd(emp / B, pi)) < 2 * iid_tvd_floor(pi, B)
+    assert 0.2 < acc < 1  # it moves
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(tries=0), "tries=0 must be"), (dict(source="sobol"), "choose one of iid, lattice"),
+    (dict(source="antithetic", tries=3), "use 4"), (dict(weights="x"), "weights 'x'"),
+    (dict(beta=0.0), "beta=0.0 must be > 0")])
+def test_mt_quest_bad_input(kw, message):
+    from parasample.mcmc import mtquest
+
+    base, target = _toy_with_eos()
+    cfg = SamplingConfig(max_new_tokens=3)
+    ids = torch.zeros(2, 1, dtype=torch.long)
+    st = mtquest.init(torch.ones(2, 3, dtype=torch.long), target.reward, base, ids,
+                      torch.ones_like(ids), cfg)
+    beta = kw.pop("beta", 0.5)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        mtquest.step(torch.rand(2, mtquest.noise_dims(3, kw.get("tries", 4)) if
+                                kw.get("tries", 4) > 0 else 3, dtype=torch.float64), st, base,
+                     ids, torch.ones_like(ids), target.reward, beta, cfg, **kw)
+
+
+@pytest.mark.parametrize("source", ["iid", "lattice"])
+def test_cached_mt_quest_gives_the_chain_of_token_by_token_mt_quest(source):
+    """mt-QUEST's 2k rows per chain continue the prefilled prefix exactly as when it is fed
+    back token by token: the same uniforms give the same chain (transformers model, left
+    padding, EOS, temperature and top-p)."""
+    from types import SimpleNamespace
+
+    from parasample.mcmc import mtquest
+    from parasample.targets.hf import HFCausalLM
+    from tests.test_targets import _tiny_llama
+
+    lm = HFCausalLM(_tiny_llama(), SimpleNamespace(eos_token_id=2, pad_token_id=0))
+    B, L, k = 3, 8, 4
+    cfg = SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=L)
+    ids = torch.randint(3, 50, (B, 5), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[::2, :2] = 0
+    y0 = generate(lm, ids, mask, make_source("iid", B, generator=torch.Generator()
+                                             .manual_seed(1)), cfg).tokens
+    y0 = torch.nn.functional.pad(y0, (0, L - y0.shape[1]), value=2)
+
+    def reward(y):
+        return (y % 3 == 2).sum(-1).double()
+
+    runs = {}
+    for cached in (False, True):
+        st = mtquest.init(y0, reward, lm, ids, mask, cfg)
+        src = make_source("iid", B, generator=torch.Generator().manual_seed(2))
+        runs[cached] = []
+        for _ in range(6):
+            st, info = mtquest.step(src.uniform(mtquest.noise_dims(L, k)), st, lm, ids, mask,
+                                    reward, 0.5, cfg, tries=k, source=source, cached=cached)
+            runs[cached].append((st.y.clone(), info.accepted.clone(), info.nfe))
+    for (y_a, acc_a, n_a), (y_b, acc_b, n_b) in zip(runs[False], runs[True], strict=True):
+        assert torch.equal(y_a, y_b) and torch.equal(acc_a, acc_b) and n_b <= n_a
+    assert any(bool(a.any()) for _, a, _ in runs[True])
