@@ -41,9 +41,9 @@ class RLBenchConfig:
     group_sizes: tuple[int, ...] = (4, 8, 16)
     seeds: int = 3
     seed: int = 0
-    target: float = 0.25
+    target: float = 0.3
     samples_per_step: int | None = 128
-    run: GRPOConfig = GRPOConfig(steps=50, eval_every=25, eval_problems=128)
+    run: GRPOConfig = GRPOConfig(steps=30, eval_every=15, eval_problems=128)
 
     def __post_init__(self):
         if not 0 < self.target < 1:

@@ -34,7 +34,7 @@ def bench_rl(
                                           "antithetic)."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per (sampler, G): --seed, "
                               "--seed + 1, ..."),
-    steps: int = typer.Option(50, "--steps", min=1, help="GRPO steps per run (about 1 s each "
+    steps: int = typer.Option(30, "--steps", min=1, help="GRPO steps per run (about 1 s each "
                               "at 128 samples on 2 cores)."),
     samples: int = typer.Option(128, "--samples-per-step", min=1, help="Samples per step, the "
                                 "same for every G: samples / G problems of G samples each (a "
@@ -45,13 +45,13 @@ def bench_rl(
     lr: float = typer.Option(3e-5, "--lr", callback=greater_than(0.0, 1.0), help="AdamW peak "
                              "learning rate in (0, 1), the same for every sampler (1e-4 "
                              "collapses the shipped model)."),
-    eval_every: int = typer.Option(25, "--eval-every", min=1, help="Steps between held-out "
+    eval_every: int = typer.Option(15, "--eval-every", min=1, help="Steps between held-out "
                                    "evaluations (pass@1, pass@G) and checkpoints."),
     eval_problems: int = typer.Option(128, "--eval-problems", min=1, help="Held-out problems "
                                       "per evaluation."),
     eval_samples: int = typer.Option(4, "--eval-samples", min=1, help="i.i.d. samples per "
                                      "held-out problem for pass@1 (more: a smaller variance)."),
-    target: float = typer.Option(0.25, "--target", callback=greater_than(0.0, 1.0), help="Target "
+    target: float = typer.Option(0.3, "--target", callback=greater_than(0.0, 1.0), help="Target "
                                  "held-out pass@1 in (0, 1) for steps and seconds to target (the "
                                  "shipped model starts at 0.21)."),
     out: str = out_opt("rl"),

@@ -131,7 +131,8 @@ def train_rl(cfg: GRPOConfig, state_path: Path, *, progress=None, log=None, devi
     adapter = CausalLMAdapter(model, eos_id=tok.eos_id, tokenizer=tok)
     sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=gen_length)
     B, G = cfg.problems_per_step, cfg.group_size
-    heldout = task.problems(cfg.eval_problems, split="test", seed=cfg.seed)
+    # the same held-out problems for every run: seeds and samplers differ in training only
+    heldout = task.problems(cfg.eval_problems, split="test", seed=0)
 
     def batch(step: int, g: torch.Generator) -> dict:
         problems = []
