@@ -1,5 +1,5 @@
-"""``parasample bench align`` (so far: cached QUEST against token-by-token QUEST on SmolLM2):
-the quick run writes identical chains and fewer calls, resumes, and rejects bad input."""
+"""``parasample bench align``: (a) the toy tilted LM's curves and summaries, (b) cached QUEST
+against token-by-token QUEST on SmolLM2 (identical chains, fewer calls); resumes; bad input."""
 
 from __future__ import annotations
 
@@ -22,15 +22,46 @@ def test_bench_align_quick_writes_identical_chains_and_a_rerun_computes_nothing(
     plain, cached = rows
     assert cached["identical_to_uncached"] == "1.0"
     assert float(cached["calls_per_move"]) <= float(plain["calls_per_move"])
-    before = (tmp_path / "quest_cache.csv").read_text()
+    toy = list(csv.DictReader(open(tmp_path / "toy.csv")))
+    assert {r["sampler"] for r in toy} == {"importance-resampling", "quest", "mt-quest", "smc",
+                                           "pncg"}
+    assert {r["tries_source"] for r in toy if r["sampler"] == "mt-quest"} == {
+        "iid", "lattice", "antithetic"}
+    assert all(0 <= float(r["tvd"]) <= 1 and float(r["calls"]) >= 1 for r in toy)
+    summary = list(csv.DictReader(open(tmp_path / "toy_summary.csv")))
+    assert len(summary) == len({(r["sampler"], r["tries_source"], r["size"]) for r in toy})
+    assert (tmp_path / "align_toy.png").exists() and (tmp_path / "toy_tries.csv").exists()
+    before = {p.name: p.read_text() for p in tmp_path.glob("*.csv")}
     import parasample.bench.align as align
     monkeypatch.setattr(align, "_chain", lambda *a, **k: pytest.fail("ran again"))
+    monkeypatch.setattr(align, "toy_unit", lambda *a, **k: pytest.fail("ran again"))
     assert runner.invoke(app, args).exit_code == 0
-    assert (tmp_path / "quest_cache.csv").read_text() == before
+    assert {p.name: p.read_text() for p in tmp_path.glob("*.csv")} == before
+
+
+def test_toy_summaries_count_calls_to_a_tvd_and_correlated_tries_against_iid():
+    from parasample.bench.align import correlated_tries_ratio, toy_summary_rows
+
+    def row(source, seed, budget, calls, wall, tvd):
+        return {"sampler": "mt-quest", "tries_source": source, "size": "4", "seed": str(seed),
+                "budget": str(budget), "calls": str(calls), "wall_s": str(wall),
+                "tvd": str(tvd)}
+
+    rows = [row("iid", 0, 1, 5, 1.0, 0.3), row("iid", 0, 2, 10, 2.0, 0.1),
+            row("lattice", 0, 1, 5, 1.1, 0.09), row("lattice", 0, 2, 10, 2.2, 0.05),
+            row("iid", 1, 1, 5, 1.0, 0.2), row("iid", 1, 2, 10, 2.0, 0.1),
+            row("lattice", 1, 1, 5, 1.0, 0.2), row("lattice", 1, 2, 10, 2.0, 0.1)]
+    iid, lat = toy_summary_rows(rows, target_tvd=0.15)
+    assert iid["reached"] == 2 and iid["calls_to_target"] == 10.0
+    assert lat["reached"] == 2 and lat["calls_to_target"] == 7.5
+    (ratio,) = correlated_tries_ratio(rows)
+    assert ratio["tries_source"] == "lattice" and ratio["censored"] == 0
+    assert ratio["wall_ratio_to_iid"] == round((1.1 / 2.0 + 2.0 / 2.0) / 2, 4)
 
 
 @pytest.mark.parametrize("args,message", [
     (["--beta", "0"], "--beta"), (["--chains", "0"], "--chains"), (["--moves", "0"], "--moves"),
+    (["--target-tvd", "1"], "target TVD 1.0"), (["--toy-samples", "0"], "--toy-samples"),
 ])
 def test_bench_align_bad_input(args, message, tmp_path):
     res = CliRunner().invoke(app, ["bench", "align", *args, "--out", str(tmp_path)])

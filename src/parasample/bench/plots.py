@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from parasample.bench.csvlog import read_csv  # noqa: E402
 
 __all__ = ["ACC_COLOR", "TPUT_COLOR", "save_figure", "dual_axis_plot", "dllm_plots",
-           "passk_plot", "rl_plot"]
+           "passk_plot", "rl_plot", "align_toy_plot"]
 
 # One colour per quantity, the same in every chart (guide: "identical colour/order").
 ACC_COLOR, TPUT_COLOR = "tab:blue", "tab:orange"
@@ -148,3 +148,46 @@ def rl_plot(out: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(fig, out / "rl.png")
+
+
+def align_toy_plot(out: Path) -> Path | None:
+    """``align_toy.png`` from ``out/toy.csv``: TVD to the exact target against model calls
+    (left) and against wallclock (right), one line per sampler (mean over seeds), with the
+    i.i.d. floor; one-shot samplers (importance resampling, SMC) are one point per size."""
+    import numpy as np
+
+    rows = read_csv(out / "toy.csv")
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    keys = list(dict.fromkeys((r["sampler"], r["tries_source"], r["size"]) for r in rows))
+    colors = plt.get_cmap("tab20").colors
+    families = list(dict.fromkeys(k[0] for k in keys))
+    for i, (sampler, source, size) in enumerate(keys):
+        pts: dict[int, list[tuple[float, float, float]]] = {}
+        for r in rows:
+            if (r["sampler"], r["tries_source"], r["size"]) == (sampler, source, size):
+                pts.setdefault(int(r["budget"]), []).append(
+                    (float(r["calls"]), float(r["wall_s"]), float(r["tvd"])))
+        budgets = sorted(pts)
+        mean = np.array([np.mean(pts[b], axis=0) for b in budgets])  # [budgets, 3]
+        one_shot = sampler in ("importance-resampling", "smc")
+        label = sampler + (f" {source}" if source else "") + (
+            f" K={size}" if sampler == "mt-quest" else f" n={size}" if one_shot else "")
+        style = ("o" if one_shot else ".-")
+        color = colors[(2 * families.index(sampler) + (i % 2)) % len(colors)]
+        for ax, col in zip(axes, (0, 1), strict=True):
+            ax.plot(mean[:, col], mean[:, 2], style, color=color, label=label, markersize=4)
+    floor = float(rows[0]["floor_tvd"])
+    for ax, xlabel in zip(axes, ("model calls per output (sequential)", "wallclock (s)"),
+                          strict=True):
+        ax.axhline(floor, color="gray", ls=":", label="i.i.d. floor")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("TVD to the exact tilted target")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("quality against model calls", fontsize=10)
+    axes[1].set_title("quality against wallclock (this machine)", fontsize=10)
+    axes[1].legend(fontsize=6, ncol=2)
+    return save_figure(fig, out / "align_toy.png")

@@ -1,5 +1,6 @@
-"""``parasample bench align``: samplers of reward-tilted LM targets at equal compute (seed 000's
-open questions). So far: cached QUEST against token-by-token QUEST on SmolLM2."""
+"""``parasample bench align``: samplers of reward-tilted LM targets at equal calls and equal
+wallclock (seed 000's open questions): (a) the exact toy tilted LM, (b) so far cached QUEST
+against token-by-token QUEST on SmolLM2."""
 
 from __future__ import annotations
 
@@ -24,49 +25,120 @@ __all__ = ["bench_align"]
 
 def bench_align(
     ctx: typer.Context,
-    chains: list[int] = typer.Option([1, 8], "--chains", "-c", min=1, help="QUEST chains run "
-                                     "as one batch (repeat for several)."),
-    length: int = typer.Option(32, "--length", "-L", min=1, help="Tokens per sequence (QUEST "
-                               "regenerates a suffix of it each move)."),
-    moves: int = typer.Option(12, "--moves", min=1, help="QUEST moves per chain and variant."),
+    toy_samples: int = typer.Option(4096, "--toy-samples", min=1, help="(a) Outputs per sampler "
+                                    "(chains, resampling sets or SMC systems)."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="(a) Seeds per sampler (SEs are over "
+                              "them)."),
+    target_tvd: float = typer.Option(None, "--target-tvd", callback=greater_than(0.0, 1.0),
+                                     help="(a) TVD in (0, 1) that the summary's calls and "
+                                     "seconds are measured to (default 1.5 x the i.i.d. "
+                                     "floor)."),
+    skip_toy: bool = typer.Option(False, "--skip-toy", help="Skip part (a)."),
+    skip_lm: bool = typer.Option(False, "--skip-lm", help="Skip part (b), SmolLM2."),
+    chains: list[int] = typer.Option([1, 8], "--chains", "-c", min=1, help="(b) QUEST chains "
+                                     "run as one batch (repeat for several)."),
+    length: int = typer.Option(32, "--length", "-L", min=1, help="(b) Tokens per sequence "
+                               "(QUEST regenerates a suffix of it each move)."),
+    moves: int = typer.Option(12, "--moves", min=1, help="(b) QUEST moves per chain and "
+                              "variant."),
     beta: float = typer.Option(0.5, "--beta", callback=greater_than(0.0), help="Tilt (> 0) of "
-                               "the digit reward: pi ~ p_LM exp(r / beta)."),
+                               "the reward: pi ~ p_LM exp(r / beta) (toy: count of token 1; "
+                               "SmolLM2: tokens containing a digit)."),
     out: str = out_opt("align"),
-    quick: bool = quick_opt("2 chains, 8 tokens, 3 moves"),
+    quick: bool = quick_opt("toy: 256 outputs, 2 budgets, 2 seeds; SmolLM2: 2 chains, 8 tokens, "
+                            "3 moves"),
     seed: int = seed_opt(0, "the starting sequences and every move"),
     device: str = device_opt(),
     dtype: str = dtype_opt(),
     threads: int = threads_opt(2),
 ):
-    """Cached QUEST (the kept prefix prefilled with the prompt in one call) against
-    token-by-token QUEST on SmolLM2-135M-Instruct, from the same uniforms: model calls and wall
-    time per move, the speedup, and the fraction of moves with token-identical chains.
-
-    Writes quest_cache.csv; resumes when rerun.
+    """(a) Importance resampling (i.i.d. / arithmetic draws), QUEST, multiple-try QUEST
+    (i.i.d. / lattice / antithetic tries, K = 4, 16), token SMC and p-NCG on the exact toy
+    tilted LM: TVD against model calls and wallclock (align_toy.png), calls and seconds to a
+    TVD (toy_summary.csv), correlated tries against i.i.d. (toy_tries.csv). (b) Cached QUEST
+    (the kept prefix prefilled with the prompt in one call) against token-by-token QUEST on
+    SmolLM2-135M-Instruct from the same uniforms: calls and seconds per move, speedup,
+    identical chains (quest_cache.csv). Resumes when rerun.
     """
     from pathlib import Path
 
-    from parasample.bench.align import CacheBenchConfig, quest_cache_rows
-    from parasample.targets.hf import smollm2_path
+    from parasample.bench.align import (
+        CacheBenchConfig,
+        ToyAlignConfig,
+        quest_cache_rows,
+        toy_rows,
+    )
+    from parasample.bench.plots import align_toy_plot
 
     dev, dt = setup(threads, device, dtype)
+    typed = explicit(ctx) if quick else set()
+    pick = lambda kw: {k: v for k, v in kw.items() if k in typed}  # noqa: E731
     kw = dict(chains=tuple(chains), length=length, moves=moves, beta=beta, seed=seed)
-    if quick:  # the quick preset, except for what the user typed
-        typed = explicit(ctx)
-        cfg = CacheBenchConfig.quick(**{k: v for k, v in kw.items() if k in typed})
-    else:
-        cfg = CacheBenchConfig(**kw)
-    smollm2_path()  # before anything runs
+    lm_cfg = CacheBenchConfig.quick(**pick(kw)) if quick else CacheBenchConfig(**kw)
+    tkw = dict(samples=toy_samples, seeds=seeds, seed=seed, beta=beta, target_tvd=target_tvd)
+    names = {"samples": "toy_samples"}
+    toy_cfg = (ToyAlignConfig.quick(**{k: v for k, v in tkw.items()
+                                       if names.get(k, k) in typed})
+               if quick else ToyAlignConfig(**tkw))
+    if not skip_lm:
+        from parasample.targets.hf import smollm2_path
+
+        try:
+            smollm2_path()  # before anything runs
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} Or pass --skip-lm to run part (a) without it.") from None
     out_dir = Path(out or ("results/align-quick" if quick else "results/align"))
-    console.print(f"bench align: QUEST cached vs token by token on SmolLM2, chains "
-                  f"{list(cfg.chains)}, {cfg.length} tokens, {cfg.moves} moves, beta {cfg.beta}, "
-                  f"{dev}, {dtype}, {threads} threads -> {out_dir}", highlight=False)
+    console.print(f"bench align -> {out_dir}, {dev}, {dtype}, {threads} threads", highlight=False)
+    if not skip_toy:
+        console.print(f"  (a) toy tilted LM: {len(toy_cfg.units())} samplers x {toy_cfg.seeds} "
+                      f"seeds, {toy_cfg.samples} outputs each, moves {list(toy_cfg.moves)}",
+                      highlight=False)
+    if not skip_lm:
+        console.print(f"  (b) SmolLM2: QUEST cached vs token by token, chains "
+                      f"{list(lm_cfg.chains)}, {lm_cfg.length} tokens, {lm_cfg.moves} moves, "
+                      f"beta {lm_cfg.beta}", highlight=False)
     with progress() as bar:
-        job = bar.add_task("units", total=len(cfg.chains))
-        rows = quest_cache_rows(cfg, out_dir, progress=lambda _: bar.advance(job), device=dev,
-                                dtype=dt)
-    _table(rows)
-    console.print(f"wrote {out_dir / 'quest_cache.csv'}")
+        if not skip_toy:
+            job = bar.add_task("(a) toy curves", total=len(toy_cfg.units()) * toy_cfg.seeds)
+            toy_rows(toy_cfg, out_dir, progress=lambda _: bar.advance(job))
+            align_toy_plot(out_dir)
+        if not skip_lm:
+            job = bar.add_task("(b) SmolLM2 units", total=len(lm_cfg.chains))
+            rows = quest_cache_rows(lm_cfg, out_dir, progress=lambda _: bar.advance(job),
+                                    device=dev, dtype=dt)
+    if not skip_toy:
+        _toy_tables(out_dir)
+    if not skip_lm:
+        _table(rows)
+    console.print(f"wrote {', '.join(p.name for p in sorted(out_dir.glob('*.csv')))} and "
+                  f"{', '.join(p.name for p in sorted(out_dir.glob('*.png')))} in {out_dir}")
+
+
+def _toy_tables(out) -> None:
+    from rich.table import Table
+
+    from parasample.bench.csvlog import read_csv
+
+    summ = read_csv(out / "toy_summary.csv")
+    pm = lambda r, n: "-" if r[n] == "" else r[n] + (f" +- {r[n + '_se']}" if r[n + "_se"]  # noqa
+                                                     else "")
+    t = Table("sampler", "tries", "size", "reached", "calls to TVD", "seconds to TVD",
+              "s / call", "final TVD",
+              title=f"(a) toy: calls and seconds to TVD {summ[0]['target_tvd'] if summ else ''}")
+    for r in summ:
+        t.add_row(r["sampler"], r["tries_source"] or "-", r["size"],
+                  f"{r['reached']} / {r['seeds']}", pm(r, "calls_to_target"),
+                  pm(r, "seconds_to_target"), r["seconds_per_call"], pm(r, "final_tvd"))
+    console.print(t)
+    tries = read_csv(out / "toy_tries.csv")
+    if tries:
+        t = Table("K", "tries", "wallclock to i.i.d. tries' final TVD (ratio)", "censored",
+                  title="(a) mt-QUEST: correlated against i.i.d. tries")
+        for r in tries:
+            t.add_row(r["tries"], r["tries_source"],
+                      f"{r['wall_ratio_to_iid']} +- {r['wall_ratio_se'] or '-'}",
+                      f"{r['censored']} / {r['seeds']}")
+        console.print(t)
 
 
 def _table(rows: list[dict]) -> None:
