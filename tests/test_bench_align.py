@@ -24,7 +24,7 @@ def test_bench_align_quick_writes_identical_chains_and_a_rerun_computes_nothing(
     assert float(cached["calls_per_move"]) <= float(plain["calls_per_move"])
     toy = list(csv.DictReader(open(tmp_path / "toy.csv")))
     assert {r["sampler"] for r in toy} == {"importance-resampling", "quest", "mt-quest", "smc",
-                                           "pncg"}
+                                           "resample-move-smc", "pncg"}
     assert {r["tries_source"] for r in toy if r["sampler"] == "mt-quest"} == {
         "iid", "lattice", "antithetic"}
     assert all(0 <= float(r["tvd"]) <= 1 and float(r["calls"]) >= 1 for r in toy)

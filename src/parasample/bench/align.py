@@ -6,7 +6,8 @@ of each sampler's output histogram to the enumerated target against model calls 
 calls per output, the latency) and against wallclock, with the i.i.d. floor at each output's
 effective sample size: importance resampling from n i.i.d. or arithmetic-correlated LM draws
 (best-of-n's exact cousin), QUEST, multiple-try QUEST with i.i.d. / lattice / antithetic tries
-(K in {4, 16}), token SMC and p-NCG; ``toy_summary.csv`` holds the calls and seconds each needs
+(K in {4, 16}), token SMC, resample-move SMC (one QUEST move of every particle after each
+token) and p-NCG; ``toy_summary.csv`` holds the calls and seconds each needs
 to reach a TVD (the research log's question: what parallel calls are worth on this machine),
 and how long correlated tries take to reach i.i.d. tries' final TVD, with SEs over seeds.
 
@@ -196,7 +197,9 @@ class ToyAlignConfig:
         return ([("importance-resampling", s, n) for n in self.ir_sizes
                  for s in ("iid", "arithmetic")] + [("quest", "", 1)]
                 + [("mt-quest", s, k) for k in self.tries for s in self.try_sources]
-                + [("smc", "", n) for n in self.smc_particles] + [("pncg", "", 1)])
+                + [("smc", "", n) for n in self.smc_particles]
+                + [("resample-move-smc", "", n) for n in self.smc_particles]
+                + [("pncg", "", 1)])
 
 
 def _toy_target(seed: int = 0):
@@ -214,6 +217,7 @@ def toy_unit(cfg: ToyAlignConfig, sampler: str, source: str, size: int, seed: in
     from parasample.mcmc import mtquest, pncg
     from parasample.metrics import empirical_distribution, iid_tvd_floor, tvd
     from parasample.noise import make_source
+    from parasample.smc import resample_move as rm
     from parasample.smc import smc
     from parasample.targets import TiltedTarget, exact_distribution, state_index
 
@@ -247,20 +251,27 @@ def toy_unit(cfg: ToyAlignConfig, sampler: str, source: str, size: int, seed: in
         pick = icdf_categorical(w, IIDSource(n, generator=g).uniform())
         emit(1, out.nfe, out.nfe * size, time.perf_counter() - t0,
              hist(y.view(n, size, L)[torch.arange(n), pick]))
-    elif sampler == "smc":
+    elif sampler in ("smc", "resample-move-smc"):  # + one QUEST move of every particle a step
         scfg = smc.SMCConfig(n_particles=size, beta=cfg.beta)
         tok = IIDSource(n * size, generator=g)
         res = IIDSource(n, generator=g)
-        st = smc.init(base, ids.repeat_interleave(size, 0), mask.repeat_interleave(size, 0),
-                      scfg, reward)
+        pids, pmask = ids.repeat_interleave(size, 0), mask.repeat_interleave(size, 0)
+        st = smc.init(base, pids, pmask, scfg, reward)
+        calls = 1
         for t in range(L):
-            st, _ = smc.step(tok.uniform(), res.uniform(smc.noise_dims(scfg)), st, base, reward,
-                             scfg, sampling, advance=t < L - 1)
+            st, info = smc.step(tok.uniform(), res.uniform(smc.noise_dims(scfg)), st, base,
+                                reward, scfg, sampling, advance=t < L - 1)
+            calls += info.nfe
+            if sampler == "resample-move-smc":
+                st, moved = rm.rejuvenate(tok.uniform(rm.noise_dims(t + 1)), st, base, pids,
+                                          pmask, reward, cfg.beta, sampling, advance=t < L - 1)
+                calls += moved.nfe
         sys_w = torch.softmax(smc.final_log_evidence(st), 0)  # independent systems by Z_r
         w = (torch.softmax(st.logw, -1) * sys_w[:, None]).reshape(-1)
         emp = torch.zeros(S, dtype=torch.float64).scatter_add_(
             0, state_index(st.ar.tokens, V), w)
-        emit(1, L, L * size, time.perf_counter() - t0, emp, eff=float(1.0 / (w * w).sum()))
+        emit(1, calls, calls * size, time.perf_counter() - t0, emp,
+             eff=float(1.0 / (w * w).sum()))
     elif sampler == "pncg":
         src = IIDSource(n, generator=g)
         st = pncg.init((src.uniform(L) * V).long().clamp(max=V - 1), target, alpha=1.0)

@@ -171,7 +171,7 @@ def align_toy_plot(out: Path) -> Path | None:
                     (float(r["calls"]), float(r["wall_s"]), float(r["tvd"])))
         budgets = sorted(pts)
         mean = np.array([np.mean(pts[b], axis=0) for b in budgets])  # [budgets, 3]
-        one_shot = sampler in ("importance-resampling", "smc")
+        one_shot = sampler in ("importance-resampling", "smc", "resample-move-smc")
         label = sampler + (f" {source}" if source else "") + (
             f" K={size}" if sampler == "mt-quest" else f" n={size}" if one_shot else "")
         style = ("o" if one_shot else ".-")

@@ -53,7 +53,8 @@ def bench_align(
     threads: int = threads_opt(2),
 ):
     """(a) Importance resampling (i.i.d. / arithmetic draws), QUEST, multiple-try QUEST
-    (i.i.d. / lattice / antithetic tries, K = 4, 16), token SMC and p-NCG on the exact toy
+    (i.i.d. / lattice / antithetic tries, K = 4, 16), token SMC, resample-move SMC (QUEST
+    rejuvenation) and p-NCG on the exact toy
     tilted LM: TVD against model calls and wallclock (align_toy.png), calls and seconds to a
     TVD (toy_summary.csv), correlated tries against i.i.d. (toy_tries.csv). (b) Cached QUEST
     (the kept prefix prefilled with the prompt in one call) against token-by-token QUEST on

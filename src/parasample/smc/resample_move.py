@@ -1,0 +1,105 @@
+"""Resample-move SMC (Gilks & Berzuini 2001): token SMC whose particles are rejuvenated by QUEST
+or multiple-try QUEST moves.
+
+After step t the weighted particles target gamma_t(y_<=t) ~ p_LM(y_<=t) exp(r_t(y_<=t) / beta),
+r_t the reward's ``partial`` (the twist). A QUEST move on the t-token prefixes with reward r_t
+leaves gamma_t invariant, so moving a particle keeps it properly weighted (E[w f(Y')] =
+E[w (K f)(Y)] = gamma_t(K f) = gamma_t(f)), whatever its weight; after a resampling, when the
+weights are equal, this restores the diversity that resampling removed (the research log's
+bridge between p-NCG's cheap blind moves and QUEST's coherent expensive ones). The moved prefixes
+are then prefilled again (one call when the model honours left padding, ``pads_exactly``; t calls
+fed back otherwise) so that SMC continues from them; the evidence estimate is unchanged (moves
+do not touch the weights), so it stays unbiased.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import NamedTuple
+
+import torch
+
+from parasample.ancestral import AncestralState, SamplingConfig
+from parasample.ancestral import step as ar_step
+from parasample.mcmc import mtquest, quest
+from parasample.mcmc.quest import _prefix_prompts, _start
+from parasample.smc.smc import SMCState
+
+__all__ = ["MoveInfo", "rejuvenate", "noise_dims"]
+
+
+class MoveInfo(NamedTuple):
+    """accepted ``[B]``: the fraction of this call's moves each particle accepted; nfe: model
+    calls (the moves and the prefill of the moved prefixes)."""
+
+    accepted: torch.Tensor
+    nfe: int
+
+
+def noise_dims(t: int, moves: int = 1, tries: int = 1) -> int:
+    """Uniforms per particle for ``moves`` moves on t-token prefixes."""
+    per = quest.noise_dims(t) if tries == 1 else mtquest.noise_dims(t, tries)
+    return moves * per
+
+
+def _replay(model, prompt_ids, attention_mask, y, logq, cached, advance
+            ) -> tuple[AncestralState, int]:
+    """The ancestral state after the prompt and the tokens ``y [B, t]``: what generating y
+    would have left (KV cache, next-token logits unless not ``advance``, done flags), and its
+    model calls."""
+    B, t = y.shape
+    if cached:
+        full = torch.full((B,), t, dtype=torch.long, device=y.device)
+        ar = _start(model, *_prefix_prompts(prompt_ids.to(y.device), attention_mask, y, full),
+                    None)
+        eos = model.eos_id
+        done = torch.zeros(B, dtype=torch.bool, device=y.device) if eos is None else \
+            (y == eos).any(1)
+        return ar._replace(tokens=y, logprobs=logq, done=done), 1
+    ar, nfe = _start(model, prompt_ids, attention_mask, None), 1
+    sampling = SamplingConfig(max_new_tokens=max(t, 1))
+    for i in range(t):
+        u = torch.zeros(B, dtype=torch.float64, device=y.device)  # unused: every token forced
+        ar, info = ar_step(u, ar, model, sampling, advance=advance or i < t - 1,
+                           forced=y[:, i])
+        nfe += info.nfe
+    return ar._replace(logprobs=logq), nfe
+
+
+def rejuvenate(u: torch.Tensor, state: SMCState, model, prompt_ids: torch.Tensor,
+               attention_mask: torch.Tensor, reward, beta: float, sampling: SamplingConfig, *,
+               moves: int = 1, tries: int = 1, try_source: str = "iid",
+               cached: bool | None = None, advance: bool = True
+               ) -> tuple[SMCState, MoveInfo]:
+    """``moves`` QUEST (``tries`` = 1) or mt-QUEST moves of every particle, invariant for the
+    current intermediate target; ``u [B, noise_dims(t, moves, tries)]``; ``prompt_ids [B, P]``
+    one row per particle. The weights and the evidence are unchanged. ``advance`` as in
+    :func:`parasample.smc.smc.step`: False after the last token (no next-token logits)."""
+    if moves < 1:
+        raise ValueError(f"moves={moves} must be >= 1.")
+    y = state.ar.tokens  # [B, t]
+    B, t = y.shape
+    if t == 0:  # nothing generated yet: nothing to move
+        return state, MoveInfo(torch.zeros(B, dtype=torch.float64), 0)
+    if cached is None:
+        cached = bool(getattr(model, "pads_exactly", False))
+    qs = replace(sampling, max_new_tokens=t)
+    twist = reward.partial
+    st = quest.init(y, twist, model, prompt_ids, attention_mask, qs)
+    nfe = 0 if qs.q_is_p else t
+    per = noise_dims(t, 1, tries)
+    acc = torch.zeros(B, dtype=torch.float64, device=y.device)
+    for m in range(moves):
+        um = u[:, m * per:(m + 1) * per]
+        if tries == 1:
+            st, info = quest.step(um, st, model, prompt_ids, attention_mask, twist, beta, qs,
+                                  cached=cached)
+        else:
+            st, info = mtquest.step(um, st, model, prompt_ids, attention_mask, twist, beta, qs,
+                                    tries=tries, source=try_source, cached=cached)
+        acc += info.accepted.to(acc.dtype) / moves
+        nfe += info.nfe
+    ar, calls = _replay(model, prompt_ids, attention_mask, st.y, st.logq.to(
+        state.ar.logprobs.dtype) if not qs.q_is_p else state.ar.logprobs, cached, advance)
+    moved = SMCState(ar, state.logw, state.log_evidence, twist(st.y).to(torch.float64))
+    return moved, MoveInfo(acc, nfe + calls)
