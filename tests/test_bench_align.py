@@ -31,10 +31,16 @@ def test_bench_align_quick_writes_identical_chains_and_a_rerun_computes_nothing(
     summary = list(csv.DictReader(open(tmp_path / "toy_summary.csv")))
     assert len(summary) == len({(r["sampler"], r["tries_source"], r["size"]) for r in toy})
     assert (tmp_path / "align_toy.png").exists() and (tmp_path / "toy_tries.csv").exists()
+    lm = list(csv.DictReader(open(tmp_path / "lm.csv")))
+    assert {r["sampler"] for r in lm} == {"importance-resampling", "quest", "smc",
+                                          "resample-move-smc"}
+    assert all(r["log_evidence"] != "" for r in lm if r["sampler"].endswith("smc"))
+    assert (tmp_path / "align_lm.png").exists() and (tmp_path / "lm_summary.csv").exists()
     before = {p.name: p.read_text() for p in tmp_path.glob("*.csv")}
     import parasample.bench.align as align
     monkeypatch.setattr(align, "_chain", lambda *a, **k: pytest.fail("ran again"))
     monkeypatch.setattr(align, "toy_unit", lambda *a, **k: pytest.fail("ran again"))
+    monkeypatch.setattr(align, "lm_unit", lambda *a, **k: pytest.fail("ran again"))
     assert runner.invoke(app, args).exit_code == 0
     assert {p.name: p.read_text() for p in tmp_path.glob("*.csv")} == before
 
@@ -62,6 +68,7 @@ def test_toy_summaries_count_calls_to_a_tvd_and_correlated_tries_against_iid():
 @pytest.mark.parametrize("args,message", [
     (["--beta", "0"], "--beta"), (["--chains", "0"], "--chains"), (["--moves", "0"], "--moves"),
     (["--target-tvd", "1"], "target TVD 1.0"), (["--toy-samples", "0"], "--toy-samples"),
+    (["--problems", "0"], "--problems"),
 ])
 def test_bench_align_bad_input(args, message, tmp_path):
     res = CliRunner().invoke(app, ["bench", "align", *args, "--out", str(tmp_path)])

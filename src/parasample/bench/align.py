@@ -11,7 +11,13 @@ token) and p-NCG; ``toy_summary.csv`` holds the calls and seconds each needs
 to reach a TVD (the research log's question: what parallel calls are worth on this machine),
 and how long correlated tries take to reach i.i.d. tries' final TVD, with SEs over seeds.
 
-Part (b) so far: **cached QUEST** on SmolLM2-135M-Instruct. QUEST's move keeps a prefix
+Part (b), **SmolLM2-135M-Instruct with a verifiable reward** on single-digit additions (r = 1
+for the right number + 0.5 for the number only, beta = 0.5): the expected reward of importance
+resampling, QUEST (cached), token SMC and resample-move SMC against model calls and wallclock,
+with SMC's log-evidence and KL-to-base estimates; ``lm_summary.csv`` compares each sampler's
+wallclock to the time QUEST takes to reach the same reward.
+
+Part (c), **cached QUEST** on SmolLM2-135M-Instruct. QUEST's move keeps a prefix
 y_<i of the current sequence and regenerates the suffix; the token-by-token implementation feeds
 the kept prefix back one model call per token, the cached one prefills it with the prompt in one
 call (:func:`parasample.mcmc.quest.step`, ``cached``). Both run here from the same starting
@@ -37,7 +43,8 @@ from parasample.bench.timing import machine_fields
 from parasample.mcmc import quest
 from parasample.noise import IIDSource, derive_generator, icdf_categorical
 
-__all__ = ["CacheBenchConfig", "CACHE_HEADER", "quest_cache_rows", "ToyAlignConfig", "TOY_HEADER",
+__all__ = ["LMAlignConfig", "LM_HEADER", "AdditionReward", "lm_rows", "lm_unit", "lm_summary",
+           "CacheBenchConfig", "CACHE_HEADER", "quest_cache_rows", "ToyAlignConfig", "TOY_HEADER",
            "TOY_SUMMARY_HEADER", "toy_rows", "toy_unit", "toy_summary_rows",
            "correlated_tries_ratio"]
 
@@ -417,3 +424,205 @@ def toy_rows(cfg: ToyAlignConfig, out, progress=None) -> list[dict]:
                                       "wall_ratio_to_iid", "wall_ratio_se"],
               correlated_tries_ratio(rows))
     return rows
+
+
+# -- part (b): SmolLM2 with a verifiable reward ----------------------------------------------
+
+LM_HEADER = ["sampler", "size", "budget", "calls", "token_evals", "wall_s", "expected_reward",
+             "accuracy", "log_evidence", "kl_to_base", "problems", "beta", "seed", "device",
+             "dtype", "torch_threads"]
+
+
+@dataclass(frozen=True)
+class LMAlignConfig:
+    """Part (b): SmolLM2-135M-Instruct on single-digit addition questions, reward r = 1 for the
+    right number + 0.5 for a reply that is the number only, pi ~ p_LM exp(r / beta).
+    ``problems`` questions, ``length`` new tokens; QUEST runs ``chains`` chains per question
+    for ``moves`` moves (cached); token SMC and resample-move SMC ``particles`` per question;
+    importance resampling ``ir_sizes`` draws per question."""
+
+    problems: int = 16
+    length: int = 10
+    chains: int = 4
+    moves: tuple[int, ...] = (1, 2, 4, 8, 12, 16)
+    particles: int = 16
+    ir_sizes: tuple[int, ...] = (4, 16)
+    beta: float = 0.5
+    seeds: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("problems", "length", "chains", "particles", "seeds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        if not self.beta > 0:
+            raise ValueError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
+        if not self.moves or min(self.moves) < 1:
+            raise ValueError("every moves budget must be >= 1.")
+
+    @classmethod
+    def quick(cls, **kw) -> LMAlignConfig:
+        return cls(**{"problems": 2, "length": 6, "chains": 2, "moves": (1, 2), "particles": 4,
+                      "ir_sizes": (4,), "seeds": 1, **kw})
+
+    def units(self) -> list[tuple[str, int]]:
+        return ([("importance-resampling", n) for n in self.ir_sizes]
+                + [("quest", self.chains), ("smc", self.particles),
+                   ("resample-move-smc", self.particles)])
+
+
+class AdditionReward:
+    """r = 1 if the reply's last integer is the answer, + 0.5 if the reply is that number only.
+
+    Rows map to questions by ``row * len(answers) // rows`` (the samplers lay rows out
+    question-major, any number per question, so one reward serves them all); ``partial`` is the
+    same reward of the text so far (a twist whose final value is r)."""
+
+    def __init__(self, lm, answers: list[str]):
+        self.lm, self.answers = lm, answers
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        import re
+
+        from parasample.tasks.arith import last_integer
+
+        texts = self.lm.decode(y)
+        n, P = len(texts), len(self.answers)
+        out = []
+        for i, text in enumerate(texts):
+            want = self.answers[i * P // n]
+            right = last_integer(text) == want
+            out.append(float(right) + 0.5 * float(right and re.fullmatch(r"\s*-?\d+\s*\.?\s*",
+                                                                         text) is not None))
+        return torch.tensor(out, dtype=torch.float64)
+
+    partial = __call__
+
+
+def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int) -> list[dict]:
+    """One sampler's rows on the addition questions (QUEST: one per recorded move)."""
+    from parasample.smc import resample_move as rm
+    from parasample.smc import smc
+    from parasample.tasks.arith import SimpleAddTask
+
+    task = SimpleAddTask()
+    problems = task.problems(cfg.problems, seed=cfg.seed)
+    reward = AdditionReward(lm, [p.answer for p in problems])
+    ids, mask = lm.encode_prompts([p.prompt for p in problems])  # [P, T]
+    P, L = len(problems), cfg.length
+    sampling = SamplingConfig(max_new_tokens=L)
+    g = derive_generator(cfg.seed + seed, "align", "lm", sampler, size)
+    rep = lambda x: x.repeat_interleave(size, 0)  # noqa: E731 - question-major rows
+    rows = []
+
+    def emit(budget, calls, rows_per_call, wall, rew, acc, log_z=None):
+        kl = "" if log_z is None else round(float((rew / cfg.beta - log_z).mean()), 4)
+        rows.append({"sampler": sampler, "size": size, "budget": budget, "calls": calls,
+                     "token_evals": calls * rows_per_call, "wall_s": round(wall, 3),
+                     "expected_reward": round(float(rew.mean()), 4),
+                     "accuracy": round(float(acc.mean()), 4),
+                     "log_evidence": "" if log_z is None else round(float(log_z.mean()), 4),
+                     "kl_to_base": kl, "problems": P, "beta": cfg.beta, "seed": seed,
+                     **machine_fields(lm.device, torch.float32)})
+
+    def pad(tokens):
+        return torch.nn.functional.pad(tokens, (0, L - tokens.shape[1]), value=lm.eos_id)
+
+    t0 = time.perf_counter()
+    if sampler == "importance-resampling":  # the self-normalised estimate from n LM draws
+        out = generate(lm, rep(ids), rep(mask), IIDSource(P * size, generator=g), sampling)
+        r = reward(pad(out.tokens)).view(P, size)
+        w = torch.softmax(r / cfg.beta, -1)
+        emit(1, out.nfe, P * size, time.perf_counter() - t0, (w * r).sum(1),
+             (w * (r >= 1)).sum(1))
+    elif sampler == "quest":
+        out = generate(lm, rep(ids), rep(mask), IIDSource(P * size, generator=g), sampling)
+        st = quest.init(pad(out.tokens), reward, lm, rep(ids), rep(mask), sampling)
+        src = IIDSource(P * size, generator=g)
+        calls, wall = out.nfe, time.perf_counter() - t0
+        for m in range(1, max(cfg.moves) + 1):
+            t1 = time.perf_counter()
+            st, info = quest.step(src.uniform(L + 2), st, lm, rep(ids), rep(mask), reward,
+                                  cfg.beta, sampling)
+            wall += time.perf_counter() - t1
+            calls += info.nfe
+            if m in cfg.moves:
+                r = st.reward.view(P, size)
+                emit(m, calls, P * size, wall, r.mean(1), (r >= 1).double().mean(1))
+    else:  # token SMC, with one QUEST rejuvenation move per particle after each token
+        scfg = smc.SMCConfig(n_particles=size, beta=cfg.beta)
+        tok, res = IIDSource(P * size, generator=g), IIDSource(P, generator=g)
+        st = smc.init(lm, rep(ids), rep(mask), scfg, reward)
+        calls = 1
+        for t in range(L):
+            st, info = smc.step(tok.uniform(), res.uniform(smc.noise_dims(scfg)), st, lm, reward,
+                                scfg, sampling, advance=t < L - 1)
+            calls += info.nfe
+            if sampler == "resample-move-smc":
+                st, moved = rm.rejuvenate(tok.uniform(rm.noise_dims(t + 1)), st, lm, rep(ids),
+                                          rep(mask), reward, cfg.beta, sampling,
+                                          advance=t < L - 1)
+                calls += moved.nfe
+        w = torch.softmax(st.logw, -1)  # [P, N]
+        r = st.reward.view(P, size)
+        emit(1, calls, P * size, time.perf_counter() - t0, (w * r).sum(1),
+             (w * (r >= 1)).sum(1), smc.final_log_evidence(st))
+    return rows
+
+
+def lm_rows(cfg: LMAlignConfig, out, progress=None, device="cpu", dtype=torch.float32
+            ) -> list[dict]:
+    """Run (or resume) part (b): ``lm.csv``, each unit written whole."""
+    from parasample.targets.hf import smollm2
+
+    csv = ResumableCSV(out / "lm.csv", LM_HEADER, ["sampler", "size", "budget", "seed"])
+    lm, rows = None, []
+    for sampler, size in cfg.units():
+        for seed in range(cfg.seeds):
+            have = [r for r in csv.rows if (r["sampler"], r["size"], r["seed"]) ==
+                    (sampler, str(size), str(seed))]
+            if not have:
+                lm = lm or smollm2(dtype, device)
+                have = lm_unit(cfg, lm, sampler, size, seed)
+                for row in have:
+                    csv.append(row)
+            rows += have
+            if progress:
+                progress(f"smollm2 {sampler} {size} seed {seed}")
+    return rows
+
+
+def lm_summary(rows: list[dict]) -> list[dict]:
+    """Per sampler (mean over seeds): final expected reward, calls and seconds; and, for
+    resample-move SMC and SMC, the ratio of their seconds to the seconds QUEST needs to reach
+    their expected reward (QUEST's first recorded move at or above it; blank if it never does)
+    and to reach QUEST's own final reward (the issue's bar: <= 1/3)."""
+    import statistics
+
+    def by(sampler):
+        return [r for r in rows if r["sampler"] == sampler]
+
+    out = []
+    quest_rows = by("quest")
+    seeds = sorted({r["seed"] for r in quest_rows})
+    moves = sorted({int(r["budget"]) for r in quest_rows})
+    curve = [(m, statistics.fmean(float(r["expected_reward"]) for r in quest_rows
+                                  if int(r["budget"]) == m),
+              statistics.fmean(float(r["wall_s"]) for r in quest_rows if int(r["budget"]) == m))
+             for m in moves] if seeds else []
+    for key in dict.fromkeys((r["sampler"], r["size"]) for r in rows):
+        mine = [r for r in rows if (r["sampler"], r["size"]) == key]
+        last = max(int(r["budget"]) for r in mine)
+        final = [r for r in mine if int(r["budget"]) == last]
+        rew = statistics.fmean(float(r["expected_reward"]) for r in final)
+        wall = statistics.fmean(float(r["wall_s"]) for r in final)
+        row = {"sampler": key[0], "size": key[1], "seeds": len(final),
+               "expected_reward": round(rew, 4), "calls": round(statistics.fmean(
+                   float(r["calls"]) for r in final), 1), "wall_s": round(wall, 3),
+               "quest_seconds_to_this_reward": "", "wall_ratio_to_quest": ""}
+        hit = next(((m, w) for m, rq, w in curve if rq >= rew), None)
+        if hit is not None and key[0] != "quest":
+            row["quest_seconds_to_this_reward"] = round(hit[1], 3)
+            row["wall_ratio_to_quest"] = round(wall / hit[1], 4)
+        out.append(row)
+    return out

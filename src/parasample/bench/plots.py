@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from parasample.bench.csvlog import read_csv  # noqa: E402
 
 __all__ = ["ACC_COLOR", "TPUT_COLOR", "save_figure", "dual_axis_plot", "dllm_plots",
-           "passk_plot", "rl_plot", "align_toy_plot"]
+           "passk_plot", "rl_plot", "align_toy_plot", "align_lm_plot"]
 
 # One colour per quantity, the same in every chart (guide: "identical colour/order").
 ACC_COLOR, TPUT_COLOR = "tab:blue", "tab:orange"
@@ -191,3 +191,33 @@ def align_toy_plot(out: Path) -> Path | None:
     axes[1].set_title("quality against wallclock (this machine)", fontsize=10)
     axes[1].legend(fontsize=6, ncol=2)
     return save_figure(fig, out / "align_toy.png")
+
+
+def align_lm_plot(out: Path) -> Path | None:
+    """``align_lm.png`` from ``out/lm.csv``: expected reward against model calls (left) and
+    wallclock (right), mean over seeds; QUEST a line over moves, one-shot samplers points."""
+    import numpy as np
+
+    rows = read_csv(out / "lm.csv")
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key in dict.fromkeys((r["sampler"], r["size"]) for r in rows):
+        pts: dict[int, list[tuple[float, float, float]]] = {}
+        for r in rows:
+            if (r["sampler"], r["size"]) == key:
+                pts.setdefault(int(r["budget"]), []).append(
+                    (float(r["calls"]), float(r["wall_s"]), float(r["expected_reward"])))
+        mean = np.array([np.mean(pts[b], axis=0) for b in sorted(pts)])
+        label = f"{key[0]} ({'chains' if key[0] == 'quest' else 'n'}={key[1]})"
+        for ax, col in zip(axes, (0, 1), strict=True):
+            ax.plot(mean[:, col], mean[:, 2], ".-" if len(mean) > 1 else "o", label=label)
+    for ax, xlabel in zip(axes, ("model calls (sequential)", "wallclock (s)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("expected reward under the sampler")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("SmolLM2 additions: reward against model calls", fontsize=10)
+    axes[1].set_title("against wallclock (this machine)", fontsize=10)
+    axes[1].legend(fontsize=7)
+    return save_figure(fig, out / "align_lm.png")

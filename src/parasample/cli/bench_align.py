@@ -1,6 +1,6 @@
 """``parasample bench align``: samplers of reward-tilted LM targets at equal calls and equal
-wallclock (seed 000's open questions): (a) the exact toy tilted LM, (b) so far cached QUEST
-against token-by-token QUEST on SmolLM2."""
+wallclock (seed 000's open questions): (a) the exact toy tilted LM, (b) SmolLM2 with a
+verifiable reward, (c) cached against token-by-token QUEST on SmolLM2."""
 
 from __future__ import annotations
 
@@ -34,19 +34,21 @@ def bench_align(
                                      "seconds are measured to (default 1.5 x the i.i.d. "
                                      "floor)."),
     skip_toy: bool = typer.Option(False, "--skip-toy", help="Skip part (a)."),
-    skip_lm: bool = typer.Option(False, "--skip-lm", help="Skip part (b), SmolLM2."),
-    chains: list[int] = typer.Option([1, 8], "--chains", "-c", min=1, help="(b) QUEST chains "
+    skip_lm: bool = typer.Option(False, "--skip-lm", help="Skip parts (b) and (c), SmolLM2."),
+    problems: int = typer.Option(16, "--problems", min=1, help="(b) Addition questions."),
+    lm_seeds: int = typer.Option(2, "--lm-seeds", min=1, help="(b) Seeds per sampler."),
+    chains: list[int] = typer.Option([1, 8], "--chains", "-c", min=1, help="(c) QUEST chains "
                                      "run as one batch (repeat for several)."),
-    length: int = typer.Option(32, "--length", "-L", min=1, help="(b) Tokens per sequence "
+    length: int = typer.Option(32, "--length", "-L", min=1, help="(c) Tokens per sequence "
                                "(QUEST regenerates a suffix of it each move)."),
-    moves: int = typer.Option(12, "--moves", min=1, help="(b) QUEST moves per chain and "
+    moves: int = typer.Option(12, "--moves", min=1, help="(c) QUEST moves per chain and "
                               "variant."),
     beta: float = typer.Option(0.5, "--beta", callback=greater_than(0.0), help="Tilt (> 0) of "
                                "the reward: pi ~ p_LM exp(r / beta) (toy: count of token 1; "
                                "SmolLM2: tokens containing a digit)."),
     out: str = out_opt("align"),
-    quick: bool = quick_opt("toy: 256 outputs, 2 budgets, 2 seeds; SmolLM2: 2 chains, 8 tokens, "
-                            "3 moves"),
+    quick: bool = quick_opt("toy: 256 outputs, 2 budgets, 2 seeds; SmolLM2: 2 questions, small "
+                            "samplers; cache: 2 chains, 8 tokens, 3 moves"),
     seed: int = seed_opt(0, "the starting sequences and every move"),
     device: str = device_opt(),
     dtype: str = dtype_opt(),
@@ -56,7 +58,10 @@ def bench_align(
     (i.i.d. / lattice / antithetic tries, K = 4, 16), token SMC, resample-move SMC (QUEST
     rejuvenation) and p-NCG on the exact toy
     tilted LM: TVD against model calls and wallclock (align_toy.png), calls and seconds to a
-    TVD (toy_summary.csv), correlated tries against i.i.d. (toy_tries.csv). (b) Cached QUEST
+    TVD (toy_summary.csv), correlated tries against i.i.d. (toy_tries.csv). (b) SmolLM2 on
+    addition questions, reward = right number + format: expected reward of importance
+    resampling, QUEST, SMC and resample-move SMC against calls and wallclock (lm.csv,
+    lm_summary.csv, align_lm.png). (c) Cached QUEST
     (the kept prefix prefilled with the prompt in one call) against token-by-token QUEST on
     SmolLM2-135M-Instruct from the same uniforms: calls and seconds per move, speedup,
     identical chains (quest_cache.csv). Resumes when rerun.
@@ -65,11 +70,13 @@ def bench_align(
 
     from parasample.bench.align import (
         CacheBenchConfig,
+        LMAlignConfig,
         ToyAlignConfig,
+        lm_rows,
         quest_cache_rows,
         toy_rows,
     )
-    from parasample.bench.plots import align_toy_plot
+    from parasample.bench.plots import align_lm_plot, align_toy_plot
 
     dev, dt = setup(threads, device, dtype)
     typed = explicit(ctx) if quick else set()
@@ -81,6 +88,10 @@ def bench_align(
     toy_cfg = (ToyAlignConfig.quick(**{k: v for k, v in tkw.items()
                                        if names.get(k, k) in typed})
                if quick else ToyAlignConfig(**tkw))
+    bkw = dict(problems=problems, seeds=lm_seeds, seed=seed, beta=beta)
+    names_b = {"seeds": "lm_seeds"}
+    lm_b = (LMAlignConfig.quick(**{k: v for k, v in bkw.items() if names_b.get(k, k) in typed})
+            if quick else LMAlignConfig(**bkw))
     if not skip_lm:
         from parasample.targets.hf import smollm2_path
 
@@ -95,7 +106,10 @@ def bench_align(
                       f"seeds, {toy_cfg.samples} outputs each, moves {list(toy_cfg.moves)}",
                       highlight=False)
     if not skip_lm:
-        console.print(f"  (b) SmolLM2: QUEST cached vs token by token, chains "
+        console.print(f"  (b) SmolLM2 additions: {len(lm_b.units())} samplers x {lm_b.seeds} "
+                      f"seeds, {lm_b.problems} questions, {lm_b.length} tokens, beta "
+                      f"{lm_b.beta}", highlight=False)
+        console.print(f"  (c) SmolLM2: QUEST cached vs token by token, chains "
                       f"{list(lm_cfg.chains)}, {lm_cfg.length} tokens, {lm_cfg.moves} moves, "
                       f"beta {lm_cfg.beta}", highlight=False)
     with progress() as bar:
@@ -104,12 +118,16 @@ def bench_align(
             toy_rows(toy_cfg, out_dir, progress=lambda _: bar.advance(job))
             align_toy_plot(out_dir)
         if not skip_lm:
-            job = bar.add_task("(b) SmolLM2 units", total=len(lm_cfg.chains))
+            job = bar.add_task("(b) SmolLM2 samplers", total=len(lm_b.units()) * lm_b.seeds)
+            lm_rows(lm_b, out_dir, progress=lambda _: bar.advance(job), device=dev, dtype=dt)
+            align_lm_plot(out_dir)
+            job = bar.add_task("(c) SmolLM2 units", total=len(lm_cfg.chains))
             rows = quest_cache_rows(lm_cfg, out_dir, progress=lambda _: bar.advance(job),
                                     device=dev, dtype=dt)
     if not skip_toy:
         _toy_tables(out_dir)
     if not skip_lm:
+        _lm_table(out_dir)
         _table(rows)
     console.print(f"wrote {', '.join(p.name for p in sorted(out_dir.glob('*.csv')))} and "
                   f"{', '.join(p.name for p in sorted(out_dir.glob('*.png')))} in {out_dir}")
@@ -142,11 +160,28 @@ def _toy_tables(out) -> None:
         console.print(t)
 
 
+def _lm_table(out) -> None:
+    from rich.table import Table
+
+    from parasample.bench.align import lm_summary
+    from parasample.bench.csvlog import read_csv, write_csv
+
+    summ = lm_summary(read_csv(out / "lm.csv"))
+    write_csv(out / "lm_summary.csv", list(summ[0]), summ)
+    t = Table("sampler", "size", "expected reward", "calls", "seconds",
+              "QUEST s to this reward", "ratio", title="(b) SmolLM2 additions (mean over seeds)")
+    for r in summ:
+        t.add_row(r["sampler"], str(r["size"]), str(r["expected_reward"]), str(r["calls"]),
+                  str(r["wall_s"]), str(r["quest_seconds_to_this_reward"]) or "-",
+                  str(r["wall_ratio_to_quest"]) or "-")
+    console.print(t)
+
+
 def _table(rows: list[dict]) -> None:
     from rich.table import Table
 
     t = Table("sampler", "chains", "calls / move", "s / move", "speedup", "identical chains",
-              "accept rate", title="bench align: QUEST with and without the prefix cache")
+              "accept rate", title="(c) QUEST with and without the prefix cache")
     for r in rows:
         t.add_row(r["sampler"], str(r["chains"]), str(r["calls_per_move"]),
                   str(r["wall_per_move_s"]), str(r["speedup_vs_uncached"]),
