@@ -68,7 +68,9 @@ def test_toy_summaries_count_calls_to_a_tvd_and_correlated_tries_against_iid():
 @pytest.mark.parametrize("args,message", [
     (["--beta", "0"], "--beta"), (["--chains", "0"], "--chains"), (["--moves", "0"], "--moves"),
     (["--target-tvd", "1"], "target TVD 1.0"), (["--toy-samples", "0"], "--toy-samples"),
-    (["--problems", "0"], "--problems"),
+    (["--problems", "0"], "--problems"), (["--tries", "0"], "--tries"),
+    (["--tries", "3", "--try-source", "antithetic"], "use 4"),
+    (["--try-source", "sobol"], "choose one of iid, lattice, antithetic"),
 ])
 def test_bench_align_bad_input(args, message, tmp_path):
     res = CliRunner().invoke(app, ["bench", "align", *args, "--out", str(tmp_path)])

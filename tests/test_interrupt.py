@@ -98,6 +98,11 @@ def test_bench_rl_resumes_to_the_same_csvs(tmp_path):
     _check_resume(["bench", "rl", "--quick", "-s", "iid", "-s", "arithmetic"], tmp_path, seed=4)
 
 
+def test_bench_align_resumes_to_the_same_csvs(tmp_path):
+    _check_resume(["bench", "align", "--quick", "--skip-lm", "--toy-samples", "2048"],
+                  tmp_path, seed=5)
+
+
 @pytest.mark.slow
 def test_bench_mcmc_interrupted_in_the_smollm2_part_resumes_without_duplicates(tmp_path):
     """Issue 14: Ctrl-C while the SmolLM2 chains ran left duplicated trace and summary rows;

@@ -7,7 +7,7 @@ calls per output, the latency) and against wallclock, with the i.i.d. floor at e
 effective sample size: importance resampling from n i.i.d. or arithmetic-correlated LM draws
 (best-of-n's exact cousin), QUEST, multiple-try QUEST with i.i.d. / lattice / antithetic tries
 (K in {4, 16}), token SMC, resample-move SMC (one QUEST move of every particle after each
-token) and p-NCG; ``toy_summary.csv`` holds the calls and seconds each needs
+resampling) and p-NCG; ``toy_summary.csv`` holds the calls and seconds each needs
 to reach a TVD (the research log's question: what parallel calls are worth on this machine),
 and how long correlated tries take to reach i.i.d. tries' final TVD, with SEs over seeds.
 
@@ -165,13 +165,14 @@ TOY_SUMMARY_HEADER = ["sampler", "tries_source", "size", "target_tvd", "seeds", 
 
 @dataclass(frozen=True)
 class ToyAlignConfig:
-    """Part (a). ``samples`` outputs per sampler (chains, or independent resampling sets / SMC
-    systems); ``moves`` the MCMC budgets recorded; ``tries`` mt-QUEST's K; ``ir_sizes`` and
-    ``smc_particles`` the draws per output of importance resampling and SMC; ``target_tvd``
-    the level the summary's calls and seconds are measured to (None: 1.5 x the floor)."""
+    """Part (a). ``samples`` outputs per sampler (chains, independent resampling sets, or SMC
+    particles in systems of ``smc_particles``); ``moves`` the MCMC budgets recorded; ``tries``
+    mt-QUEST's K; ``ir_sizes`` the LM draws per output of importance resampling;
+    ``target_tvd`` the level the summary's calls and seconds are measured to (None: 1.5 x the
+    i.i.d. floor of ``samples`` draws)."""
 
     samples: int = 4096
-    moves: tuple[int, ...] = (1, 2, 3, 5, 8, 12, 20)
+    moves: tuple[int, ...] = (1, 2, 3, 5, 8, 12, 20, 30, 50, 80)
     tries: tuple[int, ...] = (4, 16)
     try_sources: tuple[str, ...] = ("iid", "lattice", "antithetic")
     ir_sizes: tuple[int, ...] = (4, 16, 64)
@@ -258,19 +259,24 @@ def toy_unit(cfg: ToyAlignConfig, sampler: str, source: str, size: int, seed: in
         pick = icdf_categorical(w, IIDSource(n, generator=g).uniform())
         emit(1, out.nfe, out.nfe * size, time.perf_counter() - t0,
              hist(y.view(n, size, L)[torch.arange(n), pick]))
-    elif sampler in ("smc", "resample-move-smc"):  # + one QUEST move of every particle a step
+    elif sampler in ("smc", "resample-move-smc"):  # + a QUEST move of each particle after a
+        # resampling (Gilks & Berzuini's schedule)
+        # the same number of particles as the other samplers' outputs, in systems of ``size``
+        # (bench mcmc part (b)'s accounting); the weighted histogram combines the systems
         scfg = smc.SMCConfig(n_particles=size, beta=cfg.beta)
-        tok = IIDSource(n * size, generator=g)
-        res = IIDSource(n, generator=g)
-        pids, pmask = ids.repeat_interleave(size, 0), mask.repeat_interleave(size, 0)
+        R = max(1, n // size)
+        tok = IIDSource(R * size, generator=g)
+        res = IIDSource(R, generator=g)
+        pids, pmask = ids[:R * size], mask[:R * size]
         st = smc.init(base, pids, pmask, scfg, reward)
         calls = 1
         for t in range(L):
             st, info = smc.step(tok.uniform(), res.uniform(smc.noise_dims(scfg)), st, base,
                                 reward, scfg, sampling, advance=t < L - 1)
             calls += info.nfe
-            if sampler == "resample-move-smc":
-                st, moved = rm.rejuvenate(tok.uniform(rm.noise_dims(t + 1)), st, base, pids,
+            u_move = tok.uniform(rm.noise_dims(t + 1))  # drawn every step: the same streams
+            if sampler == "resample-move-smc" and bool(info.resampled.any()):
+                st, moved = rm.rejuvenate(u_move, st, base, pids,
                                           pmask, reward, cfg.beta, sampling, advance=t < L - 1)
                 calls += moved.nfe
         sys_w = torch.softmax(smc.final_log_evidence(st), 0)  # independent systems by Z_r
@@ -441,11 +447,11 @@ class LMAlignConfig:
     for ``moves`` moves (cached); token SMC and resample-move SMC ``particles`` per question;
     importance resampling ``ir_sizes`` draws per question."""
 
-    problems: int = 16
+    problems: int = 8
     length: int = 10
     chains: int = 4
     moves: tuple[int, ...] = (1, 2, 4, 8, 12, 16)
-    particles: int = 16
+    particles: int = 8
     ir_sizes: tuple[int, ...] = (4, 16)
     beta: float = 0.5
     seeds: int = 2
@@ -530,13 +536,15 @@ def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int) -> list[
 
     t0 = time.perf_counter()
     if sampler == "importance-resampling":  # the self-normalised estimate from n LM draws
-        out = generate(lm, rep(ids), rep(mask), IIDSource(P * size, generator=g), sampling)
+        out = generate(lm, ids, mask, IIDSource(P * size, generator=g), sampling,
+                       samples_per_prompt=size)  # one prefill per question
         r = reward(pad(out.tokens)).view(P, size)
         w = torch.softmax(r / cfg.beta, -1)
         emit(1, out.nfe, P * size, time.perf_counter() - t0, (w * r).sum(1),
              (w * (r >= 1)).sum(1))
     elif sampler == "quest":
-        out = generate(lm, rep(ids), rep(mask), IIDSource(P * size, generator=g), sampling)
+        out = generate(lm, ids, mask, IIDSource(P * size, generator=g), sampling,
+                       samples_per_prompt=size)
         st = quest.init(pad(out.tokens), reward, lm, rep(ids), rep(mask), sampling)
         src = IIDSource(P * size, generator=g)
         calls, wall = out.nfe, time.perf_counter() - t0
@@ -549,7 +557,7 @@ def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int) -> list[
             if m in cfg.moves:
                 r = st.reward.view(P, size)
                 emit(m, calls, P * size, wall, r.mean(1), (r >= 1).double().mean(1))
-    else:  # token SMC, with one QUEST rejuvenation move per particle after each token
+    else:  # token SMC; resample-move: a QUEST move of every particle after each resampling
         scfg = smc.SMCConfig(n_particles=size, beta=cfg.beta)
         tok, res = IIDSource(P * size, generator=g), IIDSource(P, generator=g)
         st = smc.init(lm, rep(ids), rep(mask), scfg, reward)
@@ -558,8 +566,9 @@ def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int) -> list[
             st, info = smc.step(tok.uniform(), res.uniform(smc.noise_dims(scfg)), st, lm, reward,
                                 scfg, sampling, advance=t < L - 1)
             calls += info.nfe
-            if sampler == "resample-move-smc":
-                st, moved = rm.rejuvenate(tok.uniform(rm.noise_dims(t + 1)), st, lm, rep(ids),
+            u_move = tok.uniform(rm.noise_dims(t + 1))  # drawn every step: the same streams
+            if sampler == "resample-move-smc" and bool(info.resampled.any()):
+                st, moved = rm.rejuvenate(u_move, st, lm, rep(ids),
                                           rep(mask), reward, cfg.beta, sampling,
                                           advance=t < L - 1)
                 calls += moved.nfe

@@ -49,7 +49,11 @@ class LMBenchConfig:
 
 
 class _NoStop:
-    """The AR model with EOS treated as an ordinary token (fixed-length sequences)."""
+    """The AR model with EOS treated as an ordinary token (fixed-length sequences).
+
+    QUEST runs token by token here (``cached=False``: L calls a move, the accounting of this
+    part's CSV and README figures); ``bench align`` part (c) measures the cached move, which
+    visits the same states."""
 
     eos_id = None
 
@@ -178,7 +182,7 @@ def smollm2_tables(cfg: LMBenchConfig, out, progress=None, device="cpu",
     chain_run("quest", cfg.quest_steps,
               lambda: quest.init(x0, zero, model, cids, cmask, sampling),
               lambda src, s: quest.step(src.uniform(L + 2), s, model, cids, cmask, zero, 1.0,
-                                        sampling),
+                                        sampling, cached=False),
               lambda s: -target.log_prob(s.y), L, 0)
 
     # tilted target: QUEST vs SMC, mean reward at their NFE
@@ -189,7 +193,7 @@ def smollm2_tables(cfg: LMBenchConfig, out, progress=None, device="cpu",
         st = quest.init(x0, reward, model, cids, cmask, sampling)
         for _ in range(cfg.quest_steps):
             st, _ = quest.step(src.uniform(L + 2), st, model, cids, cmask, reward, cfg.beta,
-                               sampling)
+                               sampling, cached=False)
         wall = time.perf_counter() - t0
         summary.append({**base, "experiment": "tilted", "sampler": "quest",
                         "steps": cfg.quest_steps, "nfe_per_chain": L * cfg.quest_steps,

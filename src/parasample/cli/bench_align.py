@@ -33,9 +33,16 @@ def bench_align(
                                      help="(a) TVD in (0, 1) that the summary's calls and "
                                      "seconds are measured to (default 1.5 x the i.i.d. "
                                      "floor)."),
+    tries: list[int] = typer.Option([4, 16], "--tries", "-K", min=1, help="(a) mt-QUEST's tries "
+                                    "per move, K (repeat for several)."),
+    try_sources: list[str] = typer.Option(["iid", "lattice", "antithetic"], "--try-source",
+                                          help="(a) How mt-QUEST's K tries are drawn: iid, "
+                                          "lattice (a shifted rank-1 lattice over them) or "
+                                          "antithetic (pairs u, 1 - u; K even). Repeat for "
+                                          "several."),
     skip_toy: bool = typer.Option(False, "--skip-toy", help="Skip part (a)."),
     skip_lm: bool = typer.Option(False, "--skip-lm", help="Skip parts (b) and (c), SmolLM2."),
-    problems: int = typer.Option(16, "--problems", min=1, help="(b) Addition questions."),
+    problems: int = typer.Option(8, "--problems", min=1, help="(b) Addition questions."),
     lm_seeds: int = typer.Option(2, "--lm-seeds", min=1, help="(b) Seeds per sampler."),
     chains: list[int] = typer.Option([1, 8], "--chains", "-c", min=1, help="(c) QUEST chains "
                                      "run as one batch (repeat for several)."),
@@ -83,7 +90,8 @@ def bench_align(
     pick = lambda kw: {k: v for k, v in kw.items() if k in typed}  # noqa: E731
     kw = dict(chains=tuple(chains), length=length, moves=moves, beta=beta, seed=seed)
     lm_cfg = CacheBenchConfig.quick(**pick(kw)) if quick else CacheBenchConfig(**kw)
-    tkw = dict(samples=toy_samples, seeds=seeds, seed=seed, beta=beta, target_tvd=target_tvd)
+    tkw = dict(samples=toy_samples, seeds=seeds, seed=seed, beta=beta, target_tvd=target_tvd,
+               tries=tuple(tries), try_sources=tuple(try_sources))
     names = {"samples": "toy_samples"}
     toy_cfg = (ToyAlignConfig.quick(**{k: v for k, v in tkw.items()
                                        if names.get(k, k) in typed})

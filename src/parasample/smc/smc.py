@@ -77,13 +77,23 @@ def noise_dims(cfg: SMCConfig) -> int:
 
 def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: SMCConfig,
          reward) -> SMCState:
-    """Prefill ``prompt_ids [R * N, P]`` (each prompt repeated N times)."""
+    """Prefill ``prompt_ids [R * N, P]`` (each prompt repeated N times: when a system's N rows
+    are one prompt, it is prefilled once and its cache repeated)."""
     B = prompt_ids.shape[0]
     if B % cfg.n_particles:
         raise ValueError(f"{B} rows is not a whole number of systems of "
                          f"n_particles={cfg.n_particles}.")
-    R = B // cfg.n_particles
-    ar = ar_init(model, prompt_ids, attention_mask)
+    R, N = B // cfg.n_particles, cfg.n_particles
+    ids3, mask3 = prompt_ids.view(R, N, -1), attention_mask.view(R, N, -1)
+    if N > 1 and torch.equal(ids3, ids3[:, :1].expand_as(ids3)) and torch.equal(
+            mask3, mask3[:, :1].expand_as(mask3)):  # each system's prompt: one prefill
+        ar = ar_init(model, ids3[:, 0], mask3[:, 0])
+        rows = torch.arange(R, device=ar.logits.device).repeat_interleave(N)
+        ar = ar._replace(tokens=ar.tokens[rows], logprobs=ar.logprobs[rows],
+                         logits=ar.logits[rows], cache=model.reorder(ar.cache, rows),
+                         done=ar.done[rows])
+    else:
+        ar = ar_init(model, prompt_ids, attention_mask)
     r0 = reward.partial(ar.tokens).to(torch.float64)
     dev = ar.logits.device
     return SMCState(ar, torch.zeros(R, cfg.n_particles, dtype=torch.float64, device=dev),
