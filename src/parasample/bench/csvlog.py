@@ -18,7 +18,9 @@ TIMING_COLUMNS = frozenset({
     "wall_s", "forward_s", "forward_share", "throughput", "tokens_per_s", "mean_wallclock",
     "amortized_wallclock", "ratio_vs_hf", "wall_vs_iid", "calls_per_s", "speedup",
     "speedup_vs_sequential", "wall_to_target_s", "elapsed_s", "seconds_to_target",
-    "seconds_to_target_se"})
+    "seconds_to_target_se", "seconds_per_call", "wall_ratio_to_iid", "wall_ratio_se",
+    "wall_per_move_s", "speedup_vs_uncached", "quest_seconds_to_this_reward",
+    "wall_ratio_to_quest", "wall_ratio_to_quest_final"})
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

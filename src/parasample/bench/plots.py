@@ -159,8 +159,9 @@ def align_toy_plot(out: Path) -> Path | None:
     rows = read_csv(out / "toy.csv")
     if not rows:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.8))
     keys = list(dict.fromkeys((r["sampler"], r["tries_source"], r["size"]) for r in rows))
+    dashes = {"iid": "-", "lattice": "--", "antithetic": ":", "arithmetic": "--"}
     colors = plt.get_cmap("tab20").colors
     families = list(dict.fromkeys(k[0] for k in keys))
     for i, (sampler, source, size) in enumerate(keys):
@@ -174,8 +175,9 @@ def align_toy_plot(out: Path) -> Path | None:
         one_shot = sampler in ("importance-resampling", "smc", "resample-move-smc")
         label = sampler + (f" {source}" if source else "") + (
             f" K={size}" if sampler == "mt-quest" else f" n={size}" if one_shot else "")
-        style = ("o" if one_shot else ".-")
-        color = colors[(2 * families.index(sampler) + (i % 2)) % len(colors)]
+        style = "o" if one_shot else "." + dashes.get(source, "-")
+        k_shade = int(size) >= 16 if sampler == "mt-quest" else i % 2
+        color = colors[(2 * families.index(sampler) + k_shade) % len(colors)]
         for ax, col in zip(axes, (0, 1), strict=True):
             ax.plot(mean[:, col], mean[:, 2], style, color=color, label=label, markersize=4)
     floor = float(rows[0]["floor_tvd"])
@@ -189,7 +191,7 @@ def align_toy_plot(out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].set_title("quality against model calls", fontsize=10)
     axes[1].set_title("quality against wallclock (this machine)", fontsize=10)
-    axes[1].legend(fontsize=6, ncol=2)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return save_figure(fig, out / "align_toy.png")
 
 

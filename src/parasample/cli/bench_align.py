@@ -177,11 +177,13 @@ def _lm_table(out) -> None:
     summ = lm_summary(read_csv(out / "lm.csv"))
     write_csv(out / "lm_summary.csv", list(summ[0]), summ)
     t = Table("sampler", "size", "expected reward", "calls", "seconds",
-              "QUEST s to this reward", "ratio", title="(b) SmolLM2 additions (mean over seeds)")
+              "QUEST s to this reward", "ratio", "reaches QUEST's final", "s / QUEST's s",
+              title="(b) SmolLM2 additions (mean over seeds)")
     for r in summ:
         t.add_row(r["sampler"], str(r["size"]), str(r["expected_reward"]), str(r["calls"]),
                   str(r["wall_s"]), str(r["quest_seconds_to_this_reward"]) or "-",
-                  str(r["wall_ratio_to_quest"]) or "-")
+                  str(r["wall_ratio_to_quest"]) or "-", str(r["reaches_quest_final"]) or "-",
+                  str(r["wall_ratio_to_quest_final"]) or "-")
     console.print(t)
 
 
