@@ -323,14 +323,9 @@ def toy_unit(cfg: ToyAlignConfig, sampler: str, source: str, size: int, seed: in
 def toy_summary_rows(rows: list[dict], target_tvd: float) -> list[dict]:
     """Per curve, over seeds: calls and seconds to the first budget whose TVD <= target_tvd
     (mean +- SE over the seeds that reach it), seconds per call, final TVD."""
-    import math
     import statistics
 
-    def mean_se(xs):
-        if not xs:
-            return "", ""
-        se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else ""
-        return round(statistics.fmean(xs), 4), (round(se, 4) if se != "" else "")
+    from parasample.bench.csvlog import mean_se_cells
 
     out = []
     for key in dict.fromkeys((r["sampler"], r["tries_source"], int(r["size"])) for r in rows):
@@ -353,7 +348,7 @@ def toy_summary_rows(rows: list[dict], target_tvd: float) -> list[dict]:
                "seconds_per_call": round(statistics.fmean(per_call), 6)}
         for name, xs in (("calls_to_target", calls), ("seconds_to_target", secs),
                          ("final_tvd", final)):
-            row[name], row[f"{name}_se"] = mean_se(xs)
+            row[name], row[f"{name}_se"] = mean_se_cells(xs)
         out.append(row)
     return out
 
@@ -363,8 +358,7 @@ def correlated_tries_ratio(rows: list[dict]) -> list[dict]:
     tries reach at their last budget (same seed), as a ratio to i.i.d.'s; mean +- SE over
     seeds (seeds where the correlated chain never gets there count at its last budget, a
     lower bound on the ratio, and are counted in ``censored``)."""
-    import math
-    import statistics
+    from parasample.bench.csvlog import mean_se_cells
 
     out = []
     mt = [r for r in rows if r["sampler"] == "mt-quest"]
@@ -385,11 +379,9 @@ def correlated_tries_ratio(rows: list[dict]) -> list[dict]:
                 hit = next((r for r in cor if float(r["tvd"]) <= goal), None)
                 censored += hit is None
                 ratios.append(float((hit or cor[-1])["wall_s"]) / float(iid[-1]["wall_s"]))
-            se = statistics.stdev(ratios) / math.sqrt(len(ratios)) if len(ratios) > 1 else ""
+            mean, se = mean_se_cells(ratios)
             out.append({"tries": k, "tries_source": s, "seeds": len(ratios),
-                        "censored": censored,
-                        "wall_ratio_to_iid": round(statistics.fmean(ratios), 4) if ratios
-                        else "", "wall_ratio_se": round(se, 4) if se != "" else ""})
+                        "censored": censored, "wall_ratio_to_iid": mean, "wall_ratio_se": se})
     return out
 
 

@@ -7,9 +7,11 @@ is already in the file.
 from __future__ import annotations
 
 import csv
+import math
+import statistics
 from pathlib import Path
 
-__all__ = ["ResumableCSV", "write_csv", "read_csv", "TIMING_COLUMNS"]
+__all__ = ["ResumableCSV", "write_csv", "read_csv", "mean_se_cells", "TIMING_COLUMNS"]
 
 #: Columns that measure time (or depend on it): they differ between two runs of the same sweep by
 #: design. Every other column of every benchmark CSV is a function of the run's options and seed,
@@ -21,6 +23,16 @@ TIMING_COLUMNS = frozenset({
     "seconds_to_target_se", "seconds_per_call", "wall_ratio_to_iid", "wall_ratio_se",
     "wall_per_move_s", "speedup_vs_uncached", "quest_seconds_to_this_reward",
     "wall_ratio_to_quest", "wall_ratio_to_quest_final"})
+
+
+def mean_se_cells(xs: list[float], digits: int = 4) -> tuple[float | str, float | str]:
+    """A summary's (mean, standard error over the units) cells: rounded, blank where undefined
+    (no values; one value has no SE)."""
+    if not xs:
+        return "", ""
+    mean = round(statistics.fmean(xs), digits)
+    return mean, (round(statistics.stdev(xs) / math.sqrt(len(xs)), digits) if len(xs) > 1
+                  else "")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

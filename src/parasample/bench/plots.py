@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402, F401 (matplotlib.ticker.NullFormatter)
 
 from parasample.bench.csvlog import read_csv  # noqa: E402
 
@@ -150,12 +151,21 @@ def rl_plot(out: Path) -> Path | None:
     return save_figure(fig, out / "rl.png")
 
 
+def _budget_means(rows: list[dict], fields: tuple[str, ...]):
+    """``[budgets, len(fields)]`` means over seeds of ``fields`` at each ``budget`` of one
+    curve's rows, budgets in increasing order."""
+    import numpy as np
+
+    pts: dict[int, list[list[float]]] = {}
+    for r in rows:
+        pts.setdefault(int(r["budget"]), []).append([float(r[f]) for f in fields])
+    return np.array([np.mean(pts[b], axis=0) for b in sorted(pts)])
+
+
 def align_toy_plot(out: Path) -> Path | None:
     """``align_toy.png`` from ``out/toy.csv``: TVD to the exact target against model calls
     (left) and against wallclock (right), one line per sampler (mean over seeds), with the
     i.i.d. floor; one-shot samplers (importance resampling, SMC) are one point per size."""
-    import numpy as np
-
     rows = read_csv(out / "toy.csv")
     if not rows:
         return None
@@ -165,13 +175,8 @@ def align_toy_plot(out: Path) -> Path | None:
     colors = plt.get_cmap("tab20").colors
     families = list(dict.fromkeys(k[0] for k in keys))
     for i, (sampler, source, size) in enumerate(keys):
-        pts: dict[int, list[tuple[float, float, float]]] = {}
-        for r in rows:
-            if (r["sampler"], r["tries_source"], r["size"]) == (sampler, source, size):
-                pts.setdefault(int(r["budget"]), []).append(
-                    (float(r["calls"]), float(r["wall_s"]), float(r["tvd"])))
-        budgets = sorted(pts)
-        mean = np.array([np.mean(pts[b], axis=0) for b in budgets])  # [budgets, 3]
+        mean = _budget_means([r for r in rows if (r["sampler"], r["tries_source"], r["size"])
+                              == (sampler, source, size)], ("calls", "wall_s", "tvd"))
         one_shot = sampler in ("importance-resampling", "smc", "resample-move-smc")
         label = sampler + (f" {source}" if source else "") + (
             f" K={size}" if sampler == "mt-quest" else f" n={size}" if one_shot else "")
@@ -186,6 +191,7 @@ def align_toy_plot(out: Path) -> Path | None:
         ax.axhline(floor, color="gray", ls=":", label="i.i.d. floor")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel("TVD to the exact tilted target")
         ax.grid(alpha=0.3)
@@ -198,24 +204,19 @@ def align_toy_plot(out: Path) -> Path | None:
 def align_lm_plot(out: Path) -> Path | None:
     """``align_lm.png`` from ``out/lm.csv``: expected reward against model calls (left) and
     wallclock (right), mean over seeds; QUEST a line over moves, one-shot samplers points."""
-    import numpy as np
-
     rows = read_csv(out / "lm.csv")
     if not rows:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for key in dict.fromkeys((r["sampler"], r["size"]) for r in rows):
-        pts: dict[int, list[tuple[float, float, float]]] = {}
-        for r in rows:
-            if (r["sampler"], r["size"]) == key:
-                pts.setdefault(int(r["budget"]), []).append(
-                    (float(r["calls"]), float(r["wall_s"]), float(r["expected_reward"])))
-        mean = np.array([np.mean(pts[b], axis=0) for b in sorted(pts)])
+        mean = _budget_means([r for r in rows if (r["sampler"], r["size"]) == key],
+                             ("calls", "wall_s", "expected_reward"))
         label = f"{key[0]} ({'chains' if key[0] == 'quest' else 'n'}={key[1]})"
         for ax, col in zip(axes, (0, 1), strict=True):
             ax.plot(mean[:, col], mean[:, 2], ".-" if len(mean) > 1 else "o", label=label)
     for ax, xlabel in zip(axes, ("model calls (sequential)", "wallclock (s)"), strict=True):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded labels
         ax.set_xlabel(xlabel)
         ax.set_ylabel("expected reward under the sampler")
         ax.grid(alpha=0.3)

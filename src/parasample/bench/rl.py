@@ -12,12 +12,11 @@ seeds).
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from parasample.bench.csvlog import write_csv
+from parasample.bench.csvlog import mean_se_cells, write_csv
 from parasample.rl import GRPOConfig
 
 __all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "curve_rows", "run_benchmark",
@@ -94,13 +93,6 @@ def curve_rows(cfg: GRPOConfig, state: dict) -> list[dict]:
              "elapsed_s": h["elapsed_s"]} for h in state["history"]]
 
 
-def _mean_se(xs: list[float]) -> tuple[float | str, float | str]:
-    if not xs:
-        return "", ""
-    se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else ""
-    return round(statistics.fmean(xs), 4), (round(se, 4) if se != "" else "")
-
-
 def summary_rows(rows: list[dict], target: float) -> list[dict]:
     """Per (sampler, G): over seeds, the first evaluated step (and its seconds) whose held-out
     pass@1 reaches ``target`` (mean +- SE over the seeds that reach it; ``reached`` counts them),
@@ -126,7 +118,7 @@ def summary_rows(rows: list[dict], target: float) -> list[dict]:
                "reached": len(steps)}
         for name, xs in (("steps_to_target", steps), ("seconds_to_target", secs),
                          ("zero_variance", zero), ("final_pass1", final)):
-            row[name], row[f"{name}_se"] = _mean_se(xs)
+            row[name], row[f"{name}_se"] = mean_se_cells(xs)
         out.append(row)
     return out
 
