@@ -379,3 +379,21 @@ def test_cached_mt_quest_gives_the_chain_of_token_by_token_mt_quest(source):
     for (y_a, acc_a, n_a), (y_b, acc_b, n_b) in zip(runs[False], runs[True], strict=True):
         assert torch.equal(y_a, y_b) and torch.equal(acc_a, acc_b) and n_b <= n_a
     assert any(bool(a.any()) for _, a, _ in runs[True])
+
+
+def test_cached_quest_falls_back_where_the_context_is_short():
+    """A batch's rows step on past their own ends (to the smallest cut's suffix), so the cached
+    move needs prompt + 2L tokens of context: without it the default is token by token, and
+    asking for the cache says what to do."""
+    from types import SimpleNamespace
+
+    from parasample.targets.hf import HFCausalLM
+    from tests.test_targets import _tiny_llama
+
+    lm = HFCausalLM(_tiny_llama(), SimpleNamespace(eos_token_id=2, pad_token_id=0))  # 64
+    assert quest.use_cache(lm, None, 40, 12) and not quest.use_cache(lm, None, 41, 12)
+    assert not quest.use_cache(lm, False, 10, 12)
+    with pytest.raises(ValueError, match="use cached=False"):
+        quest.use_cache(lm, True, 41, 12)
+    base, _ = _toy_with_eos()
+    assert not quest.use_cache(base, None, 1, 3)

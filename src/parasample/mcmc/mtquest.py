@@ -49,7 +49,14 @@ import torch
 
 from parasample.ancestral import SamplingConfig, lengths_with_eos, sampling_probs
 from parasample.mcmc.proposal import mh_accept
-from parasample.mcmc.quest import QuestState, _check, _regenerate, _regenerate_cached, _suffix
+from parasample.mcmc.quest import (
+    QuestState,
+    _check,
+    _regenerate,
+    _regenerate_cached,
+    _suffix,
+    use_cache,
+)
 from parasample.mcmc.quest import init as quest_init
 from parasample.noise import icdf_categorical
 from parasample.noise.sources import korobov_vector
@@ -166,9 +173,7 @@ def step(u: torch.Tensor, state: QuestState, model, prompt_ids: torch.Tensor,
         out[:, k:R - 1] = _reverse_uniforms(source, rev_t, ustar, None if z is None else z[tc])
         return out.view(-1)
 
-    if cached is None:
-        cached = bool(getattr(model, "pads_exactly", False))
-    if cached:
+    if use_cache(model, cached, prompt_ids.shape[1], L):
         zero = torch.zeros(B, L, dtype=torch.float64, device=dev)  # kept log-probs: not needed
         tokens, logp, logq, nfe = _regenerate_cached(uniforms, cut, state.y, zero, zero, model,
                                                      prompt_ids, attention_mask, sampling,

@@ -36,7 +36,7 @@ from parasample.ancestral import init as ar_init
 from parasample.ancestral import step as ar_step
 from parasample.mcmc.proposal import mh_accept
 
-__all__ = ["QuestState", "QuestInfo", "init", "step", "noise_dims"]
+__all__ = ["QuestState", "QuestInfo", "init", "step", "noise_dims", "use_cache"]
 
 
 class QuestState(NamedTuple):
@@ -179,6 +179,24 @@ def _check(sampling: SamplingConfig, L: int) -> None:
                          f"sequence length {L}.")
 
 
+def use_cache(model, cached: bool | None, prompt_len: int, L: int) -> bool:
+    """Whether a move prefills its kept prefix with the prompt: ``cached`` (None: whenever the
+    model can). It needs ``model.pads_exactly``, and room in the context for the prompt and 2L
+    tokens (the rows of a batch step on until its smallest cut's suffix is done)."""
+    able = bool(getattr(model, "pads_exactly", False))
+    limit = getattr(model, "max_length", None)
+    room = limit is None or prompt_len + 2 * L <= limit
+    if cached is None:
+        return able and room
+    if cached and not able:
+        raise ValueError(f"cached QUEST needs a model whose prefill honours left padding "
+                         f"(pads_exactly); {type(model).__name__} does not: use cached=False.")
+    if cached and not room:
+        raise ValueError(f"cached QUEST needs prompt + 2 x {L} tokens = {prompt_len + 2 * L} "
+                         f"of context, the model has {limit}: use cached=False.")
+    return bool(cached)
+
+
 def _suffix(x: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
     """sum_{t >= cut} x[:, t]: ``[B, L], [B] -> [B]``."""
     pos = torch.arange(x.shape[1], device=x.device)
@@ -197,12 +215,7 @@ def step(u: torch.Tensor, state: QuestState, model, prompt_ids: torch.Tensor,
     _check(sampling, L)
     u = u.to(state.y.device)
     cut = (u[:, 0] * state.length).long().clamp(max=L - 1)  # uniform in {0..|y|-1}
-    if cached is None:
-        cached = bool(getattr(model, "pads_exactly", False))
-    elif cached and not getattr(model, "pads_exactly", False):
-        raise ValueError(f"cached QUEST needs a model whose prefill honours left padding "
-                         f"(pads_exactly); {type(model).__name__} does not: use cached=False.")
-    if cached:
+    if use_cache(model, cached, prompt_ids.shape[1], L):
         y_new, logp_new, logq_new, nfe = _regenerate_cached(
             u[:, 1:L + 1], cut, state.y, state.logp, state.logq, model, prompt_ids,
             attention_mask, sampling)

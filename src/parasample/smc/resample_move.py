@@ -81,8 +81,7 @@ def rejuvenate(u: torch.Tensor, state: SMCState, model, prompt_ids: torch.Tensor
     B, t = y.shape
     if t == 0:  # nothing generated yet: nothing to move
         return state, MoveInfo(torch.zeros(B, dtype=torch.float64), 0)
-    if cached is None:
-        cached = bool(getattr(model, "pads_exactly", False))
+    cached = quest.use_cache(model, cached, prompt_ids.shape[1] + t, t)  # + the replay
     qs = replace(sampling, max_new_tokens=t)
     twist = reward.partial
     st = quest.init(y, twist, model, prompt_ids, attention_mask, qs)
