@@ -136,6 +136,13 @@ def test_resample_move_smc_is_properly_weighted_and_its_evidence_unbiased(tries,
     est = est / est.sum()
     assert 0.5 * float((est - exact_distribution(target)).abs().sum()) < 0.03
     assert min(accepted) > 0.1
+    # the moved particles carry the log q of their own tokens (what SMC's next weight reads)
+    from parasample.mcmc.quest import _regenerate
+
+    y = st.ar.tokens
+    _, _, logq, _ = _regenerate(torch.zeros(B, L, dtype=torch.float64),
+                                torch.full((B,), L), y, base, ids, mask, sampling)
+    assert torch.allclose(st.ar.logprobs.double(), logq, atol=1e-6)
 
 
 def test_resample_move_prefilled_and_fed_back_give_the_same_particles():

@@ -9,8 +9,9 @@ from parasample.ancestral.engine import (
     init,
     lengths_with_eos,
     sampling_probs,
+    select_rows,
     step,
 )
 
 __all__ = ["AncestralState", "Generation", "SamplingConfig", "StepInfo", "generate", "init",
-           "lengths_with_eos", "sampling_probs", "step"]
+           "lengths_with_eos", "sampling_probs", "select_rows", "step"]

@@ -131,6 +131,16 @@ def sampling_probs(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor
     return probs
 
 
+def select_rows(model, state: AncestralState, rows: torch.Tensor) -> AncestralState:
+    """The state whose row b is row ``rows[b]`` of ``state`` (``rows`` may repeat rows: k
+    samples from one prefill, SMC resampling). The model's cache is reordered through
+    ``model.reorder``, which may work in place: ``state`` is not used afterwards."""
+    return AncestralState(
+        tokens=state.tokens[rows], logprobs=state.logprobs[rows], logits=state.logits[rows],
+        cache=model.reorder(state.cache, rows), done=state.done[rows],
+        residual=None if state.residual is None else state.residual[rows])
+
+
 def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> AncestralState:
     """Prefill the prompts (``[B, P]``, left-padded) and return the initial state (1 NFE)."""
     logits, cache = model.start(prompt_ids, attention_mask)
@@ -225,10 +235,7 @@ def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
                                                    device=dev))
     if samples_per_prompt > 1:
         rows = torch.arange(P, device=dev).repeat_interleave(samples_per_prompt)  # [B]
-        state = state._replace(tokens=state.tokens[rows], logprobs=state.logprobs[rows],
-                               logits=state.logits[rows], cache=model.reorder(state.cache, rows),
-                               done=state.done[rows], residual=None if state.residual is None
-                               else state.residual[rows])
+        state = select_rows(model, state, rows)
     for t in range(config.max_new_tokens):
         u = source.uniform().to(dev)  # [B], float64 (generated on the CPU: same on every device)
         last = t == config.max_new_tokens - 1

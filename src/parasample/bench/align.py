@@ -23,11 +23,8 @@ the kept prefix back one model call per token, the cached one prefills it with t
 call (:func:`parasample.mcmc.quest.step`, ``cached``). Both run here from the same starting
 sequences and the same uniforms, so they must visit the same states: the CSV records the
 fraction of moves whose every chain is token-identical, the model calls and the wall time per
-move, and the speedup. (Resample-move SMC and the SmolLM2 verifiable-reward target are not
-built yet.)
-
-Each (chains, seed) unit runs both variants and writes their two rows together, so an
-interrupted run leaves no half unit and a rerun computes only the missing ones.
+move, and the speedup. Each (chains, seed) unit runs both variants and writes their two rows
+together, so an interrupted run leaves no half unit and a rerun computes only the missing ones.
 """
 
 from __future__ import annotations
@@ -83,16 +80,6 @@ class CacheBenchConfig:
         return cls(**{"chains": (2,), "length": 8, "moves": 3, **kw})
 
 
-def _digit_reward(tokenizer, vocab_size: int):
-    toks = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
-    digit = torch.tensor([any(c.isdigit() for c in (t or "")) for t in toks])
-
-    def reward(y: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B]
-        return digit.to(y.device)[y].sum(-1).double()
-
-    return reward
-
-
 def _chain(lm, y0, ids, mask, reward, cfg, sampling, C, cached):
     """``moves`` QUEST moves from ``y0``: (states after each move, calls, wall s, accepted)."""
     src = IIDSource(C, generator=derive_generator(cfg.seed, "align", "cache", C, "moves"))
@@ -112,6 +99,7 @@ def _chain(lm, y0, ids, mask, reward, cfg, sampling, C, cached):
 def quest_cache_rows(cfg: CacheBenchConfig, out, progress=None, device="cpu",
                      dtype=torch.float32) -> list[dict]:
     """Run (or resume) the cache comparison; writes ``quest_cache.csv`` and returns its rows."""
+    from parasample.bench.mcmc_lm import DigitReward
     from parasample.targets.hf import smollm2
 
     csv = ResumableCSV(out / "quest_cache.csv", CACHE_HEADER, ["sampler", "chains", "length",
@@ -123,7 +111,7 @@ def quest_cache_rows(cfg: CacheBenchConfig, out, progress=None, device="cpu",
         if plain is None or fast is None:
             if lm is None:
                 lm = smollm2(dtype, device)
-                reward = _digit_reward(lm.tokenizer, lm.vocab_size)
+                reward = DigitReward(lm.tokenizer, lm.vocab_size)
                 sampling = SamplingConfig(max_new_tokens=cfg.length)
             ids, mask = lm.encode_prompts([PROMPT] * C)
             start = IIDSource(C, generator=derive_generator(cfg.seed, "align", "cache", C))
@@ -497,7 +485,8 @@ class AdditionReward:
     partial = __call__
 
 
-def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int) -> list[dict]:
+def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int,
+            dtype: torch.dtype = torch.float32) -> list[dict]:
     """One sampler's rows on the addition questions (QUEST: one per recorded move)."""
     from parasample.smc import resample_move as rm
     from parasample.smc import smc
@@ -521,7 +510,7 @@ def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int) -> list[
                      "accuracy": round(float(acc.mean()), 4),
                      "log_evidence": "" if log_z is None else round(float(log_z.mean()), 4),
                      "kl_to_base": kl, "problems": P, "beta": cfg.beta, "seed": seed,
-                     **machine_fields(lm.device, torch.float32)})
+                     **machine_fields(lm.device, dtype)})
 
     def pad(tokens):
         return torch.nn.functional.pad(tokens, (0, L - tokens.shape[1]), value=lm.eos_id)
@@ -584,7 +573,7 @@ def lm_rows(cfg: LMAlignConfig, out, progress=None, device="cpu", dtype=torch.fl
                     (sampler, str(size), str(seed))]
             if not have:
                 lm = lm or smollm2(dtype, device)
-                have = lm_unit(cfg, lm, sampler, size, seed)
+                have = lm_unit(cfg, lm, sampler, size, seed, dtype)
                 for row in have:
                     csv.append(row)
             rows += have
@@ -601,17 +590,13 @@ def lm_summary(rows: list[dict]) -> list[dict]:
     resample-move SMC: <= 1/3)."""
     import statistics
 
-    def by(sampler):
-        return [r for r in rows if r["sampler"] == sampler]
-
     out = []
-    quest_rows = by("quest")
-    seeds = sorted({r["seed"] for r in quest_rows})
+    quest_rows = [r for r in rows if r["sampler"] == "quest"]
     moves = sorted({int(r["budget"]) for r in quest_rows})
     curve = [(m, statistics.fmean(float(r["expected_reward"]) for r in quest_rows
                                   if int(r["budget"]) == m),
               statistics.fmean(float(r["wall_s"]) for r in quest_rows if int(r["budget"]) == m))
-             for m in moves] if seeds else []
+             for m in moves]
     for key in dict.fromkeys((r["sampler"], r["size"]) for r in rows):
         mine = [r for r in rows if (r["sampler"], r["size"]) == key]
         last = max(int(r["budget"]) for r in mine)

@@ -71,15 +71,16 @@ class _NoStop:
         return self.lm.reorder(state, index)
 
 
-class _DigitReward:
-    """r(y) = number of tokens whose text contains a digit; additive, so SMC twists exactly."""
+class DigitReward:
+    """r(y) = number of tokens whose text contains a digit; additive, so SMC twists exactly
+    (also ``bench align`` part (c)'s reward)."""
 
     def __init__(self, tokenizer, vocab_size):
         toks = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
         self.mask = torch.tensor([any(c.isdigit() for c in (t or "")) for t in toks])
 
     def __call__(self, y):
-        return self.mask[y].sum(-1).double()
+        return self.mask.to(y.device)[y].sum(-1).double()
 
     partial = __call__
 
@@ -186,7 +187,7 @@ def smollm2_tables(cfg: LMBenchConfig, out, progress=None, device="cpu",
               lambda s: -target.log_prob(s.y), L, 0)
 
     # tilted target: QUEST vs SMC, mean reward at their NFE
-    reward = _DigitReward(lm.tokenizer, target.vocab_size)
+    reward = DigitReward(lm.tokenizer, target.vocab_size)
     if not done("tilted", "quest"):
         src = IIDSource(C, generator=_gen(cfg, "tilted", "quest"))
         t0 = time.perf_counter()

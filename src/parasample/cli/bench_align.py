@@ -7,10 +7,10 @@ from __future__ import annotations
 import typer
 
 from parasample.cli.common import (
+    config,
     console,
     device_opt,
     dtype_opt,
-    explicit,
     greater_than,
     out_opt,
     progress,
@@ -86,20 +86,13 @@ def bench_align(
     from parasample.bench.plots import align_lm_plot, align_toy_plot
 
     dev, dt = setup(threads, device, dtype)
-    typed = explicit(ctx) if quick else set()
-    pick = lambda kw: {k: v for k, v in kw.items() if k in typed}  # noqa: E731
-    kw = dict(chains=tuple(chains), length=length, moves=moves, beta=beta, seed=seed)
-    lm_cfg = CacheBenchConfig.quick(**pick(kw)) if quick else CacheBenchConfig(**kw)
-    tkw = dict(samples=toy_samples, seeds=seeds, seed=seed, beta=beta, target_tvd=target_tvd,
-               tries=tuple(tries), try_sources=tuple(try_sources))
-    names = {"samples": "toy_samples"}
-    toy_cfg = (ToyAlignConfig.quick(**{k: v for k, v in tkw.items()
-                                       if names.get(k, k) in typed})
-               if quick else ToyAlignConfig(**tkw))
-    bkw = dict(problems=problems, seeds=lm_seeds, seed=seed, beta=beta)
-    names_b = {"seeds": "lm_seeds"}
-    lm_b = (LMAlignConfig.quick(**{k: v for k, v in bkw.items() if names_b.get(k, k) in typed})
-            if quick else LMAlignConfig(**bkw))
+    lm_cfg = config(ctx, quick, CacheBenchConfig, dict(chains=tuple(chains), length=length,
+                                                      moves=moves, beta=beta, seed=seed))
+    toy_cfg = config(ctx, quick, ToyAlignConfig, dict(
+        samples=toy_samples, seeds=seeds, seed=seed, beta=beta, target_tvd=target_tvd,
+        tries=tuple(tries), try_sources=tuple(try_sources)), {"samples": "toy_samples"})
+    lm_b = config(ctx, quick, LMAlignConfig, dict(problems=problems, seeds=lm_seeds, seed=seed,
+                                                  beta=beta), {"seeds": "lm_seeds"})
     if not skip_lm:
         from parasample.targets.hf import smollm2_path
 

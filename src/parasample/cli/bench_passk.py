@@ -5,10 +5,10 @@ from __future__ import annotations
 import typer
 
 from parasample.cli.common import (
+    config,
     console,
     device_opt,
     dtype_opt,
-    explicit,
     greater_than,
     out_opt,
     progress,
@@ -88,11 +88,7 @@ def bench_passk(
     kw = dict(k_max=k_max, temperature=temperature, lm_temperature=lm_temperature, top_p=top_p,
               ar_problems=ar_problems, ar_batches=ar_batches, add_problems=add_problems,
               gsm8k_problems=gsm8k_problems, gsm8k_tokens=gsm8k_tokens, seed=seed)
-    if quick:  # the quick preset, except for what the user typed
-        typed = explicit(ctx)
-        cfg = bp.PasskBenchConfig.quick(**{k: v for k, v in kw.items() if k in typed})
-    else:
-        cfg = bp.PasskBenchConfig(**kw)
+    cfg = config(ctx, quick, bp.PasskBenchConfig, kw)  # --quick: typed options still apply
     out_dir = Path(out or ("results/passk-quick" if quick else "results/passk"))
     # every input is checked before a model loads (SmolLM2 takes 20-50 s)
     if engine not in ("parasample", "vllm"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from parasample.cli.common import (
+    config,
     console,
     device_opt,
     dtype_opt,
@@ -82,12 +83,11 @@ def bench_rl(
                eval_problems=eval_problems, eval_samples=eval_samples)
     kw = dict(samplers=tuple(s.value for s in samplers), group_sizes=tuple(group_sizes),
               seeds=seeds, seed=seed, target=target, samples_per_step=samples)
-    if quick:  # the quick preset, except for what the user typed
-        typed = explicit(ctx)
-        names = {"samples_per_step": "samples", "updates_per_batch": "updates"}
-        cfg = RLBenchConfig.quick(**{k: v for k, v in kw.items() if names.get(k, k) in typed})
+    names = {"samples_per_step": "samples", "updates_per_batch": "updates"}
+    if quick:  # the quick preset, except for what the user typed (sweep and run options)
+        cfg = config(ctx, quick, RLBenchConfig, kw, names)
         cfg = replace(cfg, run=replace(cfg.run, **{k: v for k, v in run.items()
-                                                   if names.get(k, k) in typed}))
+                                                   if names.get(k, k) in explicit(ctx)}))
     else:
         cfg = RLBenchConfig(**kw, run=GRPOConfig(**run))
     executor = make_executor(ray, threads)  # a cluster that does not answer fails here

@@ -111,6 +111,16 @@ def explicit(ctx: typer.Context) -> set[str]:
             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
 
 
+def config(ctx: typer.Context, quick: bool, cls, kw: dict, names: dict | None = None):
+    """The benchmark config ``cls(**kw)``, or with ``--quick`` its ``cls.quick`` preset with
+    only the options the user typed applied on top. ``names`` maps a config field to its
+    option's parameter name where they differ."""
+    if not quick:
+        return cls(**kw)
+    typed, names = explicit(ctx), names or {}
+    return cls.quick(**{k: v for k, v in kw.items() if names.get(k, k) in typed})
+
+
 def set_threads(threads: int) -> None:
     import torch
 

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import torch
 
-from parasample.ancestral import SamplingConfig, lengths_with_eos
+from parasample.ancestral import SamplingConfig, lengths_with_eos, select_rows
 from parasample.ancestral import init as ar_init
 from parasample.ancestral import step as ar_step
 from parasample.mcmc.proposal import mh_accept
@@ -75,11 +75,7 @@ def _uniform_at(u, t: torch.Tensor, ar) -> torch.Tensor:
 def _start(model, prompt_ids, attention_mask, rows):
     """Prefill one row per chain and repeat it to the rows ``rows [R]`` (their chains)."""
     ar = ar_init(model, prompt_ids, attention_mask)
-    if rows is None:
-        return ar
-    return ar._replace(tokens=ar.tokens[rows], logprobs=ar.logprobs[rows],
-                       logits=ar.logits[rows], cache=model.reorder(ar.cache, rows),
-                       done=ar.done[rows])
+    return ar if rows is None else select_rows(model, ar, rows)
 
 
 def _regenerate(u, keep, y, model, prompt_ids, attention_mask, sampling, rows=None,

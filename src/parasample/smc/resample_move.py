@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from parasample.ancestral import AncestralState, SamplingConfig
+from parasample.ancestral import AncestralState, SamplingConfig, lengths_with_eos
 from parasample.ancestral import step as ar_step
 from parasample.mcmc import mtquest, quest
 from parasample.mcmc.quest import _prefix_prompts, _start
@@ -84,8 +84,14 @@ def rejuvenate(u: torch.Tensor, state: SMCState, model, prompt_ids: torch.Tensor
     cached = quest.use_cache(model, cached, prompt_ids.shape[1] + t, t)  # + the replay
     qs = replace(sampling, max_new_tokens=t)
     twist = reward.partial
-    st = quest.init(y, twist, model, prompt_ids, attention_mask, qs)
-    nfe = 0 if qs.q_is_p else t
+    if qs.q_is_p:  # the particles' own log q are their log p: nothing to compute
+        lq = state.ar.logprobs.to(torch.float64)
+        st = quest.QuestState(y, twist(y).to(torch.float64), lengths_with_eos(y, model.eos_id),
+                              lq, lq)
+        nfe = 0
+    else:  # log p of every token: one teacher-forced pass (t calls)
+        st = quest.init(y, twist, model, prompt_ids, attention_mask, qs)
+        nfe = t
     per = noise_dims(t, 1, tries)
     acc = torch.zeros(B, dtype=torch.float64, device=y.device)
     for m in range(moves):
@@ -98,7 +104,7 @@ def rejuvenate(u: torch.Tensor, state: SMCState, model, prompt_ids: torch.Tensor
                                     tries=tries, source=try_source, cached=cached)
         acc += info.accepted.to(acc.dtype) / moves
         nfe += info.nfe
-    ar, calls = _replay(model, prompt_ids, attention_mask, st.y, st.logq.to(
-        state.ar.logprobs.dtype) if not qs.q_is_p else state.ar.logprobs, cached, advance)
+    ar, calls = _replay(model, prompt_ids, attention_mask, st.y,
+                        st.logq.to(state.ar.logprobs.dtype), cached, advance)
     moved = SMCState(ar, state.logw, state.log_evidence, twist(st.y).to(torch.float64))
     return moved, MoveInfo(acc, nfe + calls)

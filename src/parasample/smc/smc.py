@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from parasample.ancestral import AncestralState, SamplingConfig
+from parasample.ancestral import AncestralState, SamplingConfig, select_rows
 from parasample.ancestral import init as ar_init
 from parasample.ancestral import step as ar_step
 from parasample.metrics import ess
@@ -88,10 +88,8 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: SMC
     if N > 1 and torch.equal(ids3, ids3[:, :1].expand_as(ids3)) and torch.equal(
             mask3, mask3[:, :1].expand_as(mask3)):  # each system's prompt: one prefill
         ar = ar_init(model, ids3[:, 0], mask3[:, 0])
-        rows = torch.arange(R, device=ar.logits.device).repeat_interleave(N)
-        ar = ar._replace(tokens=ar.tokens[rows], logprobs=ar.logprobs[rows],
-                         logits=ar.logits[rows], cache=model.reorder(ar.cache, rows),
-                         done=ar.done[rows])
+        ar = select_rows(model, ar, torch.arange(R, device=ar.logits.device)
+                         .repeat_interleave(N))
     else:
         ar = ar_init(model, prompt_ids, attention_mask)
     r0 = reward.partial(ar.tokens).to(torch.float64)
@@ -131,8 +129,7 @@ def step(u_tok: torch.Tensor, u_res: torch.Tensor, state: SMCState, model, rewar
         rows = (idx + N * torch.arange(R, device=idx.device)[:, None]).reshape(-1)  # [B]
         log_ev = log_ev + torch.where(resample, torch.logsumexp(logw, -1) - math.log(N), 0.0)
         logw = torch.where(resample[:, None], 0.0, logw)
-        ar = AncestralState(ar.tokens[rows], ar.logprobs[rows], ar.logits[rows],
-                            model.reorder(ar.cache, rows), ar.done[rows])
+        ar = select_rows(model, ar, rows)
         r = r[rows]
     return SMCState(ar, logw, log_ev, r), SMCInfo(e, resample, bad, 1 if advance else 0)
 
