@@ -5,13 +5,16 @@ from parasample.ancestral.engine import (
     Generation,
     SamplingConfig,
     StepInfo,
+    check_batch,
     generate,
     init,
     lengths_with_eos,
+    prefill,
     sampling_probs,
     select_rows,
     step,
 )
 
-__all__ = ["AncestralState", "Generation", "SamplingConfig", "StepInfo", "generate", "init",
-           "lengths_with_eos", "sampling_probs", "select_rows", "step"]
+__all__ = ["AncestralState", "Generation", "SamplingConfig", "StepInfo", "check_batch",
+           "generate", "init", "lengths_with_eos", "prefill", "sampling_probs", "select_rows",
+           "step"]

@@ -20,7 +20,8 @@ from parasample.devices import model_device
 from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
 
 __all__ = ["SamplingConfig", "AncestralState", "StepInfo", "Generation", "sampling_probs",
-           "init", "step", "generate", "lengths_with_eos"]
+           "init", "prefill", "step", "generate", "check_batch", "lengths_with_eos",
+           "select_rows"]
 
 
 def lengths_with_eos(tokens: torch.Tensor, eos_id: int | None) -> torch.Tensor:
@@ -201,6 +202,39 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
     return new, StepInfo(nfe=nfe, n_active=int((~done).sum()), logp=logp)
 
 
+def check_batch(model, prompt_ids: torch.Tensor, source: UniformSource, config: SamplingConfig,
+                samples_per_prompt: int) -> int:
+    """Validate a generation request (samples per prompt, context, source rows) -> rows B."""
+    P = prompt_ids.shape[0]
+    if not (isinstance(samples_per_prompt, int) and samples_per_prompt >= 1):
+        raise ValueError(f"samples_per_prompt={samples_per_prompt} must be an integer >= 1.")
+    B = P * samples_per_prompt
+    limit = getattr(model, "max_length", None)
+    if limit is not None and prompt_ids.shape[1] + config.max_new_tokens - 1 > limit:
+        raise ValueError(f"a prompt of {prompt_ids.shape[1]} tokens plus max_new_tokens="
+                         f"{config.max_new_tokens} does not fit the model's context of {limit} "
+                         "tokens; shorten the prompt or lower max_new_tokens.")
+    if source.n != B:
+        raise ValueError(f"the uniform source serves {source.n} rows but there are {P} prompts x "
+                         f"{samples_per_prompt} samples = {B} rows; build the source with n={B}.")
+    return B
+
+
+def prefill(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
+            samples_per_prompt: int = 1, *, carry: bool = False) -> AncestralState:
+    """:func:`init` once per prompt, its state repeated ``samples_per_prompt`` times
+    (prompt-major rows); ``carry`` starts arithmetic sampling's residuals (NaN: fresh rows)."""
+    P, dev = prompt_ids.shape[0], prompt_ids.device
+    state = init(model, prompt_ids, attention_mask)
+    if carry:
+        state = state._replace(residual=torch.full((P,), torch.nan, dtype=torch.float64,
+                                                   device=dev))
+    if samples_per_prompt > 1:
+        rows = torch.arange(P, device=dev).repeat_interleave(samples_per_prompt)  # [B]
+        state = select_rows(model, state, rows)
+    return state
+
+
 def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
              source: UniformSource, config: SamplingConfig, *, samples_per_prompt: int = 1,
              progress=None) -> Generation:
@@ -215,27 +249,11 @@ def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
     stay aligned across rows). Stops when every row has emitted EOS. ``progress``, if given, is
     called with the step index after each step (the engine itself never prints).
     """
-    P = prompt_ids.shape[0]
-    if not (isinstance(samples_per_prompt, int) and samples_per_prompt >= 1):
-        raise ValueError(f"samples_per_prompt={samples_per_prompt} must be an integer >= 1.")
-    B = P * samples_per_prompt
-    limit = getattr(model, "max_length", None)
-    if limit is not None and prompt_ids.shape[1] + config.max_new_tokens - 1 > limit:
-        raise ValueError(f"a prompt of {prompt_ids.shape[1]} tokens plus max_new_tokens="
-                         f"{config.max_new_tokens} does not fit the model's context of {limit} "
-                         "tokens; shorten the prompt or lower max_new_tokens.")
-    if source.n != B:
-        raise ValueError(f"the uniform source serves {source.n} rows but there are {P} prompts x "
-                         f"{samples_per_prompt} samples = {B} rows; build the source with n={B}.")
+    check_batch(model, prompt_ids, source, config, samples_per_prompt)
     dev = model_device(model)
-    prompt_ids, attention_mask = prompt_ids.to(dev), attention_mask.to(dev)
-    state, nfe = init(model, prompt_ids, attention_mask), 1
-    if source.carries_residual:
-        state = state._replace(residual=torch.full((P,), torch.nan, dtype=torch.float64,
-                                                   device=dev))
-    if samples_per_prompt > 1:
-        rows = torch.arange(P, device=dev).repeat_interleave(samples_per_prompt)  # [B]
-        state = select_rows(model, state, rows)
+    state = prefill(model, prompt_ids.to(dev), attention_mask.to(dev), samples_per_prompt,
+                    carry=source.carries_residual)
+    nfe = 1
     for t in range(config.max_new_tokens):
         u = source.uniform().to(dev)  # [B], float64 (generated on the CPU: same on every device)
         last = t == config.max_new_tokens - 1

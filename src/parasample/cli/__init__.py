@@ -17,6 +17,7 @@ from parasample.cli import (
     bench_mcmc,
     bench_passk,
     bench_rl,
+    bench_spec,
     models,
     sample,
     train,
@@ -62,4 +63,5 @@ bench_app.command("mcmc")(friendly_errors(bench_mcmc.bench_mcmc))
 bench_app.command("align")(friendly_errors(bench_align.bench_align))
 bench_app.command("engines")(friendly_errors(bench_engines.bench_engines))
 bench_app.command("rl")(friendly_errors(bench_rl.bench_rl))
+bench_app.command("spec")(friendly_errors(bench_spec.bench_spec))
 

@@ -16,7 +16,7 @@ from parasample.cli.common import (
     threads_opt,
 )
 
-__all__ = ["Sampler", "load_ar_model", "sample"]
+__all__ = ["Sampler", "Verify", "load_ar_model", "make_drafter", "sample"]
 
 
 class Sampler(StrEnum):
@@ -37,6 +37,41 @@ SAMPLER_HELP = ("How the k samples share noise: iid, sobol (scrambled Sobol RQMC
                 "sample drives the whole sequence), stratified (one code point in each 1/k "
                 "stratum with independent jitter, carried like arithmetic's; any k). Each sample "
                 "is an exact draw from the model in every case.")
+
+
+SPECULATIVE_HELP = ("Speculative decoding: ngram (prompt lookup in the sample's own prompt and "
+                    "output), sibling (the other samples of the prompt, then prompt lookup), or "
+                    "model:NAME (a draft model with the same tokenizer: a local HF directory / "
+                    ".gguf file, or a shipped AR checkpoint such as model:ar-arith-draft). Off by "
+                    "default. With --verify identical the samples are exactly those drawn "
+                    "without it.")
+VERIFY_HELP = ("identical: keep a draft where it equals the token sequential sampling draws from "
+               "the same uniform (token-identical output); rejection: speculative sampling "
+               "(Chen / Leviathan), exact in law, keeps more model drafts.")
+
+
+class Verify(StrEnum):
+    identical = "identical"
+    rejection = "rejection"
+
+
+def make_drafter(spec: str, target, device="cpu", dtype=None):
+    """``ngram``, ``sibling`` or ``model:NAME`` -> a drafter for ``target``."""
+    from parasample.speculative import ModelDrafter, NGramDrafter, SiblingDrafter
+
+    if spec == "ngram":
+        return NGramDrafter()
+    if spec == "sibling":
+        return SiblingDrafter()
+    if spec.startswith("model:") and spec[len("model:"):]:
+        name = spec[len("model:"):]
+        from parasample.models.registry import CHECKPOINT_DIR, load_ar
+
+        if (CHECKPOINT_DIR / f"{name}.pt").is_file() or name.endswith(".pt"):
+            return ModelDrafter(load_ar(name, device=device), target.vocab_size)
+        return ModelDrafter(load_ar_model(name, device, dtype), target.vocab_size)
+    raise ValueError(f"unknown drafter {spec!r}: use ngram, sibling or model:NAME (e.g. "
+                     "model:ar-arith-draft or model:/path/to/draft-model).")
 
 
 def load_ar_model(spec: str, device="cpu", dtype=None):
@@ -71,6 +106,10 @@ def sample(
     engine: str = typer.Option("parasample", "--engine", help="parasample (its own engine) or "
                                "vllm (vLLM with parasample's logits processor: the same draws "
                                "from the same source; needs vLLM installed)."),
+    speculative: str = typer.Option(None, "--speculative", help=SPECULATIVE_HELP),
+    draft_len: int = typer.Option(4, "--draft-len", min=1, help="Tokens drafted per step with "
+                                  "--speculative (>= 1)."),
+    verify: Verify = typer.Option(Verify.identical, "--verify", help=VERIFY_HELP),
     device: str = device_opt(),
     dtype: str = dtype_opt(),
     threads: int = threads_opt(2),
@@ -87,6 +126,8 @@ def sample(
     if engine not in ("parasample", "vllm"):
         raise ValueError(f"--engine {engine!r}: choose parasample or vllm.")
     if engine == "vllm":
+        if speculative:
+            raise ValueError("--speculative runs on parasample's engine; drop --engine vllm.")
         from parasample.integrations.vllm import require_vllm
 
         require_vllm()
@@ -105,8 +146,19 @@ def sample(
                            device=str(dev), max_num_seqs=max(k, 8))
             out = VLLMEngine(llm, lm.eos_id).generate(ids, mask, source, config,
                                                       samples_per_prompt=k)
+        elif speculative:
+            from parasample.speculative import SpecConfig
+            from parasample.speculative import generate as spec_generate
+
+            drafter = make_drafter(speculative, lm, dev, dt)
+            out = spec_generate(lm, ids, mask, source, config,
+                                SpecConfig(draft_len=draft_len, verify=verify.value), drafter,
+                                samples_per_prompt=k)
         else:
             out = generate(lm, ids, mask, source, config, samples_per_prompt=k)
+    if speculative:
+        console.print(f"speculative ({drafter.name}, {verify.value}): {out.nfe} model calls, "
+                      f"{out.acceptance:.0%} of {out.proposed} drafts kept", highlight=False)
     for i, text in enumerate(lm.decode(out.tokens)):
         logq = "" if engine == "vllm" else f", log q = {float(out.logprobs[i].sum()):.2f}"
         console.rule(f"sample {i + 1}/{k}  ({int(out.lengths[i])} tokens{logq})")

@@ -95,8 +95,14 @@ def train_ar(
                               "shipped model's budget, which stops with pass@1 inside "
                               "(0.2, 0.8)."),
     seed: int = seed_opt(0, "the weights and of every data draw"),
-    state: str = typer.Option("results/train/ar-arith.state.pt", help=STATE_HELP),
-    export: str = typer.Option("src/parasample/models/checkpoints/ar-arith.pt", help=EXPORT_HELP),
+    draft: bool = typer.Option(False, "--draft", help="Train the small draft model of "
+                               "`bench spec` instead (same data and steps; d_model 64, 2 layers, "
+                               "2 heads) -> ar-arith-draft."),
+    state: str = typer.Option(None, help=STATE_HELP + " Default: "
+                              "results/train/<checkpoint>.state.pt."),
+    export: str = typer.Option(None, help=EXPORT_HELP + " Default: "
+                               "src/parasample/models/checkpoints/<checkpoint>.pt (ar-arith, or "
+                               "ar-arith-draft with --draft)."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads (the shipped "
                                 "model was trained with 1; other counts change float rounding)."),
     device: str = typer.Option("cpu", "--device", help="cpu (default: the shipped model was "
@@ -104,14 +110,18 @@ def train_ar(
     dtype: str = typer.Option("float32", "--dtype", help="float32 (as shipped), or bfloat16 / "
                               "float16 autocast (weights stay float32)."),
 ):
-    """Train the small causal LM on the arithmetic-chain task (for `bench passk`).
+    """Train the small causal LM on the arithmetic-chain task (for `bench passk`), or its draft
+    model (for `bench spec`).
 
-    Defaults reproduce the shipped checkpoint `ar-arith`.
+    Defaults reproduce the shipped checkpoint `ar-arith` (`ar-arith-draft` with --draft).
     """
-    from parasample.models.train_ar import ARTrainConfig
+    from parasample.models.train_ar import DRAFT_PRESET, ARTrainConfig
     from parasample.models.train_ar import train_ar as fn
 
-    _train("ar", ARTrainConfig, fn, steps, seed, state, export, threads, device, dtype)
+    name = "ar-arith-draft" if draft else "ar-arith"
+    _train("ar", partial(ARTrainConfig, **(DRAFT_PRESET if draft else {})), fn, steps, seed,
+           state or f"results/train/{name}.state.pt",
+           export or f"src/parasample/models/checkpoints/{name}.pt", threads, device, dtype)
 
 
 def train_rl(

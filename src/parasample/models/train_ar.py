@@ -20,8 +20,8 @@ from parasample.models.trainer import export_checkpoint, run_training
 from parasample.models.transformer import CausalLMAdapter, TinyTransformer, TransformerConfig
 from parasample.tasks.arith import ArithChainTask, CharTokenizer
 
-__all__ = ["ARTrainConfig", "ar_loss", "train_ar", "export_checkpoint", "heldout_pass1",
-           "solved_fraction"]
+__all__ = ["ARTrainConfig", "DRAFT_PRESET", "ar_loss", "train_ar", "export_checkpoint",
+           "heldout_pass1", "solved_fraction"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,11 @@ class ARTrainConfig:
     def task(self) -> ArithChainTask:
         return ArithChainTask(n_ops=self.n_ops, max_operand=self.max_operand,
                               max_value=self.max_value)
+
+
+#: The draft model of `bench spec` (``parasample train ar --draft`` -> ar-arith-draft): the
+#: target's data, tokenizer and steps in a model about 5x smaller.
+DRAFT_PRESET = {"d_model": 64, "n_layers": 2, "n_heads": 2}
 
 
 def ar_loss(model, prompt: torch.Tensor, answer: torch.Tensor, lengths: torch.Tensor

@@ -64,6 +64,9 @@ class _Block(nn.Module):
         positions 0..start+L-1; a bidirectional model's (T = the sequence length, filled by an
         earlier full pass) are read whole: the new positions attend to fresh keys for themselves
         and to the cached, possibly stale ones elsewhere (Fast-dLLM's approximate cache).
+        ``start`` may be a ``[B]`` tensor (a causal cache whose rows hold different lengths
+        after speculative decoding's per-row rollback): row b's positions are then
+        start[b]..start[b]+L-1 and each query sees its own row's keys up to itself.
         ``kv_out``: a list that receives this layer's (keys, values) of a full pass.
         """
         B, L, D = x.shape
@@ -72,13 +75,23 @@ class _Block(nn.Module):
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)  # [B, H, L, Dh]
         if kv_out is not None:
             kv_out.append((k, v.contiguous()))
-        if cache is not None:
-            cache[0][:, :, start:start + L] = k
-            cache[1][:, :, start:start + L] = v
-            end = start + L if self.cfg.causal else cache[0].shape[2]
+        if isinstance(start, torch.Tensor):  # ragged causal cache: per-row write and mask
+            pos = start[:, None] + torch.arange(L, device=x.device)  # [B, L]
+            rows = torch.arange(B, device=x.device)[:, None]  # [B, 1]
+            cache[0][rows, :, pos] = k.transpose(1, 2)  # [B, L, H, Dh] at each row's positions
+            cache[1][rows, :, pos] = v.transpose(1, 2)
+            end = int(pos.max()) + 1
             k, v = cache[0][:, :, :end], cache[1][:, :, :end]
-        # a prefill (start = 0) is causal as usual; one new position attends to all before it
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal and L > 1)
+            sees = torch.arange(end, device=x.device) <= pos[:, :, None]  # [B, L, end]
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=sees[:, None])
+        else:
+            if cache is not None:
+                cache[0][:, :, start:start + L] = k
+                cache[1][:, :, start:start + L] = v
+                end = start + L if self.cfg.causal else cache[0].shape[2]
+                k, v = cache[0][:, :, :end], cache[1][:, :, :end]
+            # a prefill (start = 0) is causal as usual; one new position attends to all before
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal and L > 1)
         x = x + self.proj(a.transpose(1, 2).reshape(B, L, D))
         return x + self.mlp(self.ln2(x))
 
@@ -89,21 +102,35 @@ class KVCache:
 
     Written in place as the sequence grows (a concatenating cache spent most of the sampling
     time copying); like the transformers caches, a state must not be reused once advanced.
+    ``length`` is an int while every row holds the same number of positions, and a ``[B]``
+    tensor once :meth:`rollback` has given rows different lengths.
     """
 
-    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], length: int = 0):
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]],
+                 length: int | torch.Tensor = 0):
         self.layers, self.length = layers, length
+
+    def rollback(self, drop: torch.Tensor) -> KVCache:
+        """Forget the last ``drop[b]`` positions of each row (``drop [B]`` >= 0), in place:
+        only the lengths change, the next write overwrites them."""
+        B = self.layers[0][0].shape[0]
+        length = torch.as_tensor(self.length, device=drop.device).expand(B)
+        self.length = length - drop
+        return self
 
     @classmethod
     def empty(cls, cfg: TransformerConfig, batch: int, dtype, device) -> KVCache:
         shape = (batch, cfg.n_heads, cfg.max_len, cfg.d_model // cfg.n_heads)
-        return cls([(torch.empty(shape, dtype=dtype, device=device),
-                     torch.empty(shape, dtype=dtype, device=device))
+        # zeros, not empty: a ragged row's attention reads past its own length (masked out,
+        # but a NaN of uninitialised memory times weight 0 is still NaN)
+        return cls([(torch.zeros(shape, dtype=dtype, device=device),
+                     torch.zeros(shape, dtype=dtype, device=device))
                     for _ in range(cfg.n_layers)])
 
     def select(self, index: torch.Tensor) -> KVCache:
         """Rows ``index [B']`` (copied; B' may exceed B)."""
-        return KVCache([(k[index], v[index]) for k, v in self.layers], self.length)
+        length = self.length[index] if isinstance(self.length, torch.Tensor) else self.length
+        return KVCache([(k[index], v[index]) for k, v in self.layers], length)
 
 
 class TinyTransformer(nn.Module):
@@ -160,12 +187,21 @@ class TinyTransformer(nn.Module):
     def _run(self, tokens: torch.Tensor, cache: KVCache | None, kv_out: list | None = None
              ) -> torch.Tensor:
         L = tokens.shape[1]
-        start = 0 if cache is None else cache.length
-        if start + L > self.cfg.max_len:
-            raise ValueError(f"sequence of {start + L} tokens exceeds this model's context of "
-                             f"{self.cfg.max_len}; shorten the prompt or gen_length.")
+        start = 0 if cache is None else cache.length  # int, or [B] for a ragged cache
+        if isinstance(start, int) and start > 0 and L > 1:
+            # several new positions after cached ones (a speculative verification pass): the
+            # per-row path's explicit mask, since SDPA's is_causal aligns queries top-left
+            start = torch.full((tokens.shape[0],), start, device=tokens.device)
+        if int(torch.as_tensor(start).max()) + L > self.cfg.max_len:
+            raise ValueError(f"sequence of {int(torch.as_tensor(start).max()) + L} tokens "
+                             f"exceeds this model's context of {self.cfg.max_len}; shorten the "
+                             "prompt or gen_length.")
         x = self.embed(tokens)
-        cos, sin = self.cos[start:start + L], self.sin[start:start + L]
+        if isinstance(start, torch.Tensor):  # per-row positions: [B, 1, L, Dh/2] tables
+            pos = start[:, None] + torch.arange(L, device=tokens.device)
+            cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]
+        else:
+            cos, sin = self.cos[start:start + L], self.sin[start:start + L]
         for i, blk in enumerate(self.blocks):
             x = blk(x, cos, sin, None if cache is None else cache.layers[i], start, kv_out)
         if cache is not None:
@@ -254,6 +290,23 @@ class CausalLMAdapter:
             return logits[:, -1], cache
         seq = torch.cat([state, tokens[:, None]], dim=1)  # [B, t + 1]
         return self.model(seq)[:, -1], seq
+
+    @torch.inference_mode()
+    def extend(self, state, tokens: torch.Tensor):
+        """Append ``tokens [B, D]`` in one forward -> (logits ``[B, D, V]``, state): speculative
+        decoding's verification pass (KV-cached models only)."""
+        self._need_cache("extend")
+        logits, cache = self.model.forward_cached(tokens.to(self.device), state)
+        return logits, cache
+
+    def rollback(self, state, drop: torch.Tensor):
+        """Forget the last ``drop[b]`` tokens of each row (rejected drafts)."""
+        self._need_cache("rollback")
+        return state.rollback(drop.to(self.device))
+
+    def _need_cache(self, what: str) -> None:
+        if not self.use_cache:
+            raise ValueError(f"{what} needs the KV-cached model; load it with use_cache=True.")
 
     def reorder(self, state, index: torch.Tensor):
         """Rows ``index [B']`` of the state (B' may exceed B: rows are repeated)."""

@@ -21,6 +21,7 @@ from parasample.noise.sources import (
     derive_generator,
     make_source,
 )
+from parasample.noise.tape import UniformTape
 
 __all__ = [
     "DEEP_LOGQ",
@@ -33,6 +34,7 @@ __all__ = [
     "SobolSource",
     "StratifiedSource",
     "UniformSource",
+    "UniformTape",
     "carry_code_point",
     "derive_generator",
     "gumbel_argmax",

@@ -44,7 +44,12 @@ class ARModel(Protocol):
     Optional: ``pads_exactly = True`` says that :meth:`start` gives every row the results of its
     unpadded prompt however much left padding (attention mask 0) it carries (transformers'
     causal LMs, whose positions come from the mask); QUEST then prefills a kept prefix together
-    with the prompt."""
+    with the prompt.
+
+    Optional, for speculative decoding: ``extend(state, tokens [B, D]) -> (logits [B, D, V],
+    state)`` appends D tokens to every row in one forward (``logits[:, j]`` follows
+    ``tokens[:, j]``), and ``rollback(state, drop [B]) -> state`` forgets the last ``drop[b]``
+    tokens of row b, after which the row continues exactly as if they had never been fed."""
 
     vocab_size: int
     eos_id: int | None
@@ -87,18 +92,18 @@ class MaskedModel(Protocol):
 
 
 # Methods of the protocols above that run the model once per call.
-_MODEL_CALLS = ("log_prob", "start", "advance", "logits", "next_logits", "logits_and_kv",
-                "logits_window")
+_MODEL_CALLS = ("log_prob", "start", "advance", "extend", "logits", "next_logits",
+                "logits_and_kv", "logits_window")
 
 
 class NFECounter:
     """Transparent wrapper that counts model calls (NFE) of the wrapped target or model.
 
-    Every attribute is forwarded; calls of ``log_prob``, ``start``, ``advance``, ``logits``,
-    ``next_logits``, ``logits_and_kv`` and ``logits_window`` add one to :attr:`nfe` each (one
-    batched forward pass, whatever the batch or window) and their wall seconds to
-    :attr:`forward_s`. It is the harness's instrument: samplers never
-    count or time anything themselves.
+    Every attribute is forwarded; calls of ``log_prob``, ``start``, ``advance``, ``extend``,
+    ``logits``, ``next_logits``, ``logits_and_kv`` and ``logits_window`` add one to :attr:`nfe`
+    each (one batched forward pass, whatever the batch or window) and their wall seconds to
+    :attr:`forward_s`. It is the harness's instrument: samplers never count or time anything
+    themselves.
     """
 
     def __init__(self, inner: Any):

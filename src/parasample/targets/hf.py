@@ -188,6 +188,46 @@ class HFCausalLM:
                          past_key_values=kv, use_cache=True)
         return out.logits[:, -1].float(), (out.past_key_values, mask, pos[:, 0])
 
+    @torch.inference_mode()
+    def extend(self, state, tokens: torch.Tensor):
+        """Append ``tokens [B, D]`` to every row in one forward -> (logits ``[B, D, V]``, where
+        ``[:, j]`` predicts the token after ``tokens[:, j]``; the new state). What speculative
+        decoding verifies drafts with."""
+        kv, mask, last = state
+        tokens = tokens.to(self.device)
+        D = tokens.shape[1]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], D)], dim=1)  # [B, T + D]
+        pos = last[:, None] + torch.arange(1, D + 1, device=last.device)  # [B, D]
+        if not self.use_cache:
+            ids = torch.cat([kv, tokens], dim=1)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=(
+                mask.cumsum(1) - 1).clamp(min=0), use_cache=False)
+            return out.logits[:, -D:].float(), (ids, mask, pos[:, -1])
+        out = self.model(input_ids=tokens, attention_mask=mask, position_ids=pos,
+                         past_key_values=kv, use_cache=True)
+        return out.logits.float(), (out.past_key_values, mask, pos[:, -1])
+
+    def rollback(self, state, drop: torch.Tensor):
+        """Forget the last ``drop[b]`` tokens of each row b (``drop [B]`` >= 0): rejected drafts.
+
+        Rows keep a rectangular cache: a row's forgotten positions are masked out (positions
+        come from ``last``, so the row continues exactly as if they had never been fed), and
+        the trailing positions that no row keeps are cropped."""
+        kv, mask, last = state
+        drop = drop.to(mask.device)
+        T = mask.shape[1]
+        gone = torch.arange(T, device=mask.device)[None] >= (T - drop)[:, None]  # [B, T]
+        mask = mask.masked_fill(gone, 0)
+        last = last - drop
+        keep = T - int(drop.min())
+        if keep < T:
+            mask = mask[:, :keep]
+            if self.use_cache:  # a negative count removes that many (every transformers 4.4x+)
+                kv.crop(keep - T)
+            else:
+                kv = kv[:, :keep]
+        return kv, mask, last
+
     def reorder(self, state, index: torch.Tensor):
         """Rows ``index [B']`` of the state; B' may exceed B (rows repeated: k samples from one
         prefill). The KV cache is reordered in place: states are not shared afterwards."""

@@ -110,9 +110,45 @@ class ToyARLM:
         prefix = torch.cat([state, tokens.long()[:, None]], dim=1)
         return self._logits_after(prefix), prefix
 
-    def reorder(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def reorder(self, state, index: torch.Tensor):
         """The state of rows ``index [B]`` (SMC resampling)."""
+        if isinstance(state, tuple):  # ragged, after extend / rollback
+            return state[0][index], state[1][index]
         return state[index]
+
+    def extend(self, state, tokens: torch.Tensor):
+        """Append ``tokens [B, D]`` -> (logits ``[B, D, V]``, ragged state ``(prefixes [B, T],
+        lengths [B])``): speculative decoding's verification pass."""
+        prefix, length = state if isinstance(state, tuple) else (
+            state, torch.full((state.shape[0],), state.shape[1], dtype=torch.long))
+        B, D = tokens.shape
+        T = int(length.max()) + D
+        buf = torch.zeros(B, T, dtype=torch.long)
+        buf[:, :prefix.shape[1]] = prefix[:, :T]
+        rows = torch.arange(B)[:, None]
+        buf[rows, length[:, None] + torch.arange(D)] = tokens.long()
+        logits = torch.stack([self._logits_at(buf, length + j + 1) for j in range(D)], dim=1)
+        return logits, (buf, length + D)
+
+    def rollback(self, state, drop: torch.Tensor):
+        """Forget the last ``drop[b]`` tokens of each row (ragged state from :meth:`extend`)."""
+        prefix, length = state
+        return prefix, length - drop.cpu()
+
+    def _logits_at(self, buf: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``[B, V]`` after the first ``length[b]`` tokens of row b of ``buf``."""
+        if int(length.max()) >= self.length:
+            raise ValueError(f"the toy LM generates {self.length} tokens; a row would pass it.")
+        rows = torch.arange(buf.shape[0])
+        start = torch.full((buf.shape[0], 2), self.vocab_size, dtype=torch.long)
+        ctx = torch.cat([start, buf], dim=1)  # [B, T + 2]
+        logits = self.table[length, ctx[rows, length], ctx[rows, length + 1]].clone()  # [B, V]
+        if self.eos_id is not None:
+            seen = torch.arange(buf.shape[1])[None] < length[:, None]
+            done = ((buf == self.eos_id) & seen).any(dim=1)
+            logits[done] = float("-inf")
+            logits[done, self.eos_id] = 0.0
+        return logits
 
     # -- EnergyTarget --------------------------------------------------------------------
     @property

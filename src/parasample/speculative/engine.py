@@ -1,0 +1,353 @@
+"""Exact speculative decoding of an AR LM: drafts verified in one forward, every number from a
+:class:`~parasample.noise.UniformSource`.
+
+State convention: each row has emitted ``count`` tokens; the last one (the *pending* token) is
+not yet in the target's cache. A step feeds ``[pending, d_0 .. d_{D-1}]`` (the drafter's D
+guesses) in one :meth:`extend` call, which gives the target's next-token logits after each of
+them, and the verifier decides how many of the D drafts the row keeps, plus one token of its
+own: a row gains between 1 and D + 1 tokens per model call, and the rejected positions are
+rolled back per row (``model.rollback``).
+
+Two verifiers:
+
+* ``identical``: token n of a row is what sequential sampling draws there,
+  ``ancestral.step`` on the target's logits with the row's uniform of dimension n (and, for
+  arithmetic sampling, the residual carried from token n - 1). The draft d_j is kept while it
+  equals that token; the first token that differs is emitted instead. So the output is *token
+  for token* the output of :func:`parasample.ancestral.generate` with the same source, for every
+  source (i.i.d., Sobol, lattice, antithetic, arithmetic, stratified), whatever the drafter:
+  speculation changes the number of model calls, never the samples.
+* ``rejection`` (Chen et al. 2023; Leviathan et al. 2023): d_j, drawn from the drafter's
+  distribution q_j (a point mass for n-gram and sibling drafts), is kept with probability
+  min(1, p_j(d_j) / q_j(d_j)); else the token is drawn from the normalised residual
+  (p_j - q_j)+, and after D kept drafts a bonus token is drawn from p_D. Each emitted token is
+  then exactly distributed as p given the row's prefix (the standard argument), so each row is an
+  exact draw from the model; model drafts are kept more often than under ``identical``. Token n
+  uses the source's dimensions 3n (the draft), 3n + 1 (the test) and 3n + 2 (the residual or
+  bonus draw), so each row is still driven by i.i.d. uniforms; the samples are not those of
+  sequential sampling, and a correlated source correlates them only loosely.
+
+``p`` is the target's sampling distribution (temperature, top-p) and q the drafter's under the
+same temperature and top-p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from parasample.ancestral import (
+    AncestralState,
+    SamplingConfig,
+    check_batch,
+    lengths_with_eos,
+    prefill,
+    sampling_probs,
+)
+from parasample.ancestral import (
+    step as ancestral_step,
+)
+from parasample.devices import model_device
+from parasample.noise import UniformSource, UniformTape, icdf_categorical
+
+__all__ = ["VERIFIERS", "SpecConfig", "SpecState", "SpecInfo", "SpecGeneration", "DraftContext",
+           "draw_token", "init", "step", "generate"]
+
+#: The verifiers, by name.
+VERIFIERS = ("identical", "rejection")
+
+
+@dataclass(frozen=True)
+class SpecConfig:
+    """How speculation runs.
+
+    Attributes:
+        draft_len: D, drafted tokens per row and step (>= 1); a step feeds D + 1 tokens.
+        verify: ``identical`` (token-identical to sequential sampling with the same source) or
+            ``rejection`` (Chen / Leviathan speculative sampling; exact in law).
+    """
+
+    draft_len: int = 4
+    verify: str = "identical"
+
+    def __post_init__(self):
+        if not (isinstance(self.draft_len, int) and self.draft_len >= 1):
+            raise ValueError(f"draft_len={self.draft_len!r} must be an integer >= 1 (tokens "
+                             "drafted per step; 4 to 8 is typical).")
+        if self.verify not in VERIFIERS:
+            raise ValueError(f"unknown verifier {self.verify!r}; choose one of "
+                             f"{', '.join(VERIFIERS)}.")
+
+    def dims(self, n: torch.Tensor, slot: int) -> torch.Tensor:
+        """Source dimension of token index ``n`` for ``slot`` 0 (draft), 1 (test), 2 (draw).
+
+        ``identical`` uses dimension n for all three (a drafter that samples, the model
+        drafter, then draws with the target's own uniform, which makes its drafts likely to be
+        the target's tokens); ``rejection`` gives each slot its own dimension."""
+        return n if self.verify == "identical" else 3 * n + slot
+
+
+class SpecState(NamedTuple):
+    """What the next speculative step needs.
+
+    tokens: ``[B, W]`` emitted tokens in the first ``count[b]`` columns (EOS or 0 after).
+    logprobs: ``[B, W]`` log q of each emitted token (0 elsewhere).
+    count: ``[B]`` tokens emitted per row; ``tokens[b, count[b] - 1]`` is the pending token.
+    done: ``[B]`` bool, the row has emitted EOS.
+    residual: ``[B]`` float64 arithmetic-sampling residual after the pending token, or None.
+    rows: ``[B']`` the rows still running (no EOS, fewer than max_new_tokens): finished rows
+        leave the batch, so they cost no compute and never run past the context.
+    cache: the target's state for ``rows``: the prompt and every emitted token but the pending.
+    draft: the drafter's own state for ``rows``.
+    """
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    count: torch.Tensor
+    done: torch.Tensor
+    residual: torch.Tensor | None
+    rows: torch.Tensor
+    cache: Any
+    draft: Any
+
+
+class SpecInfo(NamedTuple):
+    """Diagnostics of one step: ``nfe`` target calls (1), ``draft_nfe`` drafter model calls,
+    ``proposed`` and ``accepted`` drafts summed over the rows that were still running,
+    ``emitted`` tokens added, ``n_active`` rows still running after the step."""
+
+    nfe: int
+    draft_nfe: int
+    proposed: int
+    accepted: int
+    emitted: int
+    n_active: int
+
+
+class SpecGeneration(NamedTuple):
+    """Output of :func:`generate`: the fields of :class:`parasample.ancestral.Generation`
+    (tokens, logprobs, lengths, nfe: target calls including the prefill) and the totals of
+    :class:`SpecInfo`."""
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    lengths: torch.Tensor
+    nfe: int
+    draft_nfe: int
+    proposed: int
+    accepted: int
+    steps: int
+
+    @property
+    def acceptance(self) -> float:
+        """Fraction of drafted tokens kept (NaN when nothing was drafted)."""
+        return self.accepted / self.proposed if self.proposed else float("nan")
+
+
+class DraftContext(NamedTuple):
+    """What a drafter sees when it proposes D tokens per row.
+
+    tokens, count, done: as in :class:`SpecState` (the emitted tokens so far).
+    logq: ``[B]`` log q of each row's emitted tokens (arithmetic sampling's carry needs it).
+    residual: ``[B]`` carried residual, or None.
+    u: ``[B, D]`` the uniform each draft position would be drawn with (see
+        :meth:`SpecConfig.dims`); only sampling drafters (a draft model) use it.
+    config: the sampling configuration (temperature and top-p apply to drafts too).
+    """
+
+    tokens: torch.Tensor
+    count: torch.Tensor
+    done: torch.Tensor
+    logq: torch.Tensor
+    residual: torch.Tensor | None
+    u: torch.Tensor
+    config: SamplingConfig
+
+
+def draw_token(u: torch.Tensor, logits: torch.Tensor, logq: torch.Tensor,
+               residual: torch.Tensor | None, done: torch.Tensor, model,
+               config: SamplingConfig, forced: torch.Tensor | None = None) -> AncestralState:
+    """One token per row exactly as sequential sampling draws it: :func:`ancestral.step` with
+    no model call, on ``logits [B, V]`` and the row's running ``logq [B]`` and ``residual``.
+    Returns the one-token state (``tokens [B, 1]``, ``logprobs [B, 1]``, done, residual)."""
+    state = AncestralState(tokens=logits.new_empty(logits.shape[0], 0, dtype=torch.long),
+                           logprobs=logq[:, None], logits=logits, cache=None, done=done,
+                           residual=residual)
+    new, _ = ancestral_step(u, state, model, config, advance=False, forced=forced)
+    return new._replace(logprobs=new.logprobs[:, 1:])
+
+
+def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, tape: UniformTape,
+         config: SamplingConfig, spec: SpecConfig, drafter, samples_per_prompt: int = 1,
+         *, carry: bool = False) -> SpecState:
+    """Prefill (1 target call), draw each row's first token as sequential sampling does, and
+    start the drafter."""
+    dev = model_device(model)
+    prompt_ids, attention_mask = prompt_ids.to(dev), attention_mask.to(dev)
+    first = prefill(model, prompt_ids, attention_mask, samples_per_prompt,
+                    carry=carry and spec.verify == "identical")
+    B = first.logits.shape[0]
+    width = config.max_new_tokens + spec.draft_len + 1  # room for a whole window past the end
+    zero = torch.zeros(B, 1, dtype=torch.long, device=dev)
+    u = tape.at(spec.dims(zero, 2), torch.arange(B))[:, 0].to(dev)
+    one = draw_token(u, first.logits, torch.zeros(B, dtype=torch.float64, device=dev),
+                     first.residual, first.done, model, config)
+    pad = model.eos_id if model.eos_id is not None and not config.ignore_eos else 0
+    tokens = torch.full((B, width), pad, dtype=torch.long, device=dev)
+    tokens[:, 0] = one.tokens[:, 0]
+    logprobs = torch.zeros(B, width, dtype=torch.float64, device=dev)
+    logprobs[:, 0] = one.logprobs[:, 0]
+    draft = drafter.init(prompt_ids, attention_mask, samples_per_prompt)
+    count = torch.ones(B, dtype=torch.long, device=dev)
+    return _drop_finished(SpecState(tokens, logprobs, count, one.done, one.residual,
+                                    torch.arange(B, device=dev), first.cache, draft),
+                          model, drafter, config)
+
+
+def _drop_finished(state: SpecState, model, drafter, config: SamplingConfig) -> SpecState:
+    """Remove the rows that are done or full from the batch (cache and drafter state)."""
+    r = state.rows
+    running = ~state.done[r] & (state.count[r] < config.max_new_tokens)  # [B']
+    if bool(running.all()):
+        return state
+    keep = running.nonzero()[:, 0]
+    if keep.numel() == 0:
+        return state._replace(rows=r[keep], cache=None, draft=None)
+    return state._replace(rows=r[keep], cache=model.reorder(state.cache, keep),
+                          draft=drafter.select(state.draft, keep))
+
+
+def _verify(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, draft: torch.Tensor,
+            q: torch.Tensor | None, tape: UniformTape, model, spec: SpecConfig):
+    """The tokens each running row emits this step: ``window [B', D+1]`` with ``n_new [B']``
+    valid, their log q, and the row's done flag and residual after them."""
+    B, D = draft.shape
+    dev, config = logits.device, ctx.config
+    n = ctx.count[:, None] + torch.arange(D + 1, device=dev)  # [B', D+1] token indices
+    u_draw = tape.at(spec.dims(n, 2), rows).to(dev)
+    u_test = tape.at(spec.dims(n, 1), rows).to(dev) if spec.verify == "rejection" else None
+    logq, residual, done = ctx.logq, ctx.residual, ctx.done
+    taking = torch.ones(B, dtype=torch.bool, device=dev)  # the row still accepts tokens
+    n_new = torch.zeros(B, dtype=torch.long, device=dev)
+    window, window_lq = [], []
+    for j in range(D + 1):
+        forced = None
+        if spec.verify == "rejection" and j < D:
+            forced = _rejection_token(sampling_probs(logits[:, j], config), draft[:, j],
+                                      None if q is None else q[:, j], u_test[:, j], u_draw[:, j])
+        one = draw_token(u_draw[:, j], logits[:, j], logq, residual, done, model, config,
+                         forced)
+        tok = one.tokens[:, 0]
+        window.append(tok)
+        window_lq.append(one.logprobs[:, 0])
+        n_new += taking.long()
+        logq = torch.where(taking, logq + one.logprobs[:, 0], logq)
+        if residual is not None:
+            residual = torch.where(taking, one.residual, residual)
+        done = torch.where(taking, one.done, done)
+        if j < D:
+            taking = taking & (tok == draft[:, j]) & ~one.done
+            if not bool(taking.any()):  # every row has its tokens: skip the rest of the window
+                break
+    pad = D + 1 - len(window)  # columns no row takes
+    window = torch.stack(window, 1)
+    window_lq = torch.stack(window_lq, 1)
+    if pad:
+        window = torch.cat([window, window.new_zeros(B, pad)], 1)
+        window_lq = torch.cat([window_lq, window_lq.new_zeros(B, pad)], 1)
+    return window, window_lq, n_new, done, residual
+
+
+def _rejection_token(p: torch.Tensor, d: torch.Tensor, q: torch.Tensor | None,
+                     u_test: torch.Tensor, u_draw: torch.Tensor) -> torch.Tensor:
+    """Speculative sampling's token at one position: ``d [B]`` if ``u_test < p(d) / q(d)``,
+    else a draw from (p - q)+ (``q [B, V]``; None: the point mass at d)."""
+    if q is None:
+        q = torch.zeros_like(p).scatter(1, d[:, None], 1.0)
+    q = q.to(p.dtype)
+    pd, qd = p.gather(1, d[:, None])[:, 0], q.gather(1, d[:, None])[:, 0]
+    keep = u_test * qd < pd  # u < min(1, p/q), without dividing by a zero q
+    residual = (p - q).clamp(min=0.0)
+    # p = q leaves no residual mass; the draft is then always kept and this draw is unused
+    residual = torch.where(residual.sum(1, keepdim=True) > 0, residual, p)
+    return torch.where(keep, d, icdf_categorical(residual, u_draw))
+
+
+def step(tape: UniformTape, state: SpecState, model, config: SamplingConfig, spec: SpecConfig,
+         drafter) -> tuple[SpecState, SpecInfo]:
+    """Draft, verify in one target call, roll the rejected positions back, and let the rows
+    that finished leave the batch. The model's and drafter's caches are updated in place, as
+    in :func:`parasample.ancestral.step`; the state's own tensors are not."""
+    r = state.rows  # [B'] running rows
+    dev = state.count.device
+    count = state.count[r]
+    # the last fed position stays within what sequential sampling feeds (the context)
+    D = min(spec.draft_len, config.max_new_tokens - 1 - int(count.max()))
+    tokens = state.tokens[r]  # [B', W]
+    pending = tokens.gather(1, (count - 1)[:, None])  # [B', 1]
+    n = count[:, None] + torch.arange(D, device=dev)
+    ctx = DraftContext(tokens, count, state.done[r], state.logprobs[r].sum(1),
+                       None if state.residual is None else state.residual[r],
+                       tape.at(spec.dims(n, 0), r).to(dev), config)
+    draft, q, dstate, draft_nfe = drafter.propose(state.draft, ctx, D)  # [B', D], [B', D, V]
+    D = draft.shape[1]  # a drafter may propose fewer (none: a plain one-token step)
+    logits, cache = model.extend(state.cache, torch.cat([pending, draft], dim=1))
+    window, window_lq, n_new, done, residual = _verify(ctx, r, logits, draft, q, tape, model,
+                                                      spec)
+    # keep the pending token and the accepted drafts (n_new - 1 of them); forget the rest
+    cache = model.rollback(cache, D + 1 - n_new)
+    idx = count[:, None] + torch.arange(D + 1, device=dev)  # [B', D+1]
+    valid = torch.arange(D + 1, device=dev)[None] < n_new[:, None]
+    new_tokens = state.tokens.clone()
+    new_tokens[r] = tokens.scatter(1, idx, torch.where(valid, window, tokens.gather(1, idx)))
+    lp = state.logprobs[r]
+    new_logprobs = state.logprobs.clone()
+    new_logprobs[r] = lp.scatter(1, idx, torch.where(valid, window_lq, lp.gather(1, idx)))
+    new_count = state.count.clone()
+    new_count[r] = count + n_new
+    new_done = state.done.clone()
+    new_done[r] = done
+    new_residual = None
+    if state.residual is not None:
+        new_residual = state.residual.clone()
+        new_residual[r] = residual
+    dstate = drafter.commit(dstate, count + n_new)
+    new = _drop_finished(SpecState(new_tokens, new_logprobs, new_count, new_done, new_residual,
+                                   r, cache, dstate), model, drafter, config)
+    return new, SpecInfo(nfe=1, draft_nfe=draft_nfe, proposed=D * r.numel(),
+                         accepted=int((n_new - 1).sum()), emitted=int(n_new.sum()),
+                         n_active=new.rows.numel())
+
+
+def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
+             source: UniformSource, config: SamplingConfig, spec: SpecConfig, drafter, *,
+             samples_per_prompt: int = 1, progress=None) -> SpecGeneration:
+    """Speculative :func:`parasample.ancestral.generate`: same arguments and rows (prompt-major,
+    ``samples_per_prompt`` per prompt), plus the speculation config and a drafter (see
+    :mod:`parasample.speculative.drafters`). With ``spec.verify == "identical"`` the tokens are
+    those of ``ancestral.generate`` with the same source. ``progress``, if given, is called with
+    the number of tokens emitted so far after each step."""
+    for method in ("extend", "rollback"):
+        if not callable(getattr(model, method, None)):
+            raise ValueError(f"{type(model).__name__} has no {method}(): speculative decoding "
+                             "needs a model that verifies several tokens in one call and rolls "
+                             "rows back (transformers causal LMs, the shipped AR models).")
+    check_batch(model, prompt_ids, source, config, samples_per_prompt)
+    tape = UniformTape(source)
+    state = init(model, prompt_ids, attention_mask, tape, config, spec, drafter,
+                 samples_per_prompt, carry=source.carries_residual)
+    nfe = 1
+    draft_nfe = proposed = accepted = steps = 0
+    while state.rows.numel():
+        state, info = step(tape, state, model, config, spec, drafter)
+        nfe, draft_nfe, steps = nfe + info.nfe, draft_nfe + info.draft_nfe, steps + 1
+        proposed, accepted = proposed + info.proposed, accepted + info.accepted
+        if progress is not None:
+            progress(int(state.count.sum()))
+    T = int(state.count.max())
+    tokens, logprobs = state.tokens[:, :T], state.logprobs[:, :T]
+    eos = None if config.ignore_eos else model.eos_id
+    return SpecGeneration(tokens, logprobs, lengths_with_eos(tokens, eos), nfe, draft_nfe,
+                          proposed, accepted, steps)

@@ -1,0 +1,195 @@
+"""Speculative decoding: token-identical to sequential sampling (identical verifier), exact in
+law (rejection verifier), per-row rollback, bad input."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from parasample.ancestral import SamplingConfig, generate
+from parasample.noise import SOURCES, make_source
+from parasample.speculative import ModelDrafter, NGramDrafter, SiblingDrafter, SpecConfig
+from parasample.speculative import generate as spec_generate
+from parasample.targets import NFECounter, ToyARLM, exact_distribution, state_index
+from tests.helpers import chi2_pvalue
+from tests.test_targets import _tiny_llama
+
+FIVE = ["iid", "sobol", "lattice", "antithetic", "arithmetic"]
+
+
+def _both(model, ids, mask, name, k, config, spec, drafter, seed=1):
+    """Sequential and speculative generations from the same source and seed."""
+    n = ids.shape[0] * k
+
+    def src():
+        return make_source(name, n, k, generator=torch.Generator().manual_seed(seed))
+
+    seq = generate(model, ids, mask, src(), config, samples_per_prompt=k)
+    spec_out = spec_generate(model, ids, mask, src(), config, spec, drafter,
+                             samples_per_prompt=k)
+    return seq, spec_out
+
+
+def _toy(seed=0, eos=3):
+    return ToyARLM(4, 6, generator=torch.Generator().manual_seed(seed), eos_id=eos)
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+@pytest.mark.parametrize("drafter", ["ngram", "sibling", "model"])
+def test_identical_verifier_reproduces_sequential_sampling_on_the_toy_lm(name, drafter):
+    """Every source (the five of the issue and stratified), batch > 1 with EOS and top-p."""
+    model = _toy()
+    make = {"ngram": NGramDrafter, "sibling": SiblingDrafter,
+            "model": lambda: ModelDrafter(_toy(seed=7), model.vocab_size)}[drafter]
+    ids = torch.zeros(2, 1, dtype=torch.long)
+    config = SamplingConfig(max_new_tokens=6, top_p=0.9, temperature=0.8)
+    for draft_len in (1, 3, 8):
+        seq, out = _both(model, ids, torch.ones_like(ids), name, 4, config,
+                         SpecConfig(draft_len=draft_len), make())
+        assert torch.equal(seq.tokens, out.tokens), (name, drafter, draft_len)
+        assert torch.allclose(seq.logprobs, out.logprobs)
+        assert torch.equal(seq.lengths, out.lengths)
+
+
+@pytest.mark.parametrize("name", FIVE)
+def test_identical_verifier_on_the_shipped_ar_model_with_its_draft_model(name):
+    """The toy target / draft pair of bench spec: same tokens, fewer target calls."""
+    from parasample.models.data import encode_prompts
+    from parasample.models.registry import load_ar
+    from parasample.tasks.arith import ArithChainTask, CharTokenizer
+
+    target = NFECounter(load_ar())
+    problems = ArithChainTask().problems(2, split="test", seed=0)
+    ids = encode_prompts([p.prompt for p in problems], CharTokenizer())
+    draft = ModelDrafter(load_ar("ar-arith-draft"), target.vocab_size)
+    seq, out = _both(target, ids, torch.ones_like(ids), name, 4,
+                     SamplingConfig(max_new_tokens=48), SpecConfig(draft_len=4), draft)
+    assert torch.equal(seq.tokens, out.tokens)
+    assert out.nfe < seq.nfe and out.accepted > 0
+
+
+def _llama_batch():
+    from parasample.targets.hf import HFCausalLM
+
+    lm = HFCausalLM(_tiny_llama().double(), SimpleNamespace(eos_token_id=2, pad_token_id=0))
+    # left-padded prompts that repeat themselves, so n-gram drafts are sometimes right
+    ids = torch.tensor([[5, 6, 7, 5, 6, 7, 5, 6], [0, 0, 9, 10, 9, 10, 9, 10]])
+    mask = (ids != 0).long()
+    return lm, ids, mask
+
+
+@pytest.mark.parametrize("name", FIVE)
+def test_identical_verifier_on_a_transformers_llama(name):
+    """Left padding, EOS, top-p, k > 1, rows rolled back by different amounts."""
+    from parasample.targets.hf import HFCausalLM
+
+    lm, ids, mask = _llama_batch()
+    torch.manual_seed(3)  # weight init of a throwaway draft model
+    draft = HFCausalLM(_tiny_llama().double(), SimpleNamespace(eos_token_id=2, pad_token_id=0))
+    config = SamplingConfig(max_new_tokens=24, top_p=0.95)
+    for drafter in (NGramDrafter(), SiblingDrafter(), ModelDrafter(draft, lm.vocab_size)):
+        seq, out = _both(lm, ids, mask, name, 4, config, SpecConfig(draft_len=3), drafter)
+        assert torch.equal(seq.tokens, out.tokens), (name, drafter.name)
+        assert torch.equal(seq.lengths, out.lengths)
+
+
+@pytest.mark.slow
+def test_identical_verifier_on_smollm2():
+    """In float64: float32 logits of a many-token verification pass differ from one-token
+    steps by ~1e-5, which moves inverse-CDF boundaries (arithmetic sampling's carried residual
+    amplifies it); bench spec measures how often that flips a float32 row."""
+    from parasample.targets.hf import smollm2
+
+    lm = smollm2(torch.float64)
+    ids, mask = lm.encode_prompts(["Name three colours. Colours: red, green, blue. Again:",
+                                   "Count: 1, 2, 3, 4, 5,"])
+    config = SamplingConfig(max_new_tokens=32, top_p=0.9)
+    for name in ("iid", "arithmetic"):
+        for drafter in (NGramDrafter(), SiblingDrafter()):
+            seq, out = _both(lm, ids, mask, name, 2, config, SpecConfig(draft_len=4), drafter)
+            assert torch.equal(seq.tokens, out.tokens), (name, drafter.name)
+
+
+@pytest.mark.parametrize("drafter", ["ngram", "bad-model"])
+def test_rejection_verifier_samples_the_exact_distribution(drafter):
+    """Chi-square against the toy LM's exact sequence law, with deterministic n-gram drafts and
+    with a deliberately bad draft model (another random LM, much peakier)."""
+    model = ToyARLM(3, 5, generator=torch.Generator().manual_seed(0), sharpness=1.0)
+    make = {"ngram": NGramDrafter,
+            "bad-model": lambda: ModelDrafter(ToyARLM(3, 5, generator=torch.Generator(
+                ).manual_seed(11), sharpness=4.0), 3)}[drafter]
+    n = 6000
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    src = make_source("iid", n, 1, generator=torch.Generator().manual_seed(2))
+    out = spec_generate(model, ids, torch.ones_like(ids), src, SamplingConfig(max_new_tokens=5),
+                        SpecConfig(draft_len=3, verify="rejection"), make(),
+                        samples_per_prompt=n)
+    counts = torch.bincount(state_index(out.tokens, 3), minlength=3 ** 5)
+    exact = exact_distribution(model)
+    assert chi2_pvalue(counts, exact) > 1e-3
+    assert 0 < out.accepted < out.proposed
+
+
+def test_rejection_verifier_keeps_more_model_drafts_than_identical():
+    """min(p, q) overlap >= the inverse-CDF coupling's agreement."""
+    from parasample.models.data import encode_prompts
+    from parasample.models.registry import load_ar
+    from parasample.tasks.arith import ArithChainTask, CharTokenizer
+
+    target = load_ar()
+    ids = encode_prompts([p.prompt for p in ArithChainTask().problems(4, split="test", seed=1)],
+                         CharTokenizer())
+    rates = {}
+    for verify in ("identical", "rejection"):
+        src = make_source("iid", 32, 8, generator=torch.Generator().manual_seed(0))
+        out = spec_generate(target, ids, torch.ones_like(ids), src,
+                            SamplingConfig(max_new_tokens=48), SpecConfig(4, verify),
+                            ModelDrafter(load_ar("ar-arith-draft"), target.vocab_size),
+                            samples_per_prompt=8)
+        rates[verify] = out.acceptance
+    assert rates["rejection"] > rates["identical"] > 0.3, rates
+
+
+def _continues_as_if_never_fed(model, ids, mask):
+    """Feed 3 extra tokens per row, roll back 3 and 1 of them, feed one more: its logits are
+    those of the row's prompt followed by the kept tokens only."""
+    _, state = model.start(ids, mask)
+    extra = torch.tensor([[1, 2, 1], [2, 1, 2]])
+    _, state = model.extend(state, extra)
+    drop = torch.tensor([3, 1])
+    state = model.rollback(state, drop)
+    nxt = torch.tensor([[2], [1]])
+    got, _ = model.extend(state, nxt)
+    for b in range(2):
+        kept = extra[b, :3 - int(drop[b])].tolist() + nxt[b].tolist()
+        _, ref = model.start(ids[b:b + 1], mask[b:b + 1])
+        want, _ = model.extend(ref, torch.tensor([kept]))
+        assert torch.allclose(got[b, 0].double(), want[0, -1].double(), atol=1e-5), b
+
+
+def test_rollback_continues_as_if_the_draft_never_existed():
+    """Per-row rollback on the three cache kinds: the toy LM's prefixes, a transformers
+    DynamicCache (masked holes), the shipped model's preallocated cache (per-row lengths)."""
+    from parasample.models.registry import load_ar
+
+    toy_ids = torch.zeros(2, 1, dtype=torch.long)
+    _continues_as_if_never_fed(_toy(eos=None), toy_ids, torch.ones_like(toy_ids))
+    lm, ids, mask = _llama_batch()
+    _continues_as_if_never_fed(lm, ids, mask)
+    ar_ids = torch.randint(1, 10, (2, 48), generator=torch.Generator().manual_seed(0))
+    _continues_as_if_never_fed(load_ar(), ar_ids, torch.ones_like(ar_ids))
+
+
+def test_bad_input_is_one_clear_line():
+    with pytest.raises(ValueError, match="draft_len=0 must be an integer >= 1"):
+        SpecConfig(draft_len=0)
+    with pytest.raises(ValueError, match="unknown verifier 'greedy'.*identical, rejection"):
+        SpecConfig(verify="greedy")
+    with pytest.raises(ValueError, match="vocabulary has 5 tokens and the target's 4"):
+        ModelDrafter(ToyARLM(5, 3, generator=torch.Generator().manual_seed(0)), 4)
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    no_extend = SimpleNamespace(vocab_size=4, eos_id=None)
+    with pytest.raises(ValueError, match="has no extend"):
+        spec_generate(no_extend, ids, ids, make_source("iid", 1, 1,
+                      generator=torch.Generator()), SamplingConfig(), SpecConfig(),
+                      NGramDrafter())
