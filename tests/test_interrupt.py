@@ -104,6 +104,10 @@ def test_bench_align_resumes_to_the_same_csvs(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_spec_resumes_to_the_same_csvs(tmp_path):
+    _check_resume(["bench", "spec", "--quick", "--skip-lm"], tmp_path, seed=5)
+
+
 def test_bench_mcmc_interrupted_in_the_smollm2_part_resumes_without_duplicates(tmp_path):
     """Issue 14: Ctrl-C while the SmolLM2 chains ran left duplicated trace and summary rows;
     issue 15: every rerun added one more `energy,iid` row (the resumed run looks that row up
