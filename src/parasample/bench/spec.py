@@ -47,7 +47,7 @@ class SpecBenchConfig:
     k_prompts: int = 1
     max_new_tokens: int = 128
     draft_len: int = 4
-    temperature: float = 1.0
+    temperature: float = 0.7
     top_p: float = 0.95
     sampler: str = "iid"
     toy_prompts: int = 8

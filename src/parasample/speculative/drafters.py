@@ -62,15 +62,19 @@ class _Rows:
 
 
 class NGramDrafter:
-    """Prompt-lookup drafts from the row's own prompt and output (``max_ngram`` down to 1)."""
+    """Prompt-lookup drafts from the row's own prompt and output: the longest match of the
+    row's last ``max_ngram`` down to ``min_ngram`` tokens (no match: no draft)."""
 
     name = "ngram"
     shares = False  # whether rows of one prompt search each other
 
-    def __init__(self, max_ngram: int = 3):
-        if not (isinstance(max_ngram, int) and max_ngram >= 1):
-            raise ValueError(f"max_ngram={max_ngram!r} must be an integer >= 1.")
-        self.max_ngram = max_ngram
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
+        if not (isinstance(min_ngram, int) and 1 <= min_ngram):
+            raise ValueError(f"min_ngram={min_ngram!r} must be an integer >= 1.")
+        if not (isinstance(max_ngram, int) and max_ngram >= min_ngram):
+            raise ValueError(f"max_ngram={max_ngram!r} must be an integer >= min_ngram="
+                             f"{min_ngram}.")
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
 
     def init(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
              samples_per_prompt: int = 1) -> _Rows:
@@ -99,7 +103,7 @@ class NGramDrafter:
         """Row b's draft: after the longest matching n-gram, the occurrence (any row of the
         group) with the most tokens after it, a sibling's on ties."""
         ctx, table = rows.ctx[b], rows.tables[rows.group[b]]
-        for n in range(min(self.max_ngram, len(ctx)), 0, -1):
+        for n in range(min(self.max_ngram, len(ctx)), self.min_ngram - 1, -1):
             hits = table.get(n, {}).get(tuple(ctx[-n:]))
             if not hits:
                 continue
