@@ -15,6 +15,12 @@ runner = CliRunner()
     (["-k", "6", "-s", "sobol"], "power-of-two number of points; use k=8"),
     (["-k", "3", "-s", "antithetic"], "k must be even"),
     (["-m", "/no/such/model"], "does not exist"),
+    (["--speculative", "ngram", "--draft-len", "0"], "Invalid value for '--draft-len'"),
+    (["--speculative", "foo"], "unknown drafter 'foo': use ngram, sibling or model:NAME"),
+    (["--speculative", "model:"], "unknown drafter 'model:'"),
+    (["--speculative", "ngram", "--verify", "greedy"], "'greedy' is not one of 'identical', "
+                                                        "'rejection'"),
+    (["--speculative", "ngram", "--engine", "vllm"], "drop --engine vllm"),
 ])
 def test_sample_bad_input_gets_a_clear_message(args, message):
     result = runner.invoke(app, ["sample", "-p", "hi", *args])
@@ -61,3 +67,17 @@ def test_sample_smollm2_prints_k_completions():
                                  "--max-new-tokens", "16"])
     assert result.exit_code == 0, result.output
     assert result.output.count("sample ") == 8 and "sample 8/8" in result.output
+
+
+@pytest.mark.slow
+def test_sample_speculative_is_token_identical_and_checks_the_draft_vocabulary():
+    base = ["sample", "--prompt", "Count: 1, 2, 3, 4,", "-k", "2", "--seed", "0", "-n", "12",
+            "--top-p", "0.9", "--threads", "2"]
+    plain = runner.invoke(app, base)
+    spec = runner.invoke(app, [*base, "--speculative", "sibling", "--draft-len", "3"])
+    assert plain.exit_code == 0 and spec.exit_code == 0, spec.output
+    assert "model calls" in spec.output
+    assert spec.output.split("sample 1/2")[1] == plain.output.split("sample 1/2")[1]
+    bad = runner.invoke(app, [*base, "--speculative", "model:ar-arith-draft"])
+    assert bad.exit_code == 2
+    assert "vocabulary has 47 tokens and the target's 49152" in " ".join(bad.output.split())

@@ -55,23 +55,27 @@ class Verify(StrEnum):
     rejection = "rejection"
 
 
+def parse_drafter(spec: str) -> tuple[str, str]:
+    """``ngram`` / ``sibling`` / ``model:NAME`` -> (kind, NAME or ""); a clear error else."""
+    kind, _, name = spec.partition(":")
+    if (kind in ("ngram", "sibling") and not name) or (kind == "model" and name):
+        return kind, name
+    raise ValueError(f"unknown drafter {spec!r}: use ngram, sibling or model:NAME (e.g. "
+                     "model:ar-arith-draft or model:/path/to/draft-model).")
+
+
 def make_drafter(spec: str, target, device="cpu", dtype=None):
     """``ngram``, ``sibling`` or ``model:NAME`` -> a drafter for ``target``."""
     from parasample.speculative import ModelDrafter, NGramDrafter, SiblingDrafter
 
-    if spec == "ngram":
-        return NGramDrafter()
-    if spec == "sibling":
-        return SiblingDrafter()
-    if spec.startswith("model:") and spec[len("model:"):]:
-        name = spec[len("model:"):]
-        from parasample.models.registry import CHECKPOINT_DIR, load_ar
+    kind, name = parse_drafter(spec)
+    if kind != "model":
+        return NGramDrafter() if kind == "ngram" else SiblingDrafter()
+    from parasample.models.registry import CHECKPOINT_DIR, load_ar
 
-        if (CHECKPOINT_DIR / f"{name}.pt").is_file() or name.endswith(".pt"):
-            return ModelDrafter(load_ar(name, device=device), target.vocab_size)
-        return ModelDrafter(load_ar_model(name, device, dtype), target.vocab_size)
-    raise ValueError(f"unknown drafter {spec!r}: use ngram, sibling or model:NAME (e.g. "
-                     "model:ar-arith-draft or model:/path/to/draft-model).")
+    if (CHECKPOINT_DIR / f"{name}.pt").is_file() or name.endswith(".pt"):
+        return ModelDrafter(load_ar(name, device=device), target.vocab_size)
+    return ModelDrafter(load_ar_model(name, device, dtype), target.vocab_size)
 
 
 def load_ar_model(spec: str, device="cpu", dtype=None):
@@ -125,6 +129,8 @@ def sample(
     dev, dt = setup(threads, device, dtype)
     if engine not in ("parasample", "vllm"):
         raise ValueError(f"--engine {engine!r}: choose parasample or vllm.")
+    if speculative:
+        parse_drafter(speculative)  # before any model loads
     if engine == "vllm":
         if speculative:
             raise ValueError("--speculative runs on parasample's engine; drop --engine vllm.")

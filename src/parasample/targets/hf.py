@@ -131,6 +131,13 @@ class HFCausalLM:
         # SmolLM2), as transformers' own generate does.
         params = inspect.signature(self.model.forward).parameters
         self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        # transformers >= 5.2x names the cache argument `cache` (`past_key_values` is deprecated
+        # there, and the only name before)
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def _cache_of(self, out):
+        """The KV cache of a forward's output (``cache``, or ``past_key_values`` before)."""
+        return out.cache if self._cache_kw == "cache" else out.past_key_values
 
     # -- prompts ---------------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str], chat: bool | None = None
@@ -170,7 +177,7 @@ class HFCausalLM:
         out = self.model(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=pos,
                          use_cache=self.use_cache, **self._last_only)
         # state: (KV cache, or the ids so far without one; attention mask; last position)
-        kv = out.past_key_values if self.use_cache else prompt_ids
+        kv = self._cache_of(out) if self.use_cache else prompt_ids
         return out.logits[:, -1].float(), (kv, attention_mask, pos[:, -1])
 
     @torch.inference_mode()
@@ -185,8 +192,8 @@ class HFCausalLM:
                 mask.cumsum(1) - 1).clamp(min=0), use_cache=False, **self._last_only)
             return out.logits[:, -1].float(), (ids, mask, pos[:, 0])
         out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos,
-                         past_key_values=kv, use_cache=True)
-        return out.logits[:, -1].float(), (out.past_key_values, mask, pos[:, 0])
+                         use_cache=True, **{self._cache_kw: kv})
+        return out.logits[:, -1].float(), (self._cache_of(out), mask, pos[:, 0])
 
     @torch.inference_mode()
     def extend(self, state, tokens: torch.Tensor):
@@ -204,8 +211,8 @@ class HFCausalLM:
                 mask.cumsum(1) - 1).clamp(min=0), use_cache=False)
             return out.logits[:, -D:].float(), (ids, mask, pos[:, -1])
         out = self.model(input_ids=tokens, attention_mask=mask, position_ids=pos,
-                         past_key_values=kv, use_cache=True)
-        return out.logits.float(), (out.past_key_values, mask, pos[:, -1])
+                         use_cache=True, **{self._cache_kw: kv})
+        return out.logits.float(), (self._cache_of(out), mask, pos[:, -1])
 
     def rollback(self, state, drop: torch.Tensor):
         """Forget the last ``drop[b]`` tokens of each row b (``drop [B]`` >= 0): rejected drafts.
