@@ -28,6 +28,8 @@ def models():
         tc, last = meta.get("train_config", {}), (meta.get("history") or [{}])[-1]
         causal = meta["model_config"].get("causal", False)
         kind, cmd = ("causal LM", "ar") if causal else ("masked diffusion LM", "dllm")
+        if ckpt.stem.endswith("-draft"):
+            kind, cmd = "causal draft LM (bench spec)", "ar --draft"
         metric = ", ".join(f"{k} {v}" for k, v in last.items() if k.startswith("heldout"))
         ops = tc.get("max_ops", tc.get("n_ops"))
         init = f", continued from {tc['init']}" if tc.get("init") else ""
