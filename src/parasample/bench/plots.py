@@ -229,7 +229,7 @@ def align_lm_plot(out: Path) -> Path | None:
 def spec_plot(out: Path) -> Path:
     """``spec.png``: speedup over sequential sampling of each method, per model / task / batch
     (read from spec.csv; transformers' prompt lookup is against its own generate)."""
-    rows = [r for r in read_csv(out / "spec.csv") if r["speedup_vs_sequential"]]
+    rows = [r for r in read_csv(out / "spec.csv") if r["speedup_vs_sequential"] and r["drafter"]]
     labels = [f"{r['model']} {r['task']} {r['batch']}\n{r['drafter']}/{r['verify']}"
               for r in rows]
     speed = [float(r["speedup_vs_sequential"]) for r in rows]
