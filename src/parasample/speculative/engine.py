@@ -129,7 +129,7 @@ class SpecInfo(NamedTuple):
 class SpecGeneration(NamedTuple):
     """Output of :func:`generate`: the fields of :class:`parasample.ancestral.Generation`
     (tokens, logprobs, lengths, nfe: target calls including the prefill) and the totals of
-    :class:`SpecInfo`."""
+    :class:`SpecInfo` (``draft_nfe``: the draft model's calls after its own prefill)."""
 
     tokens: torch.Tensor
     logprobs: torch.Tensor
