@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from parasample.ancestral import sampling_probs
 from parasample.speculative.engine import DraftContext, draw_token
 
 __all__ = ["DRAFTERS", "NGramDrafter", "SiblingDrafter", "ModelDrafter"]
@@ -201,7 +202,7 @@ class ModelDrafter:
             one = draw_token(ctx.u[:, j], logits, logq, residual, done, self.model, ctx.config)
             tok = one.tokens[:, 0]
             drafts.append(tok)
-            qs.append(_probs(logits, ctx.config))
+            qs.append(sampling_probs(logits, ctx.config))  # q_j, for the rejection rule
             logq, residual, done = logq + one.logprobs[:, 0], one.residual, one.done
             if j < D - 1:
                 logits, cache = self.model.extend(cache, tok[:, None])
@@ -221,9 +222,3 @@ class ModelDrafter:
         cache, cached = state
         keep = (count - 2).clamp(min=0)  # everything but the last two emitted tokens
         return self.model.rollback(cache, cached - keep), keep
-
-
-def _probs(logits: torch.Tensor, config) -> torch.Tensor:
-    from parasample.ancestral import sampling_probs
-
-    return sampling_probs(logits, config)
