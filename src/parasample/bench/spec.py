@@ -97,12 +97,12 @@ def _prompts(group: Group, cfg: SpecBenchConfig, lm) -> list[tuple[torch.Tensor,
     """The group's prompts, one ``(ids [1, P], mask [1, P])`` each."""
     from parasample.tasks.arith import ArithChainTask
 
-    n = cfg.prompts if group.k == 1 else cfg.k_prompts
-    if group.model == "ar-arith":
+    toy = group.model == "ar-arith"
+    n = cfg.k_prompts if group.k > 1 else cfg.toy_prompts if toy else cfg.prompts
+    if toy:
         from parasample.models.data import encode_prompts
         from parasample.tasks.arith import CharTokenizer
 
-        n = cfg.toy_prompts if group.k == 1 else cfg.k_prompts
         ps = ArithChainTask().problems(n, split="test", seed=cfg.seed)
         ids = encode_prompts([p.prompt for p in ps], CharTokenizer())
         return [(ids[i:i + 1], torch.ones_like(ids[i:i + 1])) for i in range(n)]

@@ -202,7 +202,8 @@ class ModelDrafter:
             one = draw_token(ctx.u[:, j], logits, logq, residual, done, self.model, ctx.config)
             tok = one.tokens[:, 0]
             drafts.append(tok)
-            qs.append(sampling_probs(logits, ctx.config))  # q_j, for the rejection rule
+            if ctx.want_q:  # q_j, for the rejection rule
+                qs.append(sampling_probs(logits, ctx.config))
             logq, residual, done = logq + one.logprobs[:, 0], one.residual, one.done
             if j < D - 1:
                 logits, cache = self.model.extend(cache, tok[:, None])
@@ -211,7 +212,8 @@ class ModelDrafter:
         B = ctx.count.shape[0]
         if not drafts:
             return ctx.tokens.new_zeros(B, 0), None, (cache, cached), calls
-        return torch.stack(drafts, 1), torch.stack(qs, 1), (cache, cached), calls
+        q = torch.stack(qs, 1) if qs else None
+        return torch.stack(drafts, 1), q, (cache, cached), calls
 
     def select(self, state, keep: torch.Tensor):
         """The state of running rows ``keep [B'']`` (finished rows leave the batch)."""

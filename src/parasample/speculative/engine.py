@@ -155,6 +155,7 @@ class DraftContext(NamedTuple):
     u: ``[B, D]`` the uniform each draft position would be drawn with (see
         :meth:`SpecConfig.dims`); only sampling drafters (a draft model) use it.
     config: the sampling configuration (temperature and top-p apply to drafts too).
+    want_q: the verifier needs the distributions the drafts were drawn from (rejection).
     """
 
     tokens: torch.Tensor
@@ -164,6 +165,7 @@ class DraftContext(NamedTuple):
     residual: torch.Tensor | None
     u: torch.Tensor
     config: SamplingConfig
+    want_q: bool = False
 
 
 def draw_token(u: torch.Tensor, logits: torch.Tensor, logq: torch.Tensor,
@@ -290,7 +292,8 @@ def step(tape: UniformTape, state: SpecState, model, config: SamplingConfig, spe
     n = count[:, None] + torch.arange(D, device=dev)
     ctx = DraftContext(tokens, count, state.done[r], state.logprobs[r].sum(1),
                        None if state.residual is None else state.residual[r],
-                       tape.at(spec.dims(n, 0), r).to(dev), config)
+                       tape.at(spec.dims(n, 0), r).to(dev), config,
+                       want_q=spec.verify == "rejection")
     draft, q, dstate, draft_nfe = drafter.propose(state.draft, ctx, D)  # [B', D], [B', D, V]
     D = draft.shape[1]  # a drafter may propose fewer (none: a plain one-token step)
     logits, cache = model.extend(state.cache, torch.cat([pending, draft], dim=1))

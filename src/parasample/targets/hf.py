@@ -180,20 +180,10 @@ class HFCausalLM:
         kv = self._cache_of(out) if self.use_cache else prompt_ids
         return out.logits[:, -1].float(), (kv, attention_mask, pos[:, -1])
 
-    @torch.inference_mode()
     def advance(self, state, tokens: torch.Tensor):
-        kv, mask, last = state
-        tokens = tokens.to(self.device)
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [B, P+t]
-        pos = (last + 1)[:, None]  # [B, 1]
-        if not self.use_cache:
-            ids = torch.cat([kv, tokens[:, None]], dim=1)  # [B, P+t]
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=(
-                mask.cumsum(1) - 1).clamp(min=0), use_cache=False, **self._last_only)
-            return out.logits[:, -1].float(), (ids, mask, pos[:, 0])
-        out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos,
-                         use_cache=True, **{self._cache_kw: kv})
-        return out.logits[:, -1].float(), (self._cache_of(out), mask, pos[:, 0])
+        """Append ``tokens [B]`` -> (next-token logits ``[B, V]``, state)."""
+        logits, state = self.extend(state, tokens[:, None])
+        return logits[:, -1], state
 
     @torch.inference_mode()
     def extend(self, state, tokens: torch.Tensor):
@@ -207,8 +197,9 @@ class HFCausalLM:
         pos = last[:, None] + torch.arange(1, D + 1, device=last.device)  # [B, D]
         if not self.use_cache:
             ids = torch.cat([kv, tokens], dim=1)
+            keep = {"logits_to_keep": D} if self._last_only else {}  # the new positions only
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=(
-                mask.cumsum(1) - 1).clamp(min=0), use_cache=False)
+                mask.cumsum(1) - 1).clamp(min=0), use_cache=False, **keep)
             return out.logits[:, -D:].float(), (ids, mask, pos[:, -1])
         out = self.model(input_ids=tokens, attention_mask=mask, position_ids=pos,
                          use_cache=True, **{self._cache_kw: kv})

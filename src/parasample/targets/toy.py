@@ -91,15 +91,7 @@ class ToyARLM:
     def _logits_after(self, prefix: torch.Tensor) -> torch.Tensor:
         """``prefix [B, t]`` -> next-token logits ``[B, V]`` (float32)."""
         B, t = prefix.shape
-        start = torch.full((B, 2), self.vocab_size, dtype=torch.long)
-        ctx = torch.cat([start, prefix.long()], dim=1)  # [B, t+2]
-        logits = self.table[t, ctx[:, -2], ctx[:, -1]].clone()  # [B, V]
-        if self.eos_id is not None and t > 0:
-            # After EOS the sequence is over: only EOS can follow (padding), with probability one.
-            done = (prefix == self.eos_id).any(dim=1)
-            logits[done] = float("-inf")
-            logits[done, self.eos_id] = 0.0
-        return logits
+        return self._logits_at(prefix, torch.full((B,), t, dtype=torch.long))
 
     def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """The toy LM is unconditional: the prompt only sets the batch size."""
@@ -136,7 +128,9 @@ class ToyARLM:
         return prefix, length - drop.cpu()
 
     def _logits_at(self, buf: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        """Next-token logits ``[B, V]`` after the first ``length[b]`` tokens of row b of ``buf``."""
+        """Next-token logits ``[B, V]`` after the first ``length[b]`` tokens of row b of ``buf``
+        (depending on the position and the two tokens before it). After EOS the sequence is
+        over: only EOS can follow (padding), with probability one."""
         if int(length.max()) >= self.length:
             raise ValueError(f"the toy LM generates {self.length} tokens; a row would pass it.")
         rows = torch.arange(buf.shape[0])
