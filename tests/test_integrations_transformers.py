@@ -37,15 +37,23 @@ def _both(lm, ids, mask, sampler, cfg, k, seed=0):
 
 @pytest.mark.parametrize("sampler", list(SOURCES))
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])
+@pytest.mark.parametrize("ignore_eos", [False, True])
 def test_generate_with_the_processor_is_token_identical_to_the_engine(sampler, temperature,
-                                                                     top_p):
+                                                                     top_p, ignore_eos):
+    """With EOS honoured rows end at it and stay EOS-padded; with ``ignore_eos`` EOS is an
+    ordinary token in both (the bridge once forced EOS after the first one: 65% agreement)."""
     lm = HFCausalLM(_tiny_llama(), SimpleNamespace(eos_token_id=2, pad_token_id=0))
     ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
     mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
-    cfg = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=24)
+    cfg = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=24,
+                         ignore_eos=ignore_eos)
     ours, theirs = _both(lm, ids, mask, sampler, cfg, k=8)
     assert torch.equal(ours, theirs)
-    assert (ours == lm.eos_id).any()  # rows end at EOS and stay EOS-padded in both
+    eos = ours == lm.eos_id
+    assert eos.any()
+    # after a row's first EOS: only EOS (honoured), or some other token too (ignored)
+    after = eos.long().cummax(1).values.bool() & ~eos
+    assert bool(after.any()) == ignore_eos
 
 
 def test_the_processor_checks_the_batch():

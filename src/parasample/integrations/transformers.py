@@ -42,7 +42,8 @@ class SourceLogitsProcessor(_base()):
         config: temperature and top-p applied to the raw logits (``max_new_tokens`` is
             generate's to enforce).
         eos_id: the model's EOS; after it a row only emits EOS (as parasample's engine does;
-            pass ``pad_token_id=eos_id`` to generate for identical outputs).
+            pass ``pad_token_id=eos_id`` to generate for identical outputs), unless
+            ``config.ignore_eos``, where EOS is an ordinary token, as in the engine.
     """
 
     def __init__(self, source: UniformSource, config: SamplingConfig, eos_id: int | None):
@@ -71,7 +72,7 @@ class SourceLogitsProcessor(_base()):
         if self.residual is not None:
             self.residual = icdf_residual(probs, u, tok)
         logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]
-        if self.eos_id is not None:
+        if self.eos_id is not None and not self.config.ignore_eos:
             tok = torch.where(self.done, self.eos_id, tok)
             logq = torch.where(self.done, 0.0, logq)
             self.done = self.done | (tok == self.eos_id)
