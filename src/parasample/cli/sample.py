@@ -47,7 +47,9 @@ SPECULATIVE_HELP = ("Speculative decoding: ngram (prompt lookup in the sample's 
                     "without it.")
 VERIFY_HELP = ("identical: keep a draft where it equals the token sequential sampling draws from "
                "the same uniform (token-identical output); rejection: speculative sampling "
-               "(Chen / Leviathan), exact in law, keeps more model drafts.")
+               "(Chen / Leviathan), each sample an exact draw for every --sampler, keeps more "
+               "model drafts; its tests and residual draws use a private i.i.d. stream per "
+               "sample, so --sampler shapes only the first token and the model drafts.")
 
 
 class Verify(StrEnum):

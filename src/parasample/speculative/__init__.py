@@ -9,6 +9,7 @@ from parasample.speculative.engine import (
     SpecConfig,
     SpecGeneration,
     SpecInfo,
+    SpecNoise,
     SpecState,
     generate,
     init,
@@ -16,5 +17,5 @@ from parasample.speculative.engine import (
 )
 
 __all__ = ["DRAFTERS", "VERIFIERS", "DraftContext", "ModelDrafter", "NGramDrafter",
-           "SiblingDrafter", "SpecConfig", "SpecGeneration", "SpecInfo", "SpecState", "generate",
-           "init", "step"]
+           "SiblingDrafter", "SpecConfig", "SpecGeneration", "SpecInfo", "SpecNoise", "SpecState",
+           "generate", "init", "step"]

@@ -21,11 +21,26 @@ Two verifiers:
   distribution q_j (a point mass for n-gram and sibling drafts), is kept with probability
   min(1, p_j(d_j) / q_j(d_j)); else the token is drawn from the normalised residual
   (p_j - q_j)+, and after D kept drafts a bonus token is drawn from p_D. Each emitted token is
-  then exactly distributed as p given the row's prefix (the standard argument), so each row is an
-  exact draw from the model; model drafts are kept more often than under ``identical``. Token n
-  uses the source's dimensions 3n (the draft), 3n + 1 (the test) and 3n + 2 (the residual or
-  bonus draw), so each row is still driven by i.i.d. uniforms; the samples are not those of
-  sequential sampling, and a correlated source correlates them only loosely.
+  exactly distributed as p given the row's prefix provided the draft is independent of the
+  uniforms that test it and draw the residual, given that prefix (the standard argument).
+  Which uniforms (:class:`SpecNoise`): a row's first token and its drafts (the model drafter
+  samples) come from the source, token n's draft from dimension n; every acceptance test and
+  residual or bonus draw comes from a second, i.i.d. stream private to the row (dimensions 2n
+  and 2n + 1 of an :class:`~parasample.noise.IIDSource` seeded from the source's generator).
+  Proof of the independence: a draft for position n of row b is a function of the row's
+  prefix, of source uniforms (the row's own dimension n for a model draft) and, for sibling
+  drafts, of the other rows' tokens, which are functions of source uniforms and of those rows'
+  private streams; row b's private uniforms of position n enter none of these (before the row
+  emits position n nothing has read them; a window position that was evaluated but not emitted
+  reveals nothing, as its token is discarded), and they are independent of the source and of
+  every other row's stream. Drawing the tests from the source instead would tie them to the
+  sibling rows' uniforms of the same dimension under a correlated source (antithetic, Sobol,
+  lattice), and a sibling draft would then depend on its own test (the 0.2 outcome of a 0.8 /
+  0.2 position came out at 0.29 under antithetic; tested). So each row is an exact draw for
+  every source and drafter; the source correlates the rows' first tokens and their model drafts
+  only (arithmetic sampling's code point drives the first token; the residual is not carried),
+  so the rows of a group are close to independent: use ``identical`` to keep a source's joint
+  law.
 
 ``p`` is the target's sampling distribution (temperature, top-p) and q the drafter's under the
 same temperature and top-p.
@@ -50,10 +65,10 @@ from parasample.ancestral import (
     step as ancestral_step,
 )
 from parasample.devices import model_device
-from parasample.noise import UniformSource, UniformTape, icdf_categorical
+from parasample.noise import IIDSource, UniformSource, UniformTape, icdf_categorical
 
-__all__ = ["VERIFIERS", "SpecConfig", "SpecState", "SpecInfo", "SpecGeneration", "DraftContext",
-           "draw_token", "init", "step", "generate"]
+__all__ = ["VERIFIERS", "SpecConfig", "SpecNoise", "SpecState", "SpecInfo", "SpecGeneration",
+           "DraftContext", "draw_token", "init", "step", "generate"]
 
 #: The verifiers, by name.
 VERIFIERS = ("identical", "rejection")
@@ -80,13 +95,41 @@ class SpecConfig:
             raise ValueError(f"unknown verifier {self.verify!r}; choose one of "
                              f"{', '.join(VERIFIERS)}.")
 
-    def dims(self, n: torch.Tensor, slot: int) -> torch.Tensor:
-        """Source dimension of token index ``n`` for ``slot`` 0 (draft), 1 (test), 2 (draw).
 
-        ``identical`` uses dimension n for all three (a drafter that samples, the model
-        drafter, then draws with the target's own uniform, which makes its drafts likely to be
-        the target's tokens); ``rejection`` gives each slot its own dimension."""
-        return n if self.verify == "identical" else 3 * n + slot
+class SpecNoise:
+    """The uniforms of speculative decoding, by token index n and row (see the module docstring).
+
+    ``identical``: the draft, the test (unused) and the draw of token n all read the source's
+    dimension n, the uniform sequential sampling uses there (a model drafter that draws with the
+    target's own uniform drafts the target's token wherever the two distributions agree).
+    ``rejection``: the first token and the drafts read the source; the tests and the residual /
+    bonus draws of tokens n >= 1 read dimensions 2n and 2n + 1 of a private i.i.d. stream.
+    """
+
+    def __init__(self, source: UniformSource, verify: str):
+        self.source = UniformTape(source)
+        self.private = None
+        if verify == "rejection":
+            seed = int(torch.randint(0, 2**62, (1,), generator=source.generator))
+            self.private = UniformTape(IIDSource(source.n,
+                                                 generator=torch.Generator().manual_seed(seed)))
+
+    def first(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[R]`` the uniform of each row's first token (dimension 0 of the source)."""
+        return self.source.at(torch.zeros(rows.numel(), 1, dtype=torch.long), rows)[:, 0]
+
+    def draft(self, n: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``n [R, m]`` token indices -> ``[R, m]`` the drafts' uniforms."""
+        return self.source.at(n, rows)
+
+    def test(self, n: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The acceptance tests' uniforms (rejection only)."""
+        return self.private.at(2 * n, rows)
+
+    def draw(self, n: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The uniforms of the tokens the verifier draws itself (n >= 1)."""
+        return self.source.at(n, rows) if self.private is None else self.private.at(2 * n + 1,
+                                                                                     rows)
 
 
 class SpecState(NamedTuple):
@@ -153,7 +196,7 @@ class DraftContext(NamedTuple):
     logq: ``[B]`` log q of each row's emitted tokens (arithmetic sampling's carry needs it).
     residual: ``[B]`` carried residual, or None.
     u: ``[B, D]`` the uniform each draft position would be drawn with (see
-        :meth:`SpecConfig.dims`); only sampling drafters (a draft model) use it.
+        :meth:`SpecNoise.draft`); only sampling drafters (a draft model) use it.
     config: the sampling configuration (temperature and top-p apply to drafts too).
     want_q: the verifier needs the distributions the drafts were drawn from (rejection).
     """
@@ -181,7 +224,7 @@ def draw_token(u: torch.Tensor, logits: torch.Tensor, logq: torch.Tensor,
     return new._replace(logprobs=new.logprobs[:, 1:])
 
 
-def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, tape: UniformTape,
+def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, noise: SpecNoise,
          config: SamplingConfig, spec: SpecConfig, drafter, samples_per_prompt: int = 1,
          *, carry: bool = False) -> SpecState:
     """Prefill (1 target call), draw each row's first token as sequential sampling does, and
@@ -192,8 +235,7 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, tape: Un
                     carry=carry and spec.verify == "identical")
     B = first.logits.shape[0]
     width = config.max_new_tokens + spec.draft_len + 1  # room for a whole window past the end
-    zero = torch.zeros(B, 1, dtype=torch.long, device=dev)
-    u = tape.at(spec.dims(zero, 2), torch.arange(B))[:, 0].to(dev)
+    u = noise.first(torch.arange(B)).to(dev)
     one = draw_token(u, first.logits, torch.zeros(B, dtype=torch.float64, device=dev),
                      first.residual, first.done, model, config)
     pad = model.eos_id if model.eos_id is not None and not config.ignore_eos else 0
@@ -222,14 +264,14 @@ def _drop_finished(state: SpecState, model, drafter, config: SamplingConfig) -> 
 
 
 def _verify(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, draft: torch.Tensor,
-            q: torch.Tensor | None, tape: UniformTape, model, spec: SpecConfig):
+            q: torch.Tensor | None, noise: SpecNoise, model, spec: SpecConfig):
     """The tokens each running row emits this step: ``window [B', D+1]`` with ``n_new [B']``
     valid, their log q, and the row's done flag and residual after them."""
     B, D = draft.shape
     dev, config = logits.device, ctx.config
     n = ctx.count[:, None] + torch.arange(D + 1, device=dev)  # [B', D+1] token indices
-    u_draw = tape.at(spec.dims(n, 2), rows).to(dev)
-    u_test = tape.at(spec.dims(n, 1), rows).to(dev) if spec.verify == "rejection" else None
+    u_draw = noise.draw(n, rows).to(dev)
+    u_test = noise.test(n, rows).to(dev) if spec.verify == "rejection" else None
     logq, residual, done = ctx.logq, ctx.residual, ctx.done
     taking = torch.ones(B, dtype=torch.bool, device=dev)  # the row still accepts tokens
     n_new = torch.zeros(B, dtype=torch.long, device=dev)
@@ -277,7 +319,7 @@ def _rejection_token(p: torch.Tensor, d: torch.Tensor, q: torch.Tensor | None,
     return torch.where(keep, d, icdf_categorical(residual, u_draw))
 
 
-def step(tape: UniformTape, state: SpecState, model, config: SamplingConfig, spec: SpecConfig,
+def step(noise: SpecNoise, state: SpecState, model, config: SamplingConfig, spec: SpecConfig,
          drafter) -> tuple[SpecState, SpecInfo]:
     """Draft, verify in one target call, roll the rejected positions back, and let the rows
     that finished leave the batch. The model's and drafter's caches are updated in place, as
@@ -292,12 +334,12 @@ def step(tape: UniformTape, state: SpecState, model, config: SamplingConfig, spe
     n = count[:, None] + torch.arange(D, device=dev)
     ctx = DraftContext(tokens, count, state.done[r], state.logprobs[r].sum(1),
                        None if state.residual is None else state.residual[r],
-                       tape.at(spec.dims(n, 0), r).to(dev), config,
+                       noise.draft(n, r).to(dev), config,
                        want_q=spec.verify == "rejection")
     draft, q, dstate, draft_nfe = drafter.propose(state.draft, ctx, D)  # [B', D], [B', D, V]
     D = draft.shape[1]  # a drafter may propose fewer (none: a plain one-token step)
     logits, cache = model.extend(state.cache, torch.cat([pending, draft], dim=1))
-    window, window_lq, n_new, done, residual = _verify(ctx, r, logits, draft, q, tape, model,
+    window, window_lq, n_new, done, residual = _verify(ctx, r, logits, draft, q, noise, model,
                                                       spec)
     # keep the pending token and the accepted drafts (n_new - 1 of them); forget the rest
     cache = model.rollback(cache, D + 1 - n_new)
@@ -338,13 +380,13 @@ def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
                              "needs a model that verifies several tokens in one call and rolls "
                              "rows back (transformers causal LMs, the shipped AR models).")
     check_batch(model, prompt_ids, source, config, samples_per_prompt)
-    tape = UniformTape(source)
-    state = init(model, prompt_ids, attention_mask, tape, config, spec, drafter,
+    noise = SpecNoise(source, spec.verify)
+    state = init(model, prompt_ids, attention_mask, noise, config, spec, drafter,
                  samples_per_prompt, carry=source.carries_residual)
     nfe = 1
     draft_nfe = proposed = accepted = steps = 0
     while state.rows.numel():
-        state, info = step(tape, state, model, config, spec, drafter)
+        state, info = step(noise, state, model, config, spec, drafter)
         nfe, draft_nfe, steps = nfe + info.nfe, draft_nfe + info.draft_nfe, steps + 1
         proposed, accepted = proposed + info.proposed, accepted + info.accepted
         if progress is not None:
