@@ -222,3 +222,36 @@ def test_devices_and_dtypes_are_checked_on_every_command(args, message, tmp_path
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], (command,
                                                                                    result.output)
+
+
+# -- bugs are not input errors ------------------------------------------------------------------
+@pytest.mark.parametrize("raised,code", [(ValueError("an internal invariant broke"), 1),
+                                         (TypeError("a bug"), 1),
+                                         (KeyError("missing"), 1)])
+def test_a_bug_inside_the_library_is_a_crash_with_a_traceback_not_bad_input(raised, code,
+                                                                             monkeypatch):
+    """friendly_errors once turned every ValueError / TypeError into 'error: ...' with exit 2,
+    so a bug read as the user's fault. Only InputError is bad input."""
+    import parasample.cli.sample as sample_cmd
+
+    def broken(*a, **k):
+        raise raised
+
+    monkeypatch.setattr(sample_cmd, "setup", broken)
+    result = runner.invoke(app, ["sample", "-p", "hi"])
+    assert result.exit_code == code, result.output
+    assert "Traceback" in result.output and "bug in parasample" in result.output
+    assert type(raised).__name__ in result.output
+
+
+def test_an_input_error_is_one_line_with_exit_code_2(monkeypatch):
+    import parasample.cli.sample as sample_cmd
+    from parasample.errors import InputError
+
+    def bad(*a, **k):
+        raise InputError("threads=0 must be >= 1; pass --threads 2.")
+
+    monkeypatch.setattr(sample_cmd, "setup", bad)
+    result = runner.invoke(app, ["sample", "-p", "hi"])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and lines == ["error: threads=0 must be >= 1; pass --threads 2."]

@@ -84,6 +84,48 @@ def test_multiple_try_pncg_is_exact(weights, steps):
     assert chi2_pvalue(counts, exact_distribution(target)) > 1e-3
 
 
+class _ConstrainedIsing(IsingChain):
+    """The Ising chain restricted to states with at most two +1 spins: log pi is ``outside``
+    (-inf, or NaN as from a broken energy, which weighs zero too) elsewhere, with a finite
+    gradient, so most tries of a move weigh zero."""
+
+    outside = -math.inf
+
+    def log_prob_embedded(self, e):
+        ones = (e[..., 0] > 0).sum(-1)
+        return super().log_prob_embedded(e) + torch.where(ones <= 2, 0.0, self.outside)
+
+
+@pytest.mark.parametrize("outside", [-math.inf, math.nan])
+@pytest.mark.parametrize("weights", ["lambda1", "importance"])
+def test_multiple_try_pncg_rejects_a_move_whose_tries_all_weigh_zero(weights, outside):
+    """With NaN weights it failed with 'a row of probs sums to zero ... all -inf' (an internal
+    error that read as bad input); such a move is rejected, and the chains still sample the
+    constrained target."""
+    target = _ConstrainedIsing(5, beta=0.8)
+    object.__setattr__(target, "outside", outside)  # a frozen dataclass
+    B, k = 8000, 3
+    x0 = torch.zeros(B, 5, dtype=torch.long)  # all -1: allowed
+    st = mtm.init(x0, target, alpha=8.0)
+    src = make_source("iid", B, generator=torch.Generator().manual_seed(0))
+    dead_seen = False
+    for _ in range(30):
+        u = src.uniform(mtm.noise_dims(5, k))
+        new, info = mtm.step(u, st, target, alpha=8.0, tries=k, weights=weights)
+        ys = mtm.draw_many(st.q_logits, u[:, :k * 5].view(B, k, 5))
+        dead = ((ys == 1).sum(-1) > 2).all(1)  # every try breaks the constraint
+        assert not info.accepted[dead].any() and torch.equal(new.x[dead], st.x[dead])
+        dead_seen |= bool(dead.any())
+        st = new
+    assert dead_seen
+    assert bool(((st.x == 1).sum(-1) <= 2).all())
+    allowed = (enumerate_states(2, 5) == 1).sum(-1) <= 2
+    pi = torch.softmax(torch.where(allowed, IsingChain(5, beta=0.8).log_prob(
+        enumerate_states(2, 5)).double(), -math.inf), 0)
+    counts = torch.bincount(state_index(st.x, 2), minlength=32)
+    assert chi2_pvalue(counts, pi) > 1e-3
+
+
 def test_single_try_mtm_with_lambda1_is_pncg():
     """k = 1 and lambda = 1 reduce the MTM ratio to the p-NCG MH ratio: same chain."""
     target = IsingChain(5, beta=0.8)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from parasample.errors import InputError
+
 __all__ = ["DTYPES", "resolve_device", "resolve_dtype", "dtype_name", "model_device"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -29,17 +31,17 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     try:
         dev = torch.device(spec)
     except RuntimeError:
-        raise ValueError(f"device {spec!r} is not one of auto, cpu, cuda, cuda:i.") from None
+        raise InputError(f"device {spec!r} is not one of auto, cpu, cuda, cuda:i.") from None
     if dev.type == "cpu":
         return dev
     if dev.type != "cuda":
-        raise ValueError(f"device {spec!r}: parasample runs on cpu or cuda; pass --device auto.")
+        raise InputError(f"device {spec!r}: parasample runs on cpu or cuda; pass --device auto.")
     if not torch.cuda.is_available():
-        raise ValueError(f"--device {spec}: no CUDA GPU is visible here (torch "
+        raise InputError(f"--device {spec}: no CUDA GPU is visible here (torch "
                          f"{torch.__version__}); use --device cpu or --device auto.")
     n = torch.cuda.device_count()
     if dev.index is not None and dev.index >= n:
-        raise ValueError(f"--device {spec}: only {n} CUDA device(s) here (cuda:0..cuda:{n - 1}).")
+        raise InputError(f"--device {spec}: only {n} CUDA device(s) here (cuda:0..cuda:{n - 1}).")
     return dev
 
 
@@ -50,17 +52,17 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
     else:
         key = (name or "float32").strip().lower()
         if key not in DTYPES:
-            raise ValueError(f"dtype {name!r} is not one of {', '.join(DTYPES)}.")
+            raise InputError(f"dtype {name!r} is not one of {', '.join(DTYPES)}.")
         dtype = DTYPES[key]
     if device.type == "cuda" and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"--dtype bfloat16: {torch.cuda.get_device_name(device)} cannot run "
+        raise InputError(f"--dtype bfloat16: {torch.cuda.get_device_name(device)} cannot run "
                          "bfloat16; use --dtype float16 or float32.")
     if dtype is not torch.float32:
         try:  # the two kernels every model here needs
             x = torch.ones(2, 4, dtype=dtype, device=device)
             torch.nn.functional.layer_norm(x @ x.T, (2,))
         except RuntimeError as e:
-            raise ValueError(f"--dtype {dtype_name(dtype)} does not run on {device} here ({e}); "
+            raise InputError(f"--dtype {dtype_name(dtype)} does not run on {device} here ({e}); "
                              "use --dtype float32.") from None
     return dtype
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 
 from parasample.devices import model_device
+from parasample.errors import InputError
 from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
 
 __all__ = ["SamplingConfig", "AncestralState", "StepInfo", "Generation", "sampling_probs",
@@ -52,13 +53,13 @@ class SamplingConfig:
 
     def __post_init__(self):
         if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0; for near-greedy "
+            raise InputError(f"temperature={self.temperature} must be > 0; for near-greedy "
                              "decoding use a small value such as 0.01.")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p} must lie in (0, 1]; 1 disables nucleus "
+            raise InputError(f"top_p={self.top_p} must lie in (0, 1]; 1 disables nucleus "
                              "sampling.")
         if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
-            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be an integer >= 1.")
+            raise InputError(f"max_new_tokens={self.max_new_tokens} must be an integer >= 1.")
 
     @property
     def q_is_p(self) -> bool:
@@ -207,15 +208,15 @@ def check_batch(model, prompt_ids: torch.Tensor, source: UniformSource, config: 
     """Validate a generation request (samples per prompt, context, source rows) -> rows B."""
     P = prompt_ids.shape[0]
     if not (isinstance(samples_per_prompt, int) and samples_per_prompt >= 1):
-        raise ValueError(f"samples_per_prompt={samples_per_prompt} must be an integer >= 1.")
+        raise InputError(f"samples_per_prompt={samples_per_prompt} must be an integer >= 1.")
     B = P * samples_per_prompt
     limit = getattr(model, "max_length", None)
     if limit is not None and prompt_ids.shape[1] + config.max_new_tokens - 1 > limit:
-        raise ValueError(f"a prompt of {prompt_ids.shape[1]} tokens plus max_new_tokens="
+        raise InputError(f"a prompt of {prompt_ids.shape[1]} tokens plus max_new_tokens="
                          f"{config.max_new_tokens} does not fit the model's context of {limit} "
                          "tokens; shorten the prompt or lower max_new_tokens.")
     if source.n != B:
-        raise ValueError(f"the uniform source serves {source.n} rows but there are {P} prompts x "
+        raise InputError(f"the uniform source serves {source.n} rows but there are {P} prompts x "
                          f"{samples_per_prompt} samples = {B} rows; build the source with n={B}.")
     return B
 

@@ -37,6 +37,7 @@ import torch
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
 from parasample.bench.timing import machine_fields
+from parasample.errors import InputError
 from parasample.mcmc import quest
 from parasample.noise import IIDSource, derive_generator, icdf_categorical
 
@@ -68,12 +69,12 @@ class CacheBenchConfig:
 
     def __post_init__(self):
         if not self.chains or any(c < 1 for c in self.chains):
-            raise ValueError(f"chains={self.chains}: give batch sizes >= 1.")
+            raise InputError(f"chains={self.chains}: give batch sizes >= 1.")
         for name in ("length", "moves"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
         if not self.beta > 0:
-            raise ValueError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
+            raise InputError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
 
     @classmethod
     def quick(cls, **kw) -> CacheBenchConfig:
@@ -174,14 +175,14 @@ class ToyAlignConfig:
         from parasample.mcmc import mtquest
 
         if self.samples < 1 or self.seeds < 1 or not self.moves or min(self.moves) < 1:
-            raise ValueError("samples, seeds and every moves budget must be >= 1.")
+            raise InputError("samples, seeds and every moves budget must be >= 1.")
         if not self.beta > 0:
-            raise ValueError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
+            raise InputError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
         for k in self.tries:
             for src in self.try_sources:
                 mtquest.check(k, src, "lambda1", self.beta)
         if self.target_tvd is not None and not 0 < self.target_tvd < 1:
-            raise ValueError(f"target TVD {self.target_tvd} must lie in (0, 1).")
+            raise InputError(f"target TVD {self.target_tvd} must lie in (0, 1).")
 
     @classmethod
     def quick(cls, **kw) -> ToyAlignConfig:
@@ -440,11 +441,11 @@ class LMAlignConfig:
     def __post_init__(self):
         for name in ("problems", "length", "chains", "particles", "seeds"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
         if not self.beta > 0:
-            raise ValueError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
+            raise InputError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
         if not self.moves or min(self.moves) < 1:
-            raise ValueError("every moves budget must be >= 1.")
+            raise InputError("every moves budget must be >= 1.")
 
     @classmethod
     def quick(cls, **kw) -> LMAlignConfig:

@@ -11,6 +11,8 @@ import math
 import statistics
 from pathlib import Path
 
+from parasample.errors import InputError
+
 __all__ = ["ResumableCSV", "write_csv", "read_csv", "mean_se_cells", "TIMING_COLUMNS"]
 
 #: Columns that measure time (or depend on it): they differ between two runs of the same sweep by
@@ -61,7 +63,7 @@ class ResumableCSV:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rows = read_csv(self.path)
         if rows and list(rows[0].keys()) != header:
-            raise ValueError(f"{self.path} has other columns than this benchmark writes; move it "
+            raise InputError(f"{self.path} has other columns than this benchmark writes; move it "
                              "away or pass another --out.")
         self.rows = rows
 

@@ -35,6 +35,7 @@ from parasample.diffusion import (
     make_cache,
     top_prob,
 )
+from parasample.errors import InputError
 from parasample.noise import derive_generator, make_source
 from parasample.targets import NFECounter
 
@@ -84,20 +85,20 @@ class DLLMBenchConfig:
 
     def __post_init__(self):
         if self.n_problems < 1 or self.batch_size < 1:
-            raise ValueError(f"n_problems={self.n_problems} and batch_size={self.batch_size} "
+            raise InputError(f"n_problems={self.n_problems} and batch_size={self.batch_size} "
                              "must be >= 1.")
         Threshold(self.threshold)  # validates the range with its own message
         if not self.caches:
-            raise ValueError("caches is empty; run at least one of: none, prefix, dual.")
+            raise InputError("caches is empty; run at least one of: none, prefix, dual.")
         for c in self.caches:
             make_cache(c)  # unknown names are refused with the choices
         if any(t <= 0 for t in self.temperatures) or self.passk_temperature <= 0:
-            raise ValueError(f"temperatures={self.temperatures} and passk_temperature="
+            raise InputError(f"temperatures={self.temperatures} and passk_temperature="
                              f"{self.passk_temperature} must be > 0 (T = 0 is stage 1).")
         if self.passk_problems < 0:
-            raise ValueError(f"passk_problems={self.passk_problems} must be >= 0 (0 skips).")
+            raise InputError(f"passk_problems={self.passk_problems} must be >= 0 (0 skips).")
         if self.k_max < 2 or self.k_max & (self.k_max - 1):
-            raise ValueError(f"k_max={self.k_max}: lattice and arithmetic groups need a power of "
+            raise InputError(f"k_max={self.k_max}: lattice and arithmetic groups need a power of "
                              f"two >= 2; use {1 << max(1, (self.k_max - 1).bit_length())}.")
 
     @property

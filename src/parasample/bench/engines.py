@@ -30,6 +30,7 @@ import torch
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
 from parasample.bench.timing import machine_fields
+from parasample.errors import InputError
 from parasample.noise import derive_generator, make_source
 
 __all__ = ["EnginesBenchConfig", "ENGINES_HEADER", "PROMPT", "run_benchmark"]
@@ -52,9 +53,9 @@ class EnginesBenchConfig:
 
     def __post_init__(self):
         if not self.samples or min(self.samples) < 1:
-            raise ValueError(f"samples={self.samples}: give at least one n >= 1.")
+            raise InputError(f"samples={self.samples}: give at least one n >= 1.")
         if self.new_tokens < 1 or self.reps < 1:
-            raise ValueError(f"new_tokens={self.new_tokens} and reps={self.reps} must be >= 1.")
+            raise InputError(f"new_tokens={self.new_tokens} and reps={self.reps} must be >= 1.")
         for s in self.samplers:
             make_source(s, 2, 2, generator=torch.Generator())  # unknown names refused
 

@@ -16,6 +16,7 @@ import torch
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
 from parasample.bench.timing import machine_fields
+from parasample.errors import InputError
 from parasample.mcmc import mtm, pncg, quest
 from parasample.metrics import empirical_distribution, iid_tvd_floor, tvd
 from parasample.noise import IIDSource
@@ -69,13 +70,13 @@ class MCMCBenchConfig:
         for a in self.alphas:
             pncg.check_alpha_p(a, self.p)
         if any(k < 1 for k in self.tries):
-            raise ValueError(f"tries={self.tries}: every number of tries must be >= 1.")
+            raise InputError(f"tries={self.tries}: every number of tries must be >= 1.")
         if any(b <= 0 for b in self.betas):
-            raise ValueError(f"betas={self.betas}: every beta must be > 0.")
+            raise InputError(f"betas={self.betas}: every beta must be > 0.")
         if any(n > 20 for n in self.ns):
-            raise ValueError(f"ns={self.ns}: the exact TVD enumerates 2^n states; n <= 20.")
+            raise InputError(f"ns={self.ns}: the exact TVD enumerates 2^n states; n <= 20.")
         if self.steps < 1 or self.trials < 1:
-            raise ValueError("steps and trials must be >= 1.")
+            raise InputError("steps and trials must be >= 1.")
 
 
 def _kernel(sampler: str, target, alpha: float, p: int, tries: int):

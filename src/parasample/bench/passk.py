@@ -34,6 +34,7 @@ import torch
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import read_csv, write_csv
 from parasample.bench.timing import machine_fields
+from parasample.errors import InputError
 from parasample.metrics.passk import (
     batch_values,
     mean_and_se,
@@ -95,17 +96,17 @@ class PasskBenchConfig:
 
     def __post_init__(self):
         if self.k_max < 2 or self.k_max & (self.k_max - 1):
-            raise ValueError(f"k_max={self.k_max}: Sobol and lattice batches need a power of two "
+            raise InputError(f"k_max={self.k_max}: Sobol and lattice batches need a power of two "
                              f">= 2; use {1 << max(1, (self.k_max - 1).bit_length())}.")
         SamplingConfig(temperature=self.temperature, top_p=self.top_p)  # validates them
         SamplingConfig(temperature=self.lm_temperature)
         for name in ("ar_batches", "gsm8k_tokens", "throughput_batch", "throughput_tokens",
                      "throughput_reps", "n_boot"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
         for name in ("ar_problems", "add_problems", "gsm8k_problems"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 skips the task).")
+                raise InputError(f"{name}={getattr(self, name)} must be >= 0 (0 skips the task).")
 
     @property
     def ks(self) -> list[int]:

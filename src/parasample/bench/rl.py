@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from parasample.bench.csvlog import mean_se_cells, write_csv
+from parasample.errors import InputError
 from parasample.rl import GRPOConfig
 
 __all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "curve_rows", "run_benchmark",
@@ -46,18 +47,18 @@ class RLBenchConfig:
 
     def __post_init__(self):
         if not 0 < self.target < 1:
-            raise ValueError(f"target={self.target}: a target held-out pass@1 lies in (0, 1).")
+            raise InputError(f"target={self.target}: a target held-out pass@1 lies in (0, 1).")
         if self.seeds < 1:
-            raise ValueError(f"seeds={self.seeds} must be >= 1.")
+            raise InputError(f"seeds={self.seeds} must be >= 1.")
         if not self.samplers or not self.group_sizes:
-            raise ValueError("give at least one sampler and one group size.")
+            raise InputError("give at least one sampler and one group size.")
         for s in self.samplers:
             for g in self.group_sizes:  # the source's own check (G of a Sobol net, ...) first
                 replace(self.run, sampler=s, group_size=g)
         for g in self.group_sizes:
             if self.samples_per_step is not None and (
                     self.samples_per_step % g or self.samples_per_step < 2 * g):
-                raise ValueError(f"samples per step {self.samples_per_step} with G={g}: give a "
+                raise InputError(f"samples per step {self.samples_per_step} with G={g}: give a "
                                  f"multiple of every G of at least 2 G (e.g. "
                                  f"{max(2, -(-self.samples_per_step // g)) * g}), so each step "
                                  "has whole groups.")

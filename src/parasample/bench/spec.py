@@ -19,6 +19,7 @@ import torch
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
 from parasample.bench.timing import machine_fields
+from parasample.errors import InputError
 from parasample.noise import derive_generator, make_source
 from parasample.speculative import ModelDrafter, NGramDrafter, SiblingDrafter, SpecConfig
 from parasample.speculative import generate as spec_generate
@@ -57,7 +58,7 @@ class SpecBenchConfig:
     def __post_init__(self):
         for name in ("prompts", "k", "k_prompts", "max_new_tokens", "draft_len", "toy_prompts"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
 
     @classmethod
     def quick(cls, **kw) -> SpecBenchConfig:

@@ -19,6 +19,7 @@ from parasample.cli.common import (
     setup,
     threads_opt,
 )
+from parasample.errors import MissingInputError
 
 __all__ = ["bench_align"]
 
@@ -99,7 +100,7 @@ def bench_align(
         try:
             smollm2_path()  # before anything runs
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e} Or pass --skip-lm to run part (a) without it.") from None
+            raise MissingInputError(f"{e} Or pass --skip-lm to run part (a) without it.") from None
     out_dir = Path(out or ("results/align-quick" if quick else "results/align"))
     console.print(f"bench align -> {out_dir}, {dev}, {dtype}, {threads} threads", highlight=False)
     if not skip_toy:

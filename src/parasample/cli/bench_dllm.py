@@ -19,6 +19,7 @@ from parasample.cli.common import (
     setup,
     threads_opt,
 )
+from parasample.errors import InputError
 
 __all__ = ["DLLMTaskName", "bench_dllm"]
 
@@ -104,7 +105,7 @@ def bench_dllm(
         passk_problems = passk_problems if "passk_problems" in typed else 2
         k_max = k_max if "k_max" in typed else 4
     if task is DLLMTaskName.gsm8k and model is None:
-        raise ValueError("--task gsm8k needs a real masked diffusion LM: pass --model PATH to a "
+        raise InputError("--task gsm8k needs a real masked diffusion LM: pass --model PATH to a "
                          "local LLaDA/Dream-style model directory.")
     model = model or DEFAULT_MODELS[task.value]
     cfg = bd.DLLMBenchConfig(n_problems=n_problems, batch_size=batch_size, seed=seed,

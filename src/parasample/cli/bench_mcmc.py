@@ -14,6 +14,7 @@ from parasample.cli.common import (
     setup,
     threads_opt,
 )
+from parasample.errors import MissingInputError
 
 __all__ = ["bench_mcmc"]
 
@@ -53,7 +54,7 @@ def bench_mcmc(
         try:
             smollm2_path()
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e} Or pass --skip-lm to run parts (a) and (b) "
+            raise MissingInputError(f"{e} Or pass --skip-lm to run parts (a) and (b) "
                                     "without it.") from None
     if quick:
         cfg = bm.MCMCBenchConfig(ns=(4,), betas=(0.42,), alphas=(16.0, 64.0), tries=(4,),

@@ -18,6 +18,7 @@ from parasample.cli.common import (
     setup,
     threads_opt,
 )
+from parasample.errors import InputError
 
 __all__ = ["bench_passk"]
 
@@ -82,7 +83,7 @@ def bench_passk(
 
     dev, dt = setup(threads, device, dtype)
     if ray and engine == "vllm":
-        raise ValueError("--engine vllm runs one vLLM engine in this process; drop --ray.")
+        raise InputError("--engine vllm runs one vLLM engine in this process; drop --ray.")
     executor = make_executor(ray, threads)  # a cluster that does not answer fails here
     ctx.call_on_close(executor.close)
     kw = dict(k_max=k_max, temperature=temperature, lm_temperature=lm_temperature, top_p=top_p,
@@ -92,7 +93,7 @@ def bench_passk(
     out_dir = Path(out or ("results/passk-quick" if quick else "results/passk"))
     # every input is checked before a model loads (SmolLM2 takes 20-50 s)
     if engine not in ("parasample", "vllm"):
-        raise ValueError(f"--engine {engine!r}: choose parasample or vllm.")
+        raise InputError(f"--engine {engine!r}: choose parasample or vllm.")
     if engine == "vllm":
         from parasample.integrations.vllm import require_vllm
 
@@ -124,7 +125,7 @@ def bench_passk(
                 for t in tasks]
         lm = None if skip_throughput else load_ar_model("smollm2", dev, dt)
     if not tasks and lm is None:
-        raise ValueError("nothing to run: every task has 0 problems and --skip-throughput is "
+        raise InputError("nothing to run: every task has 0 problems and --skip-throughput is "
                          "set; give --ar-problems, --add-problems or --gsm8k-problems > 0.")
     for t in tasks:
         console.print(f"  {t.model_name} on {t.name}: {len(t.problems)} problems x "

@@ -19,6 +19,7 @@ from parasample.cli.common import (
     threads_opt,
 )
 from parasample.cli.sample import Sampler
+from parasample.errors import MissingInputError
 
 __all__ = ["bench_spec"]
 
@@ -76,7 +77,7 @@ def bench_spec(
         try:
             smollm2_path()
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e} Or pass --skip-lm for the toy pair only.") from None
+            raise MissingInputError(f"{e} Or pass --skip-lm for the toy pair only.") from None
     out_dir = Path(out or ("results/spec-quick" if quick else "results/spec"))
     console.print(f"bench spec -> {out_dir}, {dev}, {dtype}, {threads} threads, "
                   f"{len(groups(cfg))} groups, draft length {cfg.draft_len}", highlight=False)

@@ -7,10 +7,12 @@ The guard has two halves:
   ``--threads 0`` is refused as ``error: Invalid value for '--threads': 0 is not in the range
   x>=1.``; the test suite walks the whole command tree and fails if a numeric option has no
   range;
-* errors that describe bad input (our own validation raises ``ValueError``,
-  ``FileNotFoundError`` or ``TypeError``; click raises ``UsageError``) are printed as one
+* errors that describe bad input (our validators raise
+  :class:`~parasample.errors.InputError`; click raises ``UsageError``) are printed as one
   unbroken line, ``error: ...``, with exit code 2: never a traceback (set PARASAMPLE_DEBUG=1 to
   see the traceback behind a friendly error). Ctrl-C prints ``interrupted.`` and exits 130.
+  Any other exception is a bug in parasample, not the user's fault: its traceback is printed
+  with a request to report it, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import traceback
 from collections.abc import Callable
 
 import typer
@@ -88,19 +91,32 @@ class OneLineErrorsGroup(TyperGroup):
             sys.exit(130)
 
 
+#: what a crash asks the user to do
+REPORT = ("this is a bug in parasample, not a problem with your input; please report it with "
+          "the command you ran and the traceback above.")
+
+
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn input errors raised inside a command into one line and exit code 2."""
+    """Input errors raised inside a command become one line and exit code 2; anything else is
+    a crash: its traceback, a request to report it, exit code 1."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from parasample.errors import InputError
+
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, TypeError) as e:
+        except InputError as e:
             if _debug():
                 raise
             fail(str(e), 2)
         except KeyboardInterrupt:
             err_console.print("interrupted.")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, _click_exc.ClickException):
+            raise
+        except Exception as e:
+            traceback.print_exc()
+            fail(f"{type(e).__name__}: {e} -- {REPORT}", 1)
     return wrapper
 
 

@@ -15,6 +15,7 @@ from parasample.cli.common import (
     setup,
     threads_opt,
 )
+from parasample.errors import InputError
 
 __all__ = ["Sampler", "Verify", "load_ar_model", "make_drafter", "sample"]
 
@@ -62,7 +63,7 @@ def parse_drafter(spec: str) -> tuple[str, str]:
     kind, _, name = spec.partition(":")
     if (kind in ("ngram", "sibling") and not name) or (kind == "model" and name):
         return kind, name
-    raise ValueError(f"unknown drafter {spec!r}: use ngram, sibling or model:NAME (e.g. "
+    raise InputError(f"unknown drafter {spec!r}: use ngram, sibling or model:NAME (e.g. "
                      "model:ar-arith-draft or model:/path/to/draft-model).")
 
 
@@ -127,15 +128,15 @@ def sample(
     from parasample.noise import make_source
 
     if not prompt.strip():
-        raise ValueError("--prompt is empty; give the text to complete.")
+        raise InputError("--prompt is empty; give the text to complete.")
     dev, dt = setup(threads, device, dtype)
     if engine not in ("parasample", "vllm"):
-        raise ValueError(f"--engine {engine!r}: choose parasample or vllm.")
+        raise InputError(f"--engine {engine!r}: choose parasample or vllm.")
     if speculative:
         parse_drafter(speculative)  # before any model loads
     if engine == "vllm":
         if speculative:
-            raise ValueError("--speculative runs on parasample's engine; drop --engine vllm.")
+            raise InputError("--speculative runs on parasample's engine; drop --engine vllm.")
         from parasample.integrations.vllm import require_vllm
 
         require_vllm()

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import torch
 
+from parasample.errors import InputError
+
 __all__ = ["BlockCache", "NoCache", "PrefixCache", "DualCache", "CACHES", "make_cache"]
 
 
@@ -59,7 +61,7 @@ class _WindowCache:
 
     def __post_init__(self):
         if self.refresh_every < 0:
-            raise ValueError(f"refresh_every={self.refresh_every} must be >= 0 (0 refreshes at "
+            raise InputError(f"refresh_every={self.refresh_every} must be >= 0 (0 refreshes at "
                              "block boundaries only).")
 
     def window(self, blk: slice, total: int) -> slice:
@@ -68,7 +70,7 @@ class _WindowCache:
     def check(self, model) -> None:
         if not (hasattr(model, "logits_and_kv") and hasattr(model, "logits_window")):
             name = type(getattr(model, "model", model)).__name__
-            raise ValueError(f"{name} does not support the {self.name} cache (its architecture "
+            raise InputError(f"{name} does not support the {self.name} cache (its architecture "
                              "exposes no per-layer keys and values to reuse); use --cache none.")
 
     def logits(self, model, x, blk, s, kv, attention_mask):
@@ -107,5 +109,5 @@ CACHES: dict[str, type] = {c.name: c for c in (NoCache, PrefixCache, DualCache)}
 def make_cache(name: str, **kwargs) -> BlockCache:
     """A cache by name: ``none``, ``prefix`` or ``dual``."""
     if name not in CACHES:
-        raise ValueError(f"unknown cache {name!r}; choose one of: {', '.join(CACHES)}.")
+        raise InputError(f"unknown cache {name!r}; choose one of: {', '.join(CACHES)}.")
     return CACHES[name](**kwargs)

@@ -32,6 +32,7 @@ import torch
 from parasample.devices import model_device
 from parasample.diffusion.caches import BlockCache, NoCache
 from parasample.diffusion.rules import ConfidenceScore, FixedSteps, TransferRule, low_confidence
+from parasample.errors import InputError
 from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
 
 __all__ = ["DecodeConfig", "DecodeState", "DecodeInfo", "Decoded", "init", "step", "decode"]
@@ -63,19 +64,19 @@ class DecodeConfig:
 
     def __post_init__(self):
         if self.gen_length < 1 or self.block_length < 1:
-            raise ValueError(f"gen_length={self.gen_length} and block_length={self.block_length}"
+            raise InputError(f"gen_length={self.gen_length} and block_length={self.block_length}"
                              " must be >= 1.")
         if self.gen_length % self.block_length:
             divisors = [d for d in (4, 8, 16, 32, 64, 128, 256) if self.gen_length % d == 0]
-            raise ValueError(f"block_length={self.block_length} does not divide gen_length="
+            raise InputError(f"block_length={self.block_length} does not divide gen_length="
                              f"{self.gen_length}; use one of {divisors or 'its divisors'}.")
         nb = self.num_blocks
         if self.steps < 1 or self.steps % nb:
-            raise ValueError(f"steps={self.steps} is not a multiple of the number of blocks "
+            raise InputError(f"steps={self.steps} is not a multiple of the number of blocks "
                              f"({self.gen_length} / {self.block_length} = {nb}); use e.g. "
                              f"steps={nb * max(1, round(self.steps / nb))}.")
         if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = argmax).")
+            raise InputError(f"temperature={self.temperature} must be >= 0 (0 = argmax).")
 
     @property
     def num_blocks(self) -> int:
@@ -142,7 +143,7 @@ def init(model, prompt: torch.Tensor, cfg: DecodeConfig,
     max_len = getattr(model, "max_length", None)
     total = prompt.shape[1] + cfg.gen_length
     if max_len is not None and total > max_len:
-        raise ValueError(f"prompt ({prompt.shape[1]} tokens) + gen_length ({cfg.gen_length}) = "
+        raise InputError(f"prompt ({prompt.shape[1]} tokens) + gen_length ({cfg.gen_length}) = "
                          f"{total} exceeds the model's context of {max_len}; shorten the prompt "
                          "or lower gen_length.")
     B = prompt.shape[0]
@@ -201,7 +202,7 @@ def step(u: torch.Tensor, state: DecodeState, model, cfg: DecodeConfig
         p_top, x0, p_draw = probs.max(-1).values, None, None
         if cfg.score.uses_draw:
             if residual is not None:
-                raise ValueError("arithmetic sampling spends its code point on committed tokens "
+                raise InputError("arithmetic sampling spends its code point on committed tokens "
                                  "only, so it needs a score that does not read the draw: use "
                                  "score=top_prob or random_confidence.")
             x0 = icdf_categorical(probs, u[:, 0])
@@ -230,10 +231,10 @@ def decode(model, prompt: torch.Tensor, cfg: DecodeConfig, source: UniformSource
     """
     B = prompt.shape[0]
     if cfg.needs_noise and source is None:
-        raise ValueError("sampling (temperature > 0) or random remasking needs a uniform source:"
+        raise InputError("sampling (temperature > 0) or random remasking needs a uniform source:"
                          " pass source=make_source('iid', n=batch, generator=...).")
     if source is not None and source.n != B:
-        raise ValueError(f"the uniform source serves {source.n} rows but the batch has {B}.")
+        raise InputError(f"the uniform source serves {source.n} rows but the batch has {B}.")
     cfg.cache.check(model)
     dev = model_device(model)
     prompt = prompt.to(dev)

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import torch
 
+from parasample.errors import InputError
+
 __all__ = ["num_transfer_tokens", "ConfidenceScore", "low_confidence", "random_confidence",
            "top_prob", "SCORES", "TransferRule", "FixedSteps", "Threshold"]
 
@@ -132,7 +134,7 @@ class Threshold:
 
     def __post_init__(self):
         if not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold={self.threshold} must lie in (0, 1]; 1 commits one "
+            raise InputError(f"threshold={self.threshold} must lie in (0, 1]; 1 commits one "
                              "token per step unless the model is certain.")
 
     def plan_block(self, n_masked, steps_per_block):

@@ -12,6 +12,8 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from parasample.errors import InputError
+
 __all__ = ["RayExecutor", "check_address", "RAY_INSTALL"]
 
 RAY_INSTALL = "pip install ray"
@@ -21,7 +23,7 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise ValueError(f"--ray needs Ray, which is not installed here: {RAY_INSTALL}") from None
+        raise InputError(f"--ray needs Ray, which is not installed here: {RAY_INSTALL}") from None
     return ray
 
 
@@ -31,12 +33,12 @@ def check_address(address: str, timeout: float = 3.0) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"--ray {address!r}: give 'local' or HOST:PORT of a running Ray "
+        raise InputError(f"--ray {address!r}: give 'local' or HOST:PORT of a running Ray "
                          "cluster (e.g. 127.0.0.1:6379, or ray://HOST:10001).")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
-        raise ValueError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e}); "
+        raise InputError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e}); "
                          "start one with `ray start --head`, or use --ray local.") from None
 
 

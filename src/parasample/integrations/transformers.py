@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from parasample.ancestral import SamplingConfig, sampling_probs
+from parasample.errors import InputError
 from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
 
 __all__ = ["SourceLogitsProcessor", "generate"]
@@ -56,7 +57,7 @@ class SourceLogitsProcessor(_base()):
                  ) -> torch.FloatTensor:
         B = scores.shape[0]
         if B != self.source.n:
-            raise ValueError(f"the uniform source serves {self.source.n} rows but generate runs "
+            raise InputError(f"the uniform source serves {self.source.n} rows but generate runs "
                              f"{B}; build it with n = prompts x num_return_sequences = {B}.")
         dev = scores.device
         if self.done is None:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from parasample.ancestral import SamplingConfig, sampling_probs
+from parasample.errors import InputError
 from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
 
 __all__ = ["EXTRA_KEY", "VLLM_INSTALL", "ParasampleLogitsProcessor", "request_args", "generate",
@@ -42,7 +43,7 @@ def require_vllm():
     try:
         import vllm
     except ImportError:
-        raise ValueError(f"--engine vllm needs vLLM, which is not installed here: "
+        raise InputError(f"--engine vllm needs vLLM, which is not installed here: "
                          f"{VLLM_INSTALL}.") from None
     return vllm
 
@@ -85,7 +86,7 @@ class ParasampleLogitsProcessor(_base()):
         if spec is None:
             return
         if len(spec.get("u", ())) < sampling_params.max_tokens:
-            raise ValueError(f"extra_args['{EXTRA_KEY}']['u'] holds {len(spec.get('u', ()))} "
+            raise InputError(f"extra_args['{EXTRA_KEY}']['u'] holds {len(spec.get('u', ()))} "
                              f"uniforms but max_tokens={sampling_params.max_tokens}.")
         SamplingConfig(temperature=spec["temperature"], top_p=spec["top_p"])
 
@@ -155,7 +156,7 @@ def generate(llm, prompt_token_ids: list[list[int]], source: UniformSource,
     vllm = require_vllm()
     P, k = len(prompt_token_ids), samples_per_prompt
     if source.n != P * k:
-        raise ValueError(f"the uniform source serves {source.n} rows but there are {P} prompts x "
+        raise InputError(f"the uniform source serves {source.n} rows but there are {P} prompts x "
                          f"{k} samples = {P * k}; build it with n={P * k}.")
     u = source.uniform(config.max_new_tokens)  # [P * k, T], generated on the CPU
     prompts, params = [], []

@@ -8,7 +8,9 @@ and lambda symmetric, pi is stationary. Two choices of lambda (the ``weights`` a
 * ``"lambda1"``: lambda = 1, w(y, x) = pi(y) q(x | y);
 * ``"importance"``: lambda = 1 / (q(y | x) q(x | y)), w(y, x) = pi(y) / q(y | x).
 
-All tries of all chains are evaluated as one batch: 2k - 1 gradient evaluations per step.
+All tries of all chains are evaluated as one batch: 2k - 1 gradient evaluations per step. A
+chain whose k tries all weigh zero (log pi = -inf, a hard constraint; NaN counts as -inf) keeps
+its state: the move is rejected, as the MTM ratio prescribes (its numerator is zero).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 
+from parasample.errors import InputError
 from parasample.mcmc.pncg import PNCGState, init  # the state is p-NCG's
 from parasample.mcmc.proposal import (
     check_alpha_p,
@@ -66,9 +69,9 @@ def step(u: torch.Tensor, state: PNCGState, target, alpha: float, p: int = 2, tr
     """One multiple-try move per chain; ``u [B, noise_dims(L, tries)]``."""
     check_alpha_p(alpha, p)
     if not (isinstance(tries, int) and tries >= 1):
-        raise ValueError(f"tries={tries} must be an integer >= 1.")
+        raise InputError(f"tries={tries} must be an integer >= 1.")
     if weights not in WEIGHTS:
-        raise ValueError(f"weights={weights!r}; choose one of {WEIGHTS}.")
+        raise InputError(f"weights={weights!r}; choose one of {WEIGHTS}.")
     B, L = state.x.shape
     k = tries
     u_fwd, u_sel = u[:, :k * L].view(B, k, L), u[:, k * L]
@@ -79,8 +82,13 @@ def step(u: torch.Tensor, state: PNCGState, target, alpha: float, p: int = 2, tr
     logp_y, q_y = _evaluate(target, ys, alpha, p)
     lq_y_given_x = seq_log_prob_many(state.q_logits, ys)  # [B, k]
     lq_x_given_y = seq_log_prob(q_y, state.x[:, None].expand(B, k, L))  # [B, k]
-    lw_fwd = _log_weights(logp_y, lq_y_given_x, lq_x_given_y, weights)  # [B, k]
-    j = icdf_categorical(torch.softmax(torch.nan_to_num(lw_fwd, nan=-torch.inf), -1), u_sel)
+    lw_fwd = torch.nan_to_num(_log_weights(logp_y, lq_y_given_x, lq_x_given_y, weights),
+                              nan=-torch.inf)  # [B, k]
+    # every try of a chain may weigh zero (log pi = -inf: a hard constraint); such a move
+    # selects try 0 and is rejected, as in multiple-try QUEST
+    dead = torch.isneginf(lw_fwd).all(1)  # [B]
+    sel_w = torch.softmax(torch.where(dead[:, None], 0.0, lw_fwd), -1)
+    j = icdf_categorical(sel_w, u_sel)
     pick = torch.arange(B)
     y, logp_sel, q_sel = ys[pick, j], logp_y[pick, j], q_y[pick, j]  # [B, L], [B], [B, L, V]
 
@@ -95,9 +103,11 @@ def step(u: torch.Tensor, state: PNCGState, target, alpha: float, p: int = 2, tr
         lw_rev = state.logp.new_empty(B, 0)
     lw_x = _log_weights(state.logp, seq_log_prob(q_sel, state.x),
                         seq_log_prob(state.q_logits, y), weights)  # [B]
-    lw_rev = torch.cat([lw_rev, lw_x[:, None]], dim=1)  # [B, k]
+    # a NaN weight is a zero weight on both sides, so NaN states are outside the target
+    lw_rev = torch.nan_to_num(torch.cat([lw_rev, lw_x[:, None]], dim=1), nan=-torch.inf)  # [B, k]
 
     log_ratio = torch.logsumexp(lw_fwd, -1) - torch.logsumexp(lw_rev, -1)
+    log_ratio = torch.where(dead, -torch.inf, log_ratio)
     acc = mh_accept(log_ratio, u_acc) & torch.isfinite(logp_sel)
     new = PNCGState(
         x=torch.where(acc[:, None], y, state.x),

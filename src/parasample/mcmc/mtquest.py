@@ -48,6 +48,7 @@ from typing import NamedTuple
 import torch
 
 from parasample.ancestral import SamplingConfig, lengths_with_eos, sampling_probs
+from parasample.errors import InputError
 from parasample.mcmc.proposal import mh_accept
 from parasample.mcmc.quest import (
     QuestState,
@@ -88,16 +89,16 @@ def noise_dims(length: int, tries: int) -> int:
 def check(tries: int, source: str, weights: str, beta: float) -> None:
     """The move's settings, with a message that says what to change."""
     if not (isinstance(tries, int) and tries >= 1):
-        raise ValueError(f"tries={tries} must be an integer >= 1.")
+        raise InputError(f"tries={tries} must be an integer >= 1.")
     if source not in TRY_SOURCES:
-        raise ValueError(f"try source {source!r}: choose one of {', '.join(TRY_SOURCES)}.")
+        raise InputError(f"try source {source!r}: choose one of {', '.join(TRY_SOURCES)}.")
     if weights not in WEIGHTS:
-        raise ValueError(f"weights {weights!r}: choose one of {', '.join(WEIGHTS)}.")
+        raise InputError(f"weights {weights!r}: choose one of {', '.join(WEIGHTS)}.")
     if source == "antithetic" and tries % 2:
-        raise ValueError(f"tries={tries} with antithetic tries: they come in pairs, so the "
+        raise InputError(f"tries={tries} with antithetic tries: they come in pairs, so the "
                          f"number of tries must be even; use {tries + 1}.")
     if not beta > 0:
-        raise ValueError(f"beta={beta} must be > 0 (pi ~ p exp(r / beta)).")
+        raise InputError(f"beta={beta} must be > 0 (pi ~ p exp(r / beta)).")
 
 
 def _forward_uniforms(source: str, fwd: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -141,7 +142,7 @@ def step(u: torch.Tensor, state: QuestState, model, prompt_ids: torch.Tensor,
     k, dev = tries, state.y.device
     u = u.to(dev)
     if u.shape[1] != noise_dims(L, k):
-        raise ValueError(f"u has {u.shape[1]} uniforms per chain; mt-QUEST with {k} tries over "
+        raise InputError(f"u has {u.shape[1]} uniforms per chain; mt-QUEST with {k} tries over "
                          f"{L} tokens needs noise_dims = {noise_dims(L, k)}.")
     cut = (u[:, 0] * state.length).long().clamp(max=L - 1)  # uniform in {0..|y|-1}
     fwd = u[:, 1:1 + k * L].view(B, k, L)

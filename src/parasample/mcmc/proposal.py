@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from parasample.errors import InputError
 from parasample.noise import icdf_categorical, icdf_categorical_many
 
 __all__ = ["mh_accept", "value_and_grad", "pncg_logits", "draw", "draw_many", "seq_log_prob",
@@ -21,9 +22,9 @@ def mh_accept(log_ratio: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 def check_alpha_p(alpha: float, p: int) -> None:
     if not alpha > 0:
-        raise ValueError(f"alpha={alpha} must be > 0 (the proposal's step size).")
+        raise InputError(f"alpha={alpha} must be > 0 (the proposal's step size).")
     if p not in (1, 2):
-        raise ValueError(f"p={p}: the p-NCG proposal norm must be 1 or 2.")
+        raise InputError(f"p={p}: the p-NCG proposal norm must be 1 or 2.")
 
 
 def value_and_grad(target, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

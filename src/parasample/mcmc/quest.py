@@ -34,6 +34,7 @@ import torch
 from parasample.ancestral import SamplingConfig, lengths_with_eos, select_rows
 from parasample.ancestral import init as ar_init
 from parasample.ancestral import step as ar_step
+from parasample.errors import InputError
 from parasample.mcmc.proposal import mh_accept
 
 __all__ = ["QuestState", "QuestInfo", "init", "step", "noise_dims", "use_cache"]
@@ -171,7 +172,7 @@ def init(y: torch.Tensor, reward, model, prompt_ids: torch.Tensor,
 
 def _check(sampling: SamplingConfig, L: int) -> None:
     if sampling.max_new_tokens != L:
-        raise ValueError(f"sampling.max_new_tokens={sampling.max_new_tokens} must equal the "
+        raise InputError(f"sampling.max_new_tokens={sampling.max_new_tokens} must equal the "
                          f"sequence length {L}.")
 
 
@@ -185,10 +186,10 @@ def use_cache(model, cached: bool | None, prompt_len: int, L: int) -> bool:
     if cached is None:
         return able and room
     if cached and not able:
-        raise ValueError(f"cached QUEST needs a model whose prefill honours left padding "
+        raise InputError(f"cached QUEST needs a model whose prefill honours left padding "
                          f"(pads_exactly); {type(model).__name__} does not: use cached=False.")
     if cached and not room:
-        raise ValueError(f"cached QUEST needs prompt + 2 x {L} tokens = {prompt_len + 2 * L} "
+        raise InputError(f"cached QUEST needs prompt + 2 x {L} tokens = {prompt_len + 2 * L} "
                          f"of context, the model has {limit}: use cached=False.")
     return bool(cached)
 
@@ -206,7 +207,7 @@ def step(u: torch.Tensor, state: QuestState, model, prompt_ids: torch.Tensor,
     ``cached``: prefill the kept prefix with the prompt (default: when ``model.pads_exactly``);
     False feeds it back token by token (the reference; the same chain)."""
     if not beta > 0:
-        raise ValueError(f"beta={beta} must be > 0 (pi ~ p exp(r / beta)).")
+        raise InputError(f"beta={beta} must be > 0 (pi ~ p exp(r / beta)).")
     L = state.y.shape[1]
     _check(sampling, L)
     u = u.to(state.y.device)

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from parasample.errors import InputError
+
 __all__ = ["tvd", "empirical_distribution", "pass_at_k", "ess", "throughput", "iid_tvd_floor"]
 
 
@@ -30,9 +32,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     Computed as a product (Chen et al., 2021) so large n does not overflow.
     """
     if not 1 <= k <= n:
-        raise ValueError(f"pass@k needs 1 <= k <= n; got k={k}, n={n}.")
+        raise InputError(f"pass@k needs 1 <= k <= n; got k={k}, n={n}.")
     if not 0 <= c <= n:
-        raise ValueError(f"c={c} correct samples must lie in 0..n={n}.")
+        raise InputError(f"c={c} correct samples must lie in 0..n={n}.")
     if n - c < k:
         return 1.0
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))

@@ -17,6 +17,7 @@ import math
 import numpy as np
 import torch
 
+from parasample.errors import InputError
 from parasample.metrics.core import pass_at_k
 
 __all__ = ["mean_and_se", "passk_iid", "passk_batches", "per_problem_passk", "samples_saved",
@@ -85,7 +86,7 @@ def per_problem_passk(correct: torch.Tensor, ks: list[int], iid: bool) -> torch.
     """
     P, R, K = correct.shape
     if max(ks) > K:
-        raise ValueError(f"k={max(ks)} exceeds the {K} samples per batch.")
+        raise InputError(f"k={max(ks)} exceeds the {K} samples per batch.")
     if iid:
         c = correct.reshape(P, R * K).sum(1).tolist()
         return torch.tensor([[pass_at_k(R * K, int(ci), k) for k in ks] for ci in c],
@@ -139,7 +140,7 @@ def batch_values(correct: torch.Tensor, k: int, blocks: bool, statistic: str = "
     """
     P, R, K = correct.shape
     if k > K or (blocks and K % k):
-        raise ValueError(f"k={k}: the {K} samples per batch do not split into blocks of k.")
+        raise InputError(f"k={k}: the {K} samples per batch do not split into blocks of k.")
     x = correct[:, :, :k] if not blocks else correct
     x = x.reshape(P, R, -1, k)  # [P, R, blocks, k]
     if statistic == "any":
@@ -147,7 +148,7 @@ def batch_values(correct: torch.Tensor, k: int, blocks: bool, statistic: str = "
     elif statistic == "constant":
         stat = x.all(-1) | ~x.any(-1)
     else:
-        raise ValueError(f"statistic={statistic!r}: choose 'any' or 'constant'.")
+        raise InputError(f"statistic={statistic!r}: choose 'any' or 'constant'.")
     return stat.double().mean(-1)  # [P, R]
 
 

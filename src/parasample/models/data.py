@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from parasample.errors import InputError
 from parasample.tasks.arith import ArithProblem, CharTokenizer
 
 __all__ = ["PROMPT_LEN", "encode_prompts", "encode_answers", "result_positions"]
@@ -24,7 +25,7 @@ def encode_prompts(prompts: list[str], tok: CharTokenizer, prompt_len: int = PRO
     for i, p in enumerate(prompts):
         ids = [tok.bos_id] + tok.encode(p)
         if len(ids) > prompt_len:
-            raise ValueError(f"prompt {p!r} has {len(ids)} tokens with BOS; this model's prompt "
+            raise InputError(f"prompt {p!r} has {len(ids)} tokens with BOS; this model's prompt "
                              f"region holds {prompt_len}. Use fewer chained operations.")
         out[i, prompt_len - len(ids):] = torch.tensor(ids)
     return out
@@ -38,7 +39,7 @@ def encode_answers(problems: list[ArithProblem], tok: CharTokenizer, gen_length:
     for i, p in enumerate(problems):
         ids = tok.encode(p.solution)
         if len(ids) + 1 > gen_length:
-            raise ValueError(f"solution of {len(ids)} characters does not fit gen_length="
+            raise InputError(f"solution of {len(ids)} characters does not fit gen_length="
                              f"{gen_length}.")
         out[i, :len(ids)] = torch.tensor(ids)
         lengths[i] = len(ids) + 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from parasample.errors import MissingInputError
 from parasample.models.transformer import (
     CausalLMAdapter,
     MaskedLMAdapter,
@@ -30,12 +31,12 @@ def checkpoint_path(name: str) -> Path:
     p = Path(name)
     if p.suffix == ".pt" or p.exists():
         if not p.is_file():
-            raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist.")
+            raise MissingInputError(f"checkpoint {str(p)!r} does not exist.")
         return p
     p = CHECKPOINT_DIR / f"{name}.pt"
     if not p.is_file():
         shipped = sorted(c.stem for c in CHECKPOINT_DIR.glob("*.pt"))
-        raise FileNotFoundError(f"no shipped checkpoint named {name!r}; available: "
+        raise MissingInputError(f"no shipped checkpoint named {name!r}; available: "
                                 f"{', '.join(shipped) or 'none'}. Train one with "
                                 "`parasample train dllm` or `parasample train ar`.")
     return p

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from parasample.errors import InputError
 from parasample.models.data import PROMPT_LEN, encode_answers, encode_prompts
 from parasample.models.trainer import export_checkpoint, run_training
 from parasample.models.transformer import CausalLMAdapter, TinyTransformer, TransformerConfig
@@ -45,9 +46,9 @@ class ARTrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "gen_length", "warmup"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
         if not 0 < self.lr < 1:
-            raise ValueError(f"lr={self.lr} must be in (0, 1).")
+            raise InputError(f"lr={self.lr} must be in (0, 1).")
         ArithChainTask(n_ops=self.n_ops, max_operand=self.max_operand, max_value=self.max_value)
 
     def task(self) -> ArithChainTask:

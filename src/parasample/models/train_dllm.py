@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from parasample.errors import InputError
 from parasample.models.data import PROMPT_LEN, encode_answers, encode_prompts, result_positions
 from parasample.models.trainer import export_checkpoint, run_training
 from parasample.models.transformer import TinyTransformer, TransformerConfig
@@ -79,15 +80,15 @@ class DLLMTrainConfig:
         for name in ("steps", "batch_size", "gen_length", "short_gen", "long_every", "max_ops",
                      "prompt_len"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
         if not 0 < self.lr < 1:
-            raise ValueError(f"lr={self.lr} must be in (0, 1).")
+            raise InputError(f"lr={self.lr} must be in (0, 1).")
         if self.pad_weight < 0 or self.result_weight <= 0:
-            raise ValueError(f"pad_weight={self.pad_weight} must be >= 0 and result_weight="
+            raise InputError(f"pad_weight={self.pad_weight} must be >= 0 and result_weight="
                              f"{self.result_weight} > 0.")
         self.task(self.max_ops)
         if self.short_gen > self.gen_length:
-            raise ValueError(f"short_gen={self.short_gen} exceeds gen_length={self.gen_length}.")
+            raise InputError(f"short_gen={self.short_gen} exceeds gen_length={self.gen_length}.")
 
     def task(self, n_ops: int) -> ArithChainTask:
         return ArithChainTask(n_ops=n_ops, max_operand=self.max_operand,
@@ -170,7 +171,7 @@ def _load_init(model: TinyTransformer, name: str) -> None:
     mine, theirs = model.cfg.to_dict(), init.cfg.to_dict()
     differ = [k for k in mine if k != "max_len" and mine[k] != theirs[k]]
     if differ:
-        raise ValueError(f"init checkpoint {name!r} has another architecture ("
+        raise InputError(f"init checkpoint {name!r} has another architecture ("
                          + ", ".join(f"{k}={theirs[k]} vs {mine[k]}" for k in differ)
                          + "); train from scratch or match its sizes.")
     model.load_state_dict(init.state_dict())

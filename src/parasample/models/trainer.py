@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from parasample.errors import InputError
+
 __all__ = ["lr_at", "run_training", "export_checkpoint"]
 
 
@@ -88,7 +90,7 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
     if state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
         if saved["train_config"] != asdict(cfg):
-            raise ValueError(f"{state_path} was written with another training config; delete it "
+            raise InputError(f"{state_path} was written with another training config; delete it "
                              "or use another --state path to start afresh.")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optim"])

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from parasample.errors import InputError
+
 __all__ = ["TransformerConfig", "TinyTransformer", "KVCache", "MaskedLMAdapter",
            "CausalLMAdapter"]
 
@@ -33,7 +35,7 @@ class TransformerConfig:
 
     def __post_init__(self):
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
-            raise ValueError(f"d_model={self.d_model} must split into n_heads={self.n_heads} "
+            raise InputError(f"d_model={self.d_model} must split into n_heads={self.n_heads} "
                              "heads of even size (rotary embeddings rotate pairs).")
 
     def to_dict(self) -> dict:
@@ -193,7 +195,7 @@ class TinyTransformer(nn.Module):
             # per-row path's explicit mask, since SDPA's is_causal aligns queries top-left
             start = torch.full((tokens.shape[0],), start, device=tokens.device)
         if int(torch.as_tensor(start).max()) + L > self.cfg.max_len:
-            raise ValueError(f"sequence of {int(torch.as_tensor(start).max()) + L} tokens "
+            raise InputError(f"sequence of {int(torch.as_tensor(start).max()) + L} tokens "
                              f"exceeds this model's context of {self.cfg.max_len}; shorten the "
                              "prompt or gen_length.")
         x = self.embed(tokens)

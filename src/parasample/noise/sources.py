@@ -27,6 +27,8 @@ from abc import ABC, abstractmethod
 import torch
 from scipy.stats import qmc
 
+from parasample.errors import InputError
+
 __all__ = [
     "UniformSource",
     "IIDSource",
@@ -43,11 +45,11 @@ __all__ = [
 
 def _check_sizes(n: int, k: int) -> None:
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r} rows: a uniform source needs at least one row (n >= 1).")
+        raise InputError(f"n={n!r} rows: a uniform source needs at least one row (n >= 1).")
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k={k!r}: the group size must be a positive integer (k >= 1).")
+        raise InputError(f"k={k!r}: the group size must be a positive integer (k >= 1).")
     if n % k:
-        raise ValueError(
+        raise InputError(
             f"n={n} rows is not a whole number of groups of k={k}; "
             f"use n = groups * k (e.g. n={k * max(1, n // k)})."
         )
@@ -149,7 +151,7 @@ class _BlockSource(UniformSource):
     def __init__(self, n, k=None, *, generator, dim_block: int = 64):
         super().__init__(n, k, generator=generator)
         if dim_block < 1:
-            raise ValueError(f"dim_block={dim_block} must be >= 1.")
+            raise InputError(f"dim_block={dim_block} must be >= 1.")
         self.dim_block = dim_block
         self._buf = torch.empty(self.n, 0, dtype=torch.float64)
 
@@ -187,7 +189,7 @@ class SobolSource(_BlockSource):
         super().__init__(n, k, generator=generator, dim_block=dim_block)
         if self.k & (self.k - 1):
             up = 1 << (self.k - 1).bit_length()
-            raise ValueError(
+            raise InputError(
                 f"k={self.k}: a scrambled Sobol net needs a power-of-two number of points; "
                 f"use k={up} (or the 'iid' or 'antithetic' sampler)."
             )
@@ -269,7 +271,7 @@ class AntitheticSource(UniformSource):
     def __init__(self, n, k=None, *, generator):
         super().__init__(n, k, generator=generator)
         if self.k % 2:
-            raise ValueError(
+            raise InputError(
                 f"k={self.k}: antithetic sampling pairs samples, so k must be even; "
                 f"use k={self.k + 1}."
             )
@@ -370,7 +372,7 @@ def make_source(name: str, n: int, k: int | None = None, *, generator: torch.Gen
     try:
         cls = SOURCES[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown sampler {name!r}; choose one of: {', '.join(SOURCES)}."
         ) from None
     return cls(n, k, generator=generator, **kwargs)

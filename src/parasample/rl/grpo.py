@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from parasample.ancestral import SamplingConfig, generate
+from parasample.errors import InputError
 from parasample.models.data import PROMPT_LEN, encode_prompts
 from parasample.noise import SOURCES, derive_generator, make_source
 
@@ -70,24 +71,24 @@ class GRPOConfig:
 
     def __post_init__(self):
         if self.sampler not in SOURCES:
-            raise ValueError(f"sampler {self.sampler!r}: choose one of {', '.join(SOURCES)}.")
+            raise InputError(f"sampler {self.sampler!r}: choose one of {', '.join(SOURCES)}.")
         for name in ("group_size", "problems_per_step", "updates_per_batch", "steps", "warmup",
                      "eval_every", "eval_problems", "eval_samples"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
         if self.group_size < 2:
-            raise ValueError(f"group_size={self.group_size}: a group-relative advantage needs "
+            raise InputError(f"group_size={self.group_size}: a group-relative advantage needs "
                              "G >= 2 samples per problem.")
         try:  # the source's own check (e.g. a scrambled Sobol net needs a power of two)
             make_source(self.sampler, self.group_size, self.group_size,
                         generator=torch.Generator().manual_seed(0))
         except ValueError as e:
-            raise ValueError(f"group size G={self.group_size} with the {self.sampler} sampler: "
+            raise InputError(f"group size G={self.group_size} with the {self.sampler} sampler: "
                              f"{e}") from None
         if not 0 < self.lr < 1:
-            raise ValueError(f"lr={self.lr} must be in (0, 1).")
+            raise InputError(f"lr={self.lr} must be in (0, 1).")
         if not 0 < self.clip < 1:
-            raise ValueError(f"clip={self.clip} must be in (0, 1).")
+            raise InputError(f"clip={self.clip} must be in (0, 1).")
         SamplingConfig(temperature=self.temperature)  # validates it
 
 

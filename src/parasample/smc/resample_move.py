@@ -21,6 +21,7 @@ import torch
 
 from parasample.ancestral import AncestralState, SamplingConfig, lengths_with_eos
 from parasample.ancestral import step as ar_step
+from parasample.errors import InputError
 from parasample.mcmc import mtquest, quest
 from parasample.mcmc.quest import _prefix_prompts, _start
 from parasample.smc.smc import SMCState
@@ -76,7 +77,7 @@ def rejuvenate(u: torch.Tensor, state: SMCState, model, prompt_ids: torch.Tensor
     one row per particle. The weights and the evidence are unchanged. ``advance`` as in
     :func:`parasample.smc.smc.step`: False after the last token (no next-token logits)."""
     if moves < 1:
-        raise ValueError(f"moves={moves} must be >= 1.")
+        raise InputError(f"moves={moves} must be >= 1.")
     y = state.ar.tokens  # [B, t]
     B, t = y.shape
     if t == 0:  # nothing generated yet: nothing to move

@@ -22,6 +22,7 @@ import torch
 from parasample.ancestral import AncestralState, SamplingConfig, select_rows
 from parasample.ancestral import init as ar_init
 from parasample.ancestral import step as ar_step
+from parasample.errors import InputError
 from parasample.metrics import ess
 from parasample.smc.resampling import RESAMPLERS
 
@@ -40,13 +41,13 @@ class SMCConfig:
 
     def __post_init__(self):
         if self.n_particles < 1:
-            raise ValueError(f"n_particles={self.n_particles} must be >= 1.")
+            raise InputError(f"n_particles={self.n_particles} must be >= 1.")
         if not self.beta > 0:
-            raise ValueError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
+            raise InputError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
         if not 0 <= self.ess_threshold <= 1:
-            raise ValueError(f"ess_threshold={self.ess_threshold} must lie in [0, 1].")
+            raise InputError(f"ess_threshold={self.ess_threshold} must lie in [0, 1].")
         if self.resampler not in RESAMPLERS:
-            raise ValueError(f"resampler={self.resampler!r}; choose one of "
+            raise InputError(f"resampler={self.resampler!r}; choose one of "
                              f"{', '.join(RESAMPLERS)}.")
 
 
@@ -81,7 +82,7 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: SMC
     are one prompt, it is prefilled once and its cache repeated)."""
     B = prompt_ids.shape[0]
     if B % cfg.n_particles:
-        raise ValueError(f"{B} rows is not a whole number of systems of "
+        raise InputError(f"{B} rows is not a whole number of systems of "
                          f"n_particles={cfg.n_particles}.")
     R, N = B // cfg.n_particles, cfg.n_particles
     ids3, mask3 = prompt_ids.view(R, N, -1), attention_mask.view(R, N, -1)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 
 from parasample.ancestral import sampling_probs
+from parasample.errors import InputError
 from parasample.speculative.engine import DraftContext, draw_token
 
 __all__ = ["DRAFTERS", "NGramDrafter", "SiblingDrafter", "ModelDrafter"]
@@ -71,9 +72,9 @@ class NGramDrafter:
 
     def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
         if not (isinstance(min_ngram, int) and 1 <= min_ngram):
-            raise ValueError(f"min_ngram={min_ngram!r} must be an integer >= 1.")
+            raise InputError(f"min_ngram={min_ngram!r} must be an integer >= 1.")
         if not (isinstance(max_ngram, int) and max_ngram >= min_ngram):
-            raise ValueError(f"max_ngram={max_ngram!r} must be an integer >= min_ngram="
+            raise InputError(f"max_ngram={max_ngram!r} must be an integer >= min_ngram="
                              f"{min_ngram}.")
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
 
@@ -169,10 +170,10 @@ class ModelDrafter:
     def __init__(self, model, target_vocab: int | None = None):
         for method in ("start", "extend", "rollback", "reorder"):
             if not callable(getattr(model, method, None)):
-                raise ValueError(f"the draft model {type(model).__name__} has no {method}(); "
+                raise InputError(f"the draft model {type(model).__name__} has no {method}(); "
                                  "use a transformers causal LM or a shipped AR model.")
         if target_vocab is not None and model.vocab_size != target_vocab:
-            raise ValueError(f"the draft model's vocabulary has {model.vocab_size} tokens and "
+            raise InputError(f"the draft model's vocabulary has {model.vocab_size} tokens and "
                              f"the target's {target_vocab}; a draft model must share the "
                              "target's tokenizer.")
         self.model = model

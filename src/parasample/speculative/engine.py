@@ -65,6 +65,7 @@ from parasample.ancestral import (
     step as ancestral_step,
 )
 from parasample.devices import model_device
+from parasample.errors import InputError
 from parasample.noise import IIDSource, UniformSource, UniformTape, icdf_categorical
 
 __all__ = ["VERIFIERS", "SpecConfig", "SpecNoise", "SpecState", "SpecInfo", "SpecGeneration",
@@ -89,10 +90,10 @@ class SpecConfig:
 
     def __post_init__(self):
         if not (isinstance(self.draft_len, int) and self.draft_len >= 1):
-            raise ValueError(f"draft_len={self.draft_len!r} must be an integer >= 1 (tokens "
+            raise InputError(f"draft_len={self.draft_len!r} must be an integer >= 1 (tokens "
                              "drafted per step; 4 to 8 is typical).")
         if self.verify not in VERIFIERS:
-            raise ValueError(f"unknown verifier {self.verify!r}; choose one of "
+            raise InputError(f"unknown verifier {self.verify!r}; choose one of "
                              f"{', '.join(VERIFIERS)}.")
 
 
@@ -376,7 +377,7 @@ def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
     the number of tokens emitted so far after each step."""
     for method in ("extend", "rollback"):
         if not callable(getattr(model, method, None)):
-            raise ValueError(f"{type(model).__name__} has no {method}(): speculative decoding "
+            raise InputError(f"{type(model).__name__} has no {method}(): speculative decoding "
                              "needs a model that verifies several tokens in one call and rolls "
                              "rows back (transformers causal LMs, the shipped AR models).")
     check_batch(model, prompt_ids, source, config, samples_per_prompt)

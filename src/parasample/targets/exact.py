@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from parasample.errors import InputError
+
 __all__ = ["MAX_STATES", "enumerate_states", "state_index", "exact_distribution",
            "any_order_distribution"]
 
@@ -19,7 +21,7 @@ def enumerate_states(vocab_size: int, length: int) -> torch.Tensor:
     """
     n = vocab_size**length
     if n > MAX_STATES:
-        raise ValueError(
+        raise InputError(
             f"{vocab_size}^{length} = {n} states is too many to enumerate for an exact metric "
             f"(limit {MAX_STATES}); use a shorter length or smaller vocabulary "
             f"(e.g. Ising n <= 20)."
@@ -64,9 +66,9 @@ def any_order_distribution(model, prompt: torch.Tensor, gen_length: int, block_l
 
     V = model.vocab_size - 1
     if model.mask_id != V:
-        raise ValueError("any_order_distribution needs mask_id = vocab_size - 1.")
+        raise InputError("any_order_distribution needs mask_id = vocab_size - 1.")
     if gen_length % block_length:
-        raise ValueError(f"block_length={block_length} must divide gen_length={gen_length}.")
+        raise InputError(f"block_length={block_length} must divide gen_length={gen_length}.")
     P = prompt.shape[1]
     blocks = [itertools.permutations(range(b, b + block_length))
               for b in range(0, gen_length, block_length)]

