@@ -216,6 +216,63 @@ def test_rejection_verifier_keeps_more_model_drafts_than_identical():
     assert rates["rejection"] > rates["identical"] > 0.3, rates
 
 
+def _reference_draft(ctxs: list[list[int]], b: int, members: list[int], D: int,
+                     max_n: int = 3, min_n: int = 1) -> list[int]:
+    """Prompt lookup written as plainly as possible: the longest n-gram (max_n..min_n) ending
+    row b; over the searched rows, the latest occurrence ending before that row's end; the one
+    with the most tokens after it wins, a sibling over the row itself on a tie, then the first
+    sibling; the row's own continuation repeats itself."""
+    me = ctxs[b]
+    for n in range(max_n, min_n - 1, -1):
+        if len(me) < n:
+            continue
+        best = None
+        for r in members:
+            src = ctxs[r]
+            ends = [e for e in range(n, len(src)) if src[e - n:e] == me[-n:]]
+            if not ends:
+                continue
+            avail = len(src) - ends[-1]
+            key = (avail, r != b)
+            if best is None or key > best[0]:
+                best = (key, r, ends[-1])
+        if best is not None:
+            _, r, e = best
+            if r == b:
+                return [me[e + i % (len(me) - e)] for i in range(D)]
+            return ctxs[r][e:e + D]
+    return []
+
+
+@pytest.mark.parametrize("shares", [False, True])
+def test_the_batched_ngram_lookup_drafts_what_a_plain_lookup_drafts(shares):
+    from parasample.speculative.engine import DraftContext
+
+    g = torch.Generator().manual_seed(0)
+    P, k, D = 6, 4, 5
+    drafter = SiblingDrafter() if shares else NGramDrafter()
+    for trial in range(20):
+        V = 2 + trial % 4
+        plen = torch.randint(1, 6, (P,), generator=g)
+        ids = torch.randint(0, V, (P, 6), generator=g)
+        mask = (torch.arange(6)[None] >= 6 - plen[:, None]).long()  # left-padded
+        st = drafter.init(ids * mask, mask, k)
+        count = torch.randint(1, 9, (P * k,), generator=g)
+        tokens = torch.randint(0, V, (P * k, 12), generator=g)
+        ctx = DraftContext(tokens, count, torch.zeros(P * k, dtype=torch.bool), None, None,
+                           None, SamplingConfig())
+        draft, _, st, _ = drafter.propose(st, ctx, D)
+        ctxs = [ids[b // k, 6 - plen[b // k]:].tolist() + tokens[b, :count[b]].tolist()
+                for b in range(P * k)]
+        for b in range(P * k):
+            members = list(range(b // k * k, b // k * k + k)) if shares else [b]
+            want = _reference_draft(ctxs, b, members, D)
+            got = draft[b, :len(want)].tolist()
+            assert got == want, (trial, b)
+            if not want:  # no draft: the step carries the pending token (never checked)
+                assert draft.shape[1] == 0 or draft[b].tolist() == [ctxs[b][-1]] * draft.shape[1]
+
+
 def _continues_as_if_never_fed(model, ids, mask):
     """Feed 3 extra tokens per row, roll back 3 and 1 of them, feed one more: its logits are
     those of the row's prompt followed by the kept tokens only."""

@@ -27,15 +27,16 @@ exact for any draft).
   arithmetic sampling's residual with its own probabilities), so where draft and target agree
   in distribution they agree in tokens.
 
-The n-gram and sibling tables are Python dicts updated with each row's new tokens only, so a
-step costs O(new tokens), not O(sequence); this is written here because transformers' prompt
-lookup is tied to its own generate (batch 1, one sample) and vLLM's n-gram drafter to its
-scheduler.
+The n-gram lookups are tensor operations over the whole batch (every window of every candidate
+row compared with each row's last n tokens: ``[B, k, T]`` booleans per n), so a step costs a few
+kernel calls whatever the batch, not a Python loop over rows; this is written here because
+transformers' prompt lookup is tied to its own generate (batch 1, one sample) and vLLM's n-gram
+drafter to its scheduler.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -50,22 +51,32 @@ DRAFTERS = ("ngram", "sibling", "model")
 
 
 @dataclass
-class _Rows:
-    """Per-row contexts (prompt + emitted tokens) and n-gram tables ``n -> gram -> {row: end}``
-    shared by a group of rows (for the n-gram drafter a row is its own group). Rows are keyed
-    by their index in the full batch, so rows that finish keep serving their siblings."""
+class _Contexts:
+    """Every row's context (prompt, then emitted tokens), left-aligned, for the whole batch:
+    rows that finish keep serving their siblings.
 
-    ids: list[int]  # the full-batch row of each row of the running batch
-    ctx: dict[int, list[int]]
-    group: dict[int, int]
-    tables: dict[int, dict[int, dict[tuple, dict[int, int]]]]  # per group
-    indexed: dict[int, int] = field(default_factory=dict)  # ends indexed so far, per row
-    emitted: dict[int, int] = field(default_factory=dict)  # emitted tokens in ctx, per row
+    ids: ``[B']`` the full-batch row of each row of the running batch.
+    ctx: ``[B, T]`` tokens (0 past each row's length); grown as rows get longer.
+    length: ``[B]`` tokens in each row's context.
+    prompt_len: ``[B]`` the prompt's part of it.
+    members: ``[B, m]`` the rows each row searches (itself; for the sibling drafter its
+        prompt's rows, in order).
+    """
+
+    ids: torch.Tensor
+    ctx: torch.Tensor
+    length: torch.Tensor
+    prompt_len: torch.Tensor
+    members: torch.Tensor
 
 
 class NGramDrafter:
     """Prompt-lookup drafts from the row's own prompt and output: the longest match of the
-    row's last ``max_ngram`` down to ``min_ngram`` tokens (no match: no draft)."""
+    row's last ``max_ngram`` down to ``min_ngram`` tokens (no match: no draft).
+
+    Among the searched rows' latest occurrences of the n-gram (each ending before the row's
+    end), the one with the most tokens after it wins; on a tie a sibling's wins over the row's
+    own, and the lowest-numbered sibling over the others."""
 
     name = "ngram"
     shares = False  # whether rows of one prompt search each other
@@ -79,76 +90,104 @@ class NGramDrafter:
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
 
     def init(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
-             samples_per_prompt: int = 1) -> _Rows:
-        prompts = [[int(t) for t, m in zip(row, mrow, strict=True) if m]
-                   for row, mrow in zip(prompt_ids.tolist(), attention_mask.tolist(),
-                                        strict=True)]
-        B = len(prompts) * samples_per_prompt
-        group = {b: b // samples_per_prompt if self.shares else b for b in range(B)}
-        rows = _Rows(list(range(B)), {b: list(prompts[b // samples_per_prompt])
-                                      for b in range(B)}, group, {g: {} for g in group.values()})
-        for b in range(B):
-            rows.indexed[b], rows.emitted[b] = 0, 0
-            self._index(rows, b)
-        return rows
+             samples_per_prompt: int = 1) -> _Contexts:
+        dev = prompt_ids.device
+        P, L = prompt_ids.shape
+        k = samples_per_prompt
+        B = P * k
+        # left-align the (left-padded) prompts: real tokens first
+        order = torch.argsort(attention_mask.to(torch.int8), dim=1, descending=True, stable=True)
+        prompts = prompt_ids.gather(1, order) * attention_mask.gather(1, order)  # [P, L]
+        plen = attention_mask.sum(1).long()  # [P]
+        rows = torch.arange(B, device=dev)
+        if self.shares:  # the rows of its prompt, in order
+            members = (rows // k * k)[:, None] + torch.arange(k, device=dev)  # [B, k]
+        else:
+            members = rows[:, None]
+        return _Contexts(rows, prompts.repeat_interleave(k, 0), plen.repeat_interleave(k),
+                         plen.repeat_interleave(k), members)
 
-    def _index(self, rows: _Rows, b: int) -> None:
-        """Add the grams of row b ending at positions indexed[b]+1 .. len - 1 (the gram that ends
-        at the row's end is the query, not yet a match)."""
-        ctx, table = rows.ctx[b], rows.tables[rows.group[b]]
-        for end in range(rows.indexed[b] + 1, len(ctx)):
-            for n in range(1, min(self.max_ngram, end) + 1):
-                table.setdefault(n, {}).setdefault(tuple(ctx[end - n:end]), {})[b] = end
-        rows.indexed[b] = max(rows.indexed[b], len(ctx) - 1)
+    def _update(self, st: _Contexts, ctx: DraftContext) -> None:
+        """Write the running rows' emitted tokens into their contexts (in place)."""
+        r = st.ids
+        W = ctx.tokens.shape[1]
+        need = int((st.prompt_len[r] + ctx.count).max()) if r.numel() else 0
+        if need > st.ctx.shape[1]:
+            st.ctx = torch.cat([st.ctx, st.ctx.new_zeros(st.ctx.shape[0], need + W
+                                                          - st.ctx.shape[1])], 1)
+        rows = st.ctx[r]  # [B', T]
+        pos = (st.prompt_len[r][:, None] + torch.arange(W, device=r.device)).clamp(
+            max=st.ctx.shape[1] - 1)  # [B', W]
+        valid = torch.arange(W, device=r.device)[None] < ctx.count[:, None]
+        rows.scatter_(1, pos, torch.where(valid, ctx.tokens, rows.gather(1, pos)))
+        st.ctx[r] = rows
+        st.length[r] = st.prompt_len[r] + ctx.count
 
-    def _lookup(self, rows: _Rows, b: int, D: int) -> list[int]:
-        """Row b's draft: after the longest matching n-gram, the occurrence (any row of the
-        group) with the most tokens after it, a sibling's on ties."""
-        ctx, table = rows.ctx[b], rows.tables[rows.group[b]]
-        for n in range(min(self.max_ngram, len(ctx)), self.min_ngram - 1, -1):
-            hits = table.get(n, {}).get(tuple(ctx[-n:]))
-            if not hits:
+    def _lookup(self, st: _Contexts, D: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each running row's draft ``[B', D]`` and its length ``[B']`` (0: no match)."""
+        r = st.ids
+        dev = r.device
+        members = st.members[r]  # [B', m]
+        C, Lc = st.ctx[members], st.length[members]  # [B', m, T], [B', m]
+        Lb = st.length[r]  # [B']
+        T = C.shape[2]
+        is_self = members == r[:, None]  # [B', m]
+        best_src = torch.full((r.numel(),), -1, dtype=torch.long, device=dev)
+        best_end = torch.zeros_like(best_src)
+        found = torch.zeros(r.numel(), dtype=torch.bool, device=dev)
+        for n in range(self.max_ngram, self.min_ngram - 1, -1):
+            if T < n:
                 continue
-            best, best_len = None, 0
-            for r, end in hits.items():
-                avail = len(rows.ctx[r]) - end  # tokens that followed this occurrence
-                if avail > best_len or (avail == best_len and r != b):
-                    best, best_len = (r, end), avail
-            r, end = best
-            src = rows.ctx[r]
-            out: list[int] = []
-            for i in range(D):
-                if r == b:  # the row's own earlier occurrence, continued by the draft itself
-                    out.append((ctx + out)[end + i])
-                elif end + i < len(src):
-                    out.append(src[end + i])
-            if out:
-                return out
-        return []
+            qpos = (Lb[:, None] - n + torch.arange(n, device=dev)).clamp(min=0)  # [B', n]
+            q = st.ctx[r].gather(1, qpos)  # [B', n] the row's last n tokens
+            win = C.unfold(2, n, 1)  # [B', m, T - n + 1, n]
+            match = (win == q[:, None, None, :]).all(-1)  # [B', m, S]
+            end = torch.arange(n, T + 1, device=dev)  # [S] exclusive end of each window
+            ok = match & (end[None, None] <= Lc[..., None] - 1)  # an occurrence with a token after
+            latest = torch.where(ok, end[None, None], -1).max(-1).values  # [B', m]
+            avail = torch.where(latest >= 0, Lc - latest, 0)  # tokens after it
+            # most tokens after; a sibling wins a tie (then the first sibling)
+            score = avail * 2 + (~is_self).long()
+            choice = score.argmax(-1)  # [B']
+            take = ~found & (Lb >= n) & (avail.gather(1, choice[:, None])[:, 0] > 0)
+            best_src = torch.where(take, members.gather(1, choice[:, None])[:, 0], best_src)
+            best_end = torch.where(take, latest.gather(1, choice[:, None])[:, 0], best_end)
+            found |= take
+        i = torch.arange(D, device=dev)  # [D]
+        own = best_src == r  # continued by the draft itself: period Lb - end
+        period = (Lb - best_end).clamp(min=1)
+        pos = torch.where(own[:, None], best_end[:, None] + i[None] % period[:, None],
+                          best_end[:, None] + i[None])  # [B', D]
+        src_len = st.length[best_src.clamp(min=0)]
+        n_draft = torch.where(found, torch.where(own, D, (src_len - best_end).clamp(max=D)), 0)
+        src = st.ctx[best_src.clamp(min=0)]  # [B', T]
+        draft = src.gather(1, pos.clamp(max=T - 1))
+        return draft, n_draft
 
-    def propose(self, rows: _Rows, ctx: DraftContext, D: int):
+    def propose(self, st: _Contexts, ctx: DraftContext, D: int):
         B = ctx.count.shape[0]
-        counts = ctx.count.tolist()
-        emitted = ctx.tokens.tolist()
-        for i, b in enumerate(rows.ids):  # bring every row's context up to date, index it
-            rows.ctx[b].extend(emitted[i][rows.emitted[b]:counts[i]])
-            rows.emitted[b] = counts[i]
-            self._index(rows, b)
-        draft = [self._lookup(rows, b, D) if D else [] for b in rows.ids]
-        # as long as the longest draft: no row matched, no draft (a plain one-token step)
-        width = max(map(len, draft))
-        padded = [d + [d[-1] if d else ctx.tokens[i, ctx.count[i] - 1].item()] * (width - len(d))
-                  for i, d in enumerate(draft)]
-        out = torch.tensor(padded, dtype=torch.long, device=ctx.tokens.device).view(B, width)
-        return out, None, rows, 0
+        self._update(st, ctx)
+        if D == 0:
+            return ctx.tokens.new_zeros(B, 0), None, st, 0
+        draft, n_draft = self._lookup(st, D)
+        width = int(n_draft.max())  # as long as the longest draft; none: a plain step
+        if width == 0:
+            return ctx.tokens.new_zeros(B, 0), None, st, 0
+        draft = draft[:, :width]
+        # a shorter draft repeats its last token; a row without one repeats its pending token
+        pending = ctx.tokens.gather(1, (ctx.count - 1)[:, None])  # [B, 1]
+        last = torch.where(n_draft[:, None] > 0, draft.gather(1, (n_draft - 1).clamp(min=0)[
+            :, None]), pending)
+        j = torch.arange(width, device=draft.device)[None]
+        return torch.where(j < n_draft[:, None], draft, last), None, st, 0
 
-    def commit(self, rows: _Rows, count: torch.Tensor) -> _Rows:
-        return rows  # the next propose reads the emitted tokens
+    def commit(self, st: _Contexts, count: torch.Tensor) -> _Contexts:
+        return st  # the next propose reads the emitted tokens
 
-    def select(self, rows: _Rows, keep: torch.Tensor) -> _Rows:
+    def select(self, st: _Contexts, keep: torch.Tensor) -> _Contexts:
         """The state of running rows ``keep [B'']`` (finished rows leave the batch)."""
-        rows.ids = [rows.ids[i] for i in keep.tolist()]
-        return rows
+        st.ids = st.ids[keep]
+        return st
 
 
 class SiblingDrafter(NGramDrafter):
