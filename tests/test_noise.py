@@ -40,6 +40,20 @@ def test_qmc_sources_stratify_each_dimension(name, gen):
     assert torch.equal(strata, torch.arange(k)[None, :, None].expand(4, k, 20))
 
 
+def test_sobol_groups_are_scrambled_nets_in_two_dimensions(gen):
+    """The first two Sobol coordinates of 2^m points form a (0, m, 2)-net: every elementary box
+    of volume 2^-m (2^-a by 2^-(m-a)) holds exactly one point; Owen's scramble keeps that, and
+    each prefix of 2^j rows is again such a net."""
+    k, groups = 16, 50
+    u = SobolSource(groups * k, k, generator=gen).uniform(2).reshape(groups, k, 2)
+    for rows in (2, 4, 16):
+        m = rows.bit_length() - 1
+        v = u[:, :rows]
+        for a in range(m + 1):
+            cell = (v[..., 0] * 2 ** a).long() * 2 ** (m - a) + (v[..., 1] * 2 ** (m - a)).long()
+            assert torch.equal(cell.sort(dim=1).values, torch.arange(rows).expand(groups, rows))
+
+
 def test_stratified_code_points_fill_every_stratum_in_random_order(gen):
     k = 6  # any k: one row per 1/k stratum, the strata in a random order
     u = make_source("stratified", 500 * k, k, generator=gen).uniform(4).reshape(500, k, 4)
