@@ -10,8 +10,8 @@ from parasample.ancestral import SamplingConfig, generate
 from parasample.noise import SOURCES, make_source
 from parasample.speculative import ModelDrafter, NGramDrafter, SiblingDrafter, SpecConfig
 from parasample.speculative import generate as spec_generate
-from parasample.targets import NFECounter, ToyARLM, exact_distribution, state_index
-from tests.helpers import chi2_pvalue
+from parasample.targets import NFECounter, ToyARLM, state_index
+from tests.helpers import brute_force_ar, chi2_pvalue
 from tests.test_targets import _tiny_llama
 
 FIVE = ["iid", "sobol", "lattice", "antithetic", "arithmetic"]
@@ -110,22 +110,47 @@ def test_identical_verifier_on_smollm2():
             assert torch.equal(seq.tokens, out.tokens), (name, drafter.name)
 
 
-@pytest.mark.parametrize("drafter", ["ngram", "bad-model"])
-def test_rejection_verifier_samples_the_exact_distribution(drafter):
-    """Chi-square against the toy LM's exact sequence law, with deterministic n-gram drafts and
-    with a deliberately bad draft model (another random LM, much peakier)."""
-    model = ToyARLM(3, 5, generator=torch.Generator().manual_seed(0), sharpness=1.0)
-    make = {"ngram": NGramDrafter,
-            "bad-model": lambda: ModelDrafter(ToyARLM(3, 5, generator=torch.Generator(
-                ).manual_seed(11), sharpness=4.0), 3)}[drafter]
-    n = 6000
-    ids = torch.zeros(1, 1, dtype=torch.long)
-    src = make_source("iid", n, 1, generator=torch.Generator().manual_seed(2))
-    out = spec_generate(model, ids, torch.ones_like(ids), src, SamplingConfig(max_new_tokens=5),
+#: (vocabulary, length, temperature, top-p, EOS) of the rejection verifier's exactness cases:
+#: plain sampling, a sharper temperature with nucleus and EOS, a flatter one with EOS
+REJECTION_CASES = [(2, 4, 1.0, 1.0, None), (3, 3, 0.7, 0.8, 2), (3, 3, 1.5, 1.0, 2)]
+
+
+def _design_power(n: int, df: int, tvd: float, level: float = 1e-3) -> float:
+    """Power of a chi-square test at ``level`` with n draws against any law at TVD ``tvd``:
+    sum (p' - p)^2 / p >= (sum |p' - p|)^2 = 4 tvd^2 (Cauchy-Schwarz, sum p = 1), so the
+    noncentrality is at least 4 n tvd^2."""
+    from scipy import stats
+
+    return float(stats.ncx2.sf(stats.chi2.isf(level, df), df, 4 * n * tvd ** 2))
+
+
+@pytest.mark.parametrize("case", REJECTION_CASES,
+                         ids=lambda c: f"V{c[0]}-T{c[2]}-p{c[3]}-eos{c[4]}")
+@pytest.mark.parametrize("drafter", ["ngram", "sibling", "model"])
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_rejection_verifier_samples_the_exact_law(name, drafter, case):
+    """Every drafter x source x (temperature, top-p, EOS) case against the toy LM's exact
+    sequence law. 2^17 groups of two samples; group g contributes its row g mod 2 (so both
+    rows are tested and the draws are independent), a chi-square at level 1e-3 on at most 16
+    cells: any deviation of TVD 0.01 is detected with probability >= 0.98 (computed below).
+    The model drafter is a deliberately poor draft (another random LM, peakier)."""
+    V, L, temperature, top_p, eos = case
+    model = ToyARLM(V, L, generator=torch.Generator().manual_seed(0), sharpness=1.0, eos_id=eos)
+    make = {"ngram": NGramDrafter, "sibling": SiblingDrafter,
+            "model": lambda: ModelDrafter(ToyARLM(V, L, generator=torch.Generator(
+                ).manual_seed(11), sharpness=4.0, eos_id=eos), V)}[drafter]
+    k, groups = 2, 2 ** 17
+    ids = torch.zeros(groups, 1, dtype=torch.long)
+    src = make_source(name, groups * k, k, generator=torch.Generator().manual_seed(2))
+    config = SamplingConfig(max_new_tokens=L, temperature=temperature, top_p=top_p)
+    out = spec_generate(model, ids, torch.ones_like(ids), src, config,
                         SpecConfig(draft_len=3, verify="rejection"), make(),
-                        samples_per_prompt=n)
-    counts = torch.bincount(state_index(out.tokens, 3), minlength=3 ** 5)
-    exact = exact_distribution(model)
+                        samples_per_prompt=k)
+    rows = torch.arange(groups) * k + torch.arange(groups) % k
+    counts = torch.bincount(state_index(out.tokens[rows], V), minlength=V ** L)
+    exact = brute_force_ar(model, L, config)
+    support = int((exact > 0).sum())
+    assert support <= 16 and _design_power(groups, support - 1, 0.01) >= 0.98
     assert chi2_pvalue(counts, exact) > 1e-3
     assert 0 < out.accepted < out.proposed
 

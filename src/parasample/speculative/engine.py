@@ -267,7 +267,8 @@ def _drop_finished(state: SpecState, model, drafter, config: SamplingConfig) -> 
 def _verify(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, draft: torch.Tensor,
             q: torch.Tensor | None, noise: SpecNoise, model, spec: SpecConfig):
     """The tokens each running row emits this step: ``window [B', D+1]`` with ``n_new [B']``
-    valid, their log q, and the row's done flag and residual after them."""
+    valid, their log q, the drafts kept ``[B']`` (an accepted EOS ends the row, so kept may
+    equal n_new), and the row's done flag and residual after them."""
     B, D = draft.shape
     dev, config = logits.device, ctx.config
     n = ctx.count[:, None] + torch.arange(D + 1, device=dev)  # [B', D+1] token indices
@@ -276,6 +277,7 @@ def _verify(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, draft: 
     logq, residual, done = ctx.logq, ctx.residual, ctx.done
     taking = torch.ones(B, dtype=torch.bool, device=dev)  # the row still accepts tokens
     n_new = torch.zeros(B, dtype=torch.long, device=dev)
+    kept = torch.zeros(B, dtype=torch.long, device=dev)
     window, window_lq = [], []
     for j in range(D + 1):
         forced = None
@@ -293,6 +295,7 @@ def _verify(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, draft: 
             residual = torch.where(taking, one.residual, residual)
         done = torch.where(taking, one.done, done)
         if j < D:
+            kept += (taking & (tok == draft[:, j])).long()
             taking = taking & (tok == draft[:, j]) & ~one.done
             if not bool(taking.any()):  # every row has its tokens: skip the rest of the window
                 break
@@ -302,7 +305,7 @@ def _verify(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, draft: 
     if pad:
         window = torch.cat([window, window.new_zeros(B, pad)], 1)
         window_lq = torch.cat([window_lq, window_lq.new_zeros(B, pad)], 1)
-    return window, window_lq, n_new, done, residual
+    return window, window_lq, n_new, kept, done, residual
 
 
 def _rejection_token(p: torch.Tensor, d: torch.Tensor, q: torch.Tensor | None,
@@ -340,8 +343,8 @@ def step(noise: SpecNoise, state: SpecState, model, config: SamplingConfig, spec
     draft, q, dstate, draft_nfe = drafter.propose(state.draft, ctx, D)  # [B', D], [B', D, V]
     D = draft.shape[1]  # a drafter may propose fewer (none: a plain one-token step)
     logits, cache = model.extend(state.cache, torch.cat([pending, draft], dim=1))
-    window, window_lq, n_new, done, residual = _verify(ctx, r, logits, draft, q, noise, model,
-                                                      spec)
+    window, window_lq, n_new, kept, done, residual = _verify(ctx, r, logits, draft, q, noise,
+                                                            model, spec)
     # keep the pending token and the accepted drafts (n_new - 1 of them); forget the rest
     cache = model.rollback(cache, D + 1 - n_new)
     idx = count[:, None] + torch.arange(D + 1, device=dev)  # [B', D+1]
@@ -363,7 +366,7 @@ def step(noise: SpecNoise, state: SpecState, model, config: SamplingConfig, spec
     new = _drop_finished(SpecState(new_tokens, new_logprobs, new_count, new_done, new_residual,
                                    r, cache, dstate), model, drafter, config)
     return new, SpecInfo(nfe=1, draft_nfe=draft_nfe, proposed=D * r.numel(),
-                         accepted=int((n_new - 1).sum()), emitted=int(n_new.sum()),
+                         accepted=int(kept.sum()), emitted=int(n_new.sum()),
                          n_active=new.rows.numel())
 
 
