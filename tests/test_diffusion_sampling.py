@@ -60,6 +60,60 @@ def test_one_token_per_step_random_remasking_draws_the_exact_any_order_law(
     assert float(tvd(emp, exact)) < 2 * iid_tvd_floor(exact, B // k)
 
 
+def _one_step_draws(score, rule, steps, temperature, sampler, start):
+    """One decoding step of B rows from the same state: the step's probabilities ``[G, V]``
+    (every row's logits are the same), which positions each row committed ``[B, G]`` and the
+    tokens there ``[B, G]``. ``start`` pre-commits answer positions (a later step's state)."""
+    model, B, k = _toy(), 16384, 4
+    cfg = DecodeConfig(gen_length=G, block_length=G, steps=steps, rule=rule, score=score,
+                       temperature=temperature)
+    from parasample.diffusion.decode import init, step
+
+    prompt = torch.zeros(B, 1, dtype=torch.long)
+    state = init(model, prompt, cfg)
+    x = state.x.clone()
+    for j, tok in start.items():
+        x[:, 1 + j] = tok
+    masked = (x[:, 1:] == model.mask_id).sum(1)
+    state = state._replace(x=x, plan=cfg.rule.plan_block(masked, cfg.steps_per_block))
+    src = make_source(sampler, B, k, generator=torch.Generator().manual_seed(5))
+    new, _ = step(src.uniform(2, G), state, model, cfg)
+    probs = torch.softmax(model.logits(x[:1])[0, 1:, :3].double() / temperature, -1)  # [G, 3]
+    committed = (new.x[:, 1:] != model.mask_id) & (x[:, 1:] == model.mask_id)
+    rows = torch.arange(B // k) * k + torch.arange(B // k) % k  # one row per group
+    return probs, committed[rows], new.x[rows, 1:]
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0])
+@pytest.mark.parametrize("sampler", ["iid", "lattice", "arithmetic"])
+@pytest.mark.parametrize("rule,steps", [(FixedSteps(), 2), (FixedSteps(), 4), (Threshold(0.5), 1)])
+@pytest.mark.parametrize("score", [random_confidence, top_prob], ids=lambda s: s.name)
+def test_each_committed_token_is_an_exact_draw_from_the_tempered_conditional(
+        score, rule, steps, sampler, temperature):
+    """The exactness every sampled row of bench dllm rests on, whatever the rule commits per
+    step (one token, several, a threshold): a token committed at position j is distributed as
+    softmax(logits_j / T) of the step's logits, for scores that do not read the draw. Checked
+    at a block's first step and at a step with two positions already committed."""
+    for start in ({}, {0: 1, 2: 0}):
+        probs, committed, tokens = _one_step_draws(score, rule, steps, temperature, sampler,
+                                                   start)
+        assert committed.any(0).sum() >= 1
+        for j in committed.any(0).nonzero().flatten().tolist():
+            counts = torch.bincount(tokens[committed[:, j], j], minlength=3)
+            assert chi2_pvalue(counts, probs[j]) > 1e-3, (start, j)
+
+
+def test_low_confidence_at_positive_temperature_commits_biased_tokens():
+    """LLaDA's low-confidence remasking scores a position by the probability of the token it
+    drew, so which position is committed depends on the draw: the committed token is biased
+    towards likely tokens (not a draw from the tempered conditional), which is why bench dllm's
+    sampled rows use top_prob or random scores. At T = 0 the draw is the argmax either way."""
+    probs, committed, tokens = _one_step_draws(low_confidence, FixedSteps(), 4, 1.0, "iid", {})
+    j = int(committed.sum(0).argmax())
+    counts = torch.bincount(tokens[committed[:, j], j], minlength=3)
+    assert chi2_pvalue(counts, probs[j]) < 1e-6
+
+
 def test_k_samples_of_one_prompt_differ_at_every_temperature():
     """LLaDA / Dream users report identical samples of one prompt at T > 0; here every row has
     its own uniforms."""

@@ -16,6 +16,19 @@ that carries a residual (arithmetic sampling) spends one code point per row on t
 tokens, in order, carrying the residual of each draw into the next (as the AR engine does), which
 needs a score that does not read the draw (``random`` or ``top_prob``).
 
+What is exact (each statement names its test in ``tests/test_diffusion_sampling.py``): with a
+score that does not read the draw (``random_confidence``, ``top_prob``), every committed token
+is an exact draw from softmax(logits / T) of the step's logits, whichever rule commits it and
+however many tokens a step commits, for every source (``test_each_committed_token_is_an_exact_
+draw_from_the_tempered_conditional``); with one token per step and random remasking the whole
+answer is an exact draw from the model's any-order law (``test_one_token_per_step_random_
+remasking_draws_the_exact_any_order_law``). Several tokens per step are each exact given the
+step's logits, but they do not see each other, so their joint law is not one-token-per-step
+decoding's. ``low_confidence`` at T > 0 picks positions by the probability of the token drawn
+there, so its committed tokens lean towards likely ones and are not draws from the tempered
+conditional (``test_low_confidence_at_positive_temperature_commits_biased_tokens``); at T = 0
+every score commits argmaxes.
+
 A batch decodes together; under the threshold rule rows finish a block at different steps, a
 finished row just waits (its positions are no longer masked, so nothing changes for it) while
 the others go on, and the batch moves to the next block when every row is done with this one.
