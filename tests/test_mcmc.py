@@ -337,17 +337,25 @@ def test_cached_quest_refuses_a_model_without_exact_padding():
                    target.reward, 0.5, cfg, cached=True)
 
 
-@pytest.mark.parametrize("source,weights,tries,temperature", [
-    ("iid", "lambda1", 4, 1.0), ("iid", "importance", 4, 1.0), ("lattice", "lambda1", 4, 1.0),
-    ("lattice", "importance", 3, 0.5), ("antithetic", "lambda1", 4, 0.5),
-    ("antithetic", "importance", 2, 1.0), ("iid", "lambda1", 1, 0.5)])
-def test_mt_quest_leaves_the_tilted_target_invariant(source, weights, tries, temperature):
+@pytest.mark.parametrize("source,weights,tries,temperature,chains,moves", [
+    ("iid", "lambda1", 4, 1.0, 12000, 6), ("iid", "importance", 4, 1.0, 12000, 6),
+    ("lattice", "lambda1", 4, 1.0, 12000, 6), ("lattice", "importance", 3, 0.5, 200000, 20),
+    ("antithetic", "lambda1", 4, 0.5, 12000, 6), ("antithetic", "importance", 2, 1.0, 12000, 6),
+    ("iid", "lambda1", 1, 0.5, 12000, 6)])
+def test_mt_quest_leaves_the_tilted_target_invariant(source, weights, tries, temperature, chains,
+                                                     moves):
     """Multiple-try QUEST (i.i.d. or correlated tries, both weightings, under temperature too):
-    chains started at exact draws of pi are still distributed as pi after 6 moves."""
+    chains started at exact draws of pi are still distributed as pi after the moves.
+
+    Power, measured with deliberately wrong reverse sets: a fresh lattice shift instead of the
+    conditional one moves lambda1 / K = 4 / T = 1 chains by TVD 0.02 (p = 5e-6 at 12000 x 6),
+    but importance / K = 3 / T = 0.5 chains only by about 0.0015, which 12000 x 6 missed (p =
+    0.01) and 100000 x 6 barely saw (p = 2e-3); that case runs 200000 chains for 20 moves,
+    where the wrong set gives p = 3e-9 and 9e-9 for two seeds and the right one 0.23 and 1.0."""
     from parasample.mcmc import mtquest
 
     base, target = _toy_with_eos()
-    B, L = 12000, 3
+    B, L = chains, 3
     cfg = SamplingConfig(temperature=temperature, max_new_tokens=L)
     ids = torch.zeros(B, 1, dtype=torch.long)
     mask = torch.ones_like(ids)
@@ -355,11 +363,11 @@ def test_mt_quest_leaves_the_tilted_target_invariant(source, weights, tries, tem
     st = mtquest.init(_exact_draws(target, B, 0), target.reward, base, ids, mask, cfg)
     src = make_source("iid", B, generator=torch.Generator().manual_seed(1))
     acc = 0.0
-    for _ in range(6):
+    for _ in range(moves):
         st, info = mtquest.step(src.uniform(mtquest.noise_dims(L, tries)), st, base, ids, mask,
                                 target.reward, 0.5, cfg, tries=tries, source=source,
                                 weights=weights)
-        acc += float(info.accepted.double().mean()) / 6
+        acc += float(info.accepted.double().mean()) / moves
     emp = torch.bincount(state_index(st.y, 3), minlength=27).double()
     assert chi2_pvalue(emp, pi) > 1e-3
     assert float(tvd(emp / B, pi)) < 2 * iid_tvd_floor(pi, B)
