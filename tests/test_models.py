@@ -102,3 +102,29 @@ def test_train_ar_tiny_run_exports_a_loadable_causal_model(tmp_path):
     export_checkpoint(tmp_path / "s.pt", tmp_path / "ar.pt")
     lm = load_ar(str(tmp_path / "ar.pt"))
     assert lm.model.cfg.causal and lm.train_config["steps"] == 3
+
+
+def test_training_from_the_seed_is_deterministic_and_matches_the_record(tmp_path):
+    """What "reproducible by the project's own training command with a fixed seed" means here.
+    On one machine training is deterministic: two runs of the draft model's recipe give
+    bit-identical weights. Across machines the last float32 bits of a kernel may round
+    differently, so a 20-step run is compared with values recorded from this code, to 1e-6
+    relative: a change to the data, the model or the optimiser moves them. (The full 350-step
+    reruns on another 2-core machine matched the shipped float16 checkpoints up to one float16
+    rounding step, with the same loss and held-out pass@1 at every evaluation, not bit for
+    bit.)"""
+    from parasample.models.train_ar import DRAFT_PRESET, ARTrainConfig, train_ar
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the shipped models were trained
+    try:
+        runs = [train_ar(ARTrainConfig(steps=20, **DRAFT_PRESET), tmp_path / f"{i}.state.pt")
+                for i in range(2)]
+    finally:
+        torch.set_num_threads(threads)
+    a, b = (r["model"].state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    flat = torch.cat([v.flatten().double() for v in a.values()])
+    assert float(flat.sum()) == pytest.approx(331.98429890659463, rel=1e-6)
+    assert float((flat ** 2).sum()) == pytest.approx(3744.3466897013764, rel=1e-6)
+    assert runs[0]["history"][-1]["loss"] == pytest.approx(3.8783, abs=1e-4)
