@@ -37,6 +37,7 @@ from parasample.bench.timing import machine_fields
 from parasample.errors import InputError
 from parasample.metrics.passk import (
     batch_values,
+    iid_curve,
     mean_and_se,
     per_problem_passk,
     samples_saved_bootstrap,
@@ -55,7 +56,7 @@ PASSK_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "stderr", "samplin
                 "zero_variance_se", "distinct_answers", "n_problems", "tokens", "wall_s",
                 "device", "dtype"]
 SUMMARY_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "iid_pass_at_k",
-                  "samples_saved", "samples_saved_se"]
+                  "samples_saved", "samples_saved_se", "dropped"]
 THROUGHPUT_HEADER = ["engine", "prefill", "sampler", "model", "batch_size", "new_tokens",
                      "tokens", "wall_s", "tokens_per_s", "ratio_vs_hf", "wall_vs_iid", "reps",
                      "device", "dtype", "torch_threads"]
@@ -339,26 +340,30 @@ def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[
 
 def summary_rows(task: PasskTask, results: dict[str, dict], ks: list[int], n_boot: int,
                  seed: int) -> tuple[list[dict], dict[str, tuple]]:
-    """Samples saved at matched pass@k for every correlated sampler against i.i.d.
+    """Samples saved at matched pass@k for every correlated sampler against i.i.d., the i.i.d.
+    curve read at every integer count (:func:`~parasample.metrics.passk.samples_saved`).
 
-    Returns the ``summary.csv`` rows and, per sampler, (mean saved over k >= 2, its SE).
+    Returns the ``summary.csv`` rows (a k left out names why in ``dropped``) and, per sampler,
+    (mean saved over k >= 2, its SE, the ks left out of that mean).
     """
-    iid = per_problem_passk(results["iid"]["correct"], ks, iid=True)
+    K = results["iid"]["correct"].shape[-1]
+    iid = iid_curve(results["iid"]["correct"], K)  # [P, K]
     rows, heads = [], {}
     for sampler, res in results.items():
         if sampler == "iid":
             continue
         corr = per_problem_passk(res["correct"], ks, iid=False)
         g = derive_generator(seed, "boot", task.name, sampler)
-        saved, se, head, head_se = samples_saved_bootstrap(ks, iid, corr, n_boot=n_boot,
-                                                           generator=g)
-        heads[sampler] = (head, head_se)
+        saved, se, head, head_se, dropped = samples_saved_bootstrap(ks, iid, corr,
+                                                                    n_boot=n_boot, generator=g)
+        heads[sampler] = (head, head_se, sorted(k for k in dropped if k >= 2))
         for j, k in enumerate(ks):
             rows.append({"sampler": sampler, "model": task.model_name, "task": task.name, "k": k,
                          "pass_at_k": round(float(corr[:, j].mean()), 5),
-                         "iid_pass_at_k": round(float(iid[:, j].mean()), 5),
+                         "iid_pass_at_k": round(float(iid[:, k - 1].mean()), 5),
                          "samples_saved": "" if saved[j] is None else round(saved[j], 4),
-                         "samples_saved_se": "" if se[j] is None else round(se[j], 4)})
+                         "samples_saved_se": "" if se[j] is None else round(se[j], 4),
+                         "dropped": dropped.get(k, "")})
     return rows, heads
 
 

@@ -178,6 +178,7 @@ def _summary(rows: list[dict], heads: dict) -> None:
                               f"accuracy {float(c['accuracy']):.3f} vs "
                               f"{float(base['accuracy']):.3f}")
     if heads:
+        from parasample.cli.bench_passk import saved_cell
+
         console.print("pass@k samples saved against i.i.d. (mean over k >= 2): " + ", ".join(
-            f"{s} {h:.1%}" + (f" +- {se:.1%}" if se is not None else "")
-            if h is not None else f"{s} n/a" for s, (h, se) in heads.items()))
+            f"{s} {saved_cell(*h)}" for s, h in heads.items()))

@@ -151,6 +151,14 @@ def bench_passk(
     console.print("wrote " + ", ".join(str(p) for p in written))
 
 
+def saved_cell(head, se, dropped) -> str:
+    """``mean +- SE`` of samples saved, and the ks left out of the mean (see summary.csv)."""
+    if head is None:
+        return "n/a (outside the i.i.d. curve)"
+    cell = f"{head:.1%} +- {se:.1%}" if se is not None else f"{head:.1%}"
+    return cell + (f" (k {', '.join(map(str, dropped))} left out)" if dropped else "")
+
+
 def _summary(out_dir, heads) -> None:
     from rich.table import Table
 
@@ -164,10 +172,9 @@ def _summary(out_dir, heads) -> None:
             continue
         p1 = next(x for x in rows if (x["model"], x["task"], x["sampler"], x["k"]) ==
                   (r["model"], r["task"], r["sampler"], "1"))
-        head, se = heads.get((r["model"], r["task"]), {}).get(r["sampler"], (None, None))
-        saved = "-" if r["sampler"] == "iid" else (
-            "n/a (outside the i.i.d. curve)" if head is None else
-            f"{head:.1%} +- {se:.1%}" if se is not None else f"{head:.1%}")
+        head, se, dropped = heads.get((r["model"], r["task"]), {}).get(r["sampler"],
+                                                                      (None, None, []))
+        saved = "-" if r["sampler"] == "iid" else saved_cell(head, se, dropped)
         t.add_row(r["model"], r["task"], r["sampler"], f"{float(p1['pass_at_k']):.3f}",
                   f"{float(r['pass_at_k']):.3f} +- {float(r['stderr']):.3f}",
                   r["distinct_answers"], saved)

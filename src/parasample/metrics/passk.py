@@ -21,7 +21,8 @@ from parasample.errors import InputError
 from parasample.metrics.core import pass_at_k
 
 __all__ = ["mean_and_se", "passk_iid", "passk_batches", "per_problem_passk", "samples_saved",
-           "samples_saved_bootstrap", "batch_values", "sampling_se"]
+           "samples_saved_bootstrap", "iid_curve", "batch_values", "sampling_se", "BELOW",
+           "ABOVE", "FLAT", "UNSTABLE", "MAX_SHIFT"]
 
 
 def mean_and_se(per_problem: torch.Tensor) -> tuple[float, float]:
@@ -46,35 +47,70 @@ def passk_batches(correct: torch.Tensor) -> tuple[float, float]:
     return mean_and_se(per_problem_passk(correct, [correct.shape[-1]], iid=False)[:, 0])
 
 
-def samples_saved(ks: list[int], iid: list[float], corr: list[float]) -> list[float | None]:
-    """For each k of the correlated curve, 1 - k / k_iid where k_iid is the i.i.d. sample count
-    with the same pass@k (linear interpolation in log2 k). None where the i.i.d. curve never
-    reaches that pass@k inside the grid, or is flat there (no single k matches).
+#: why a k of the correlated curve has no samples-saved value
+BELOW = "below i.i.d. pass@1"
+ABOVE = "above the i.i.d. curve"
+FLAT = "i.i.d. curve flat there"
+UNSTABLE = "one problem moves the matched count by more than 1.5x"
 
-    ``ks`` increasing; ``iid`` and ``corr`` pass@k at each k. Interpolation is written here
-    because it inverts a curve sampled on a log grid, with explicit out-of-range handling.
+#: a k whose matched i.i.d. count moves by more than this factor when its pass@k moves by one
+#: problem (+-1/P) is left out: near saturation the i.i.d. curve is so flat that a single
+#: problem would decide the figure
+MAX_SHIFT = 1.5
+_TOL = 1e-12  # float rounding of equal curves (e.g. pass@1 of two samplers)
+
+
+def _matched_count(y: np.ndarray, c: float) -> float | None:
+    """The fractional i.i.d. count m with pass@m = c on the non-decreasing curve ``y`` (y[m-1]
+    at count m, linear between consecutive counts); None outside the curve or on a flat
+    stretch (no single count matches)."""
+    if c < y[0] - _TOL or c > y[-1] + _TOL:
+        return None
+    m = int(np.searchsorted(y, c - _TOL, side="left"))  # y[m] >= c > y[m - 1]
+    if m == 0:  # c is pass@1 itself; on a flat start every count up to the rise matches
+        return None if len(y) > 1 and y[1] <= y[0] + _TOL else 1.0
+    if y[m] - y[m - 1] <= _TOL:
+        return None
+    return m + (min(c, y[m]) - y[m - 1]) / (y[m] - y[m - 1])
+
+
+def samples_saved(ks: list[int], corr: list[float], iid_curve: list[float],
+                  problems: int | None = None) -> tuple[list[float | None], dict[int, str]]:
+    """For each k of the correlated curve, 1 - k / k_iid where k_iid is the (fractional) number
+    of i.i.d. samples with the same pass@k, and the ks left out with the reason.
+
+    ``iid_curve[m - 1]`` is the i.i.d. pass@m at *every* integer m = 1..M (the unbiased
+    estimator exists at each), so k_iid is read off by linear interpolation between consecutive
+    counts, not across a power-of-two grid (which biases k_iid upwards on a concave curve). A k
+    is left out (its reason in the returned dict) where its pass@k is below the i.i.d. pass@1
+    (k correlated samples do worse than one i.i.d. sample: no count matches), above the i.i.d.
+    curve, on a flat stretch of it, or, given the number of ``problems`` P, where one problem
+    more or fewer solved (pass@k +- 1/P) moves the matched count by more than a factor
+    :data:`MAX_SHIFT` between the two (near saturation, where the i.i.d. curve is flat, or with
+    so few problems solved that each is a large share; tested: one problem's flip moves the
+    mean over k by at most 0.05 where the power-of-two log interpolation moved it by up to
+    1.2).
     """
-    logk = np.log2(np.asarray(ks, dtype=float))
-    y = np.maximum.accumulate(np.asarray(iid, dtype=float))  # pass@k is non-decreasing in k
+    y = np.maximum.accumulate(np.asarray(iid_curve, dtype=float))  # non-decreasing in m
     out: list[float | None] = []
-    for k, target in zip(ks, corr, strict=True):
-        if target < y[0] or target > y[-1]:
-            out.append(None)
-            continue
-        j = int(np.searchsorted(y, target, side="left"))
-        if j == 0 and len(y) > 1 and y[1] == y[0]:
-            out.append(None)  # a flat start (e.g. all zero): no i.i.d. count is matched
-            continue
-        if j == 0:
-            k_iid = 2 ** logk[0]
-        elif y[j] == y[j - 1]:
-            out.append(None)
-            continue
-        else:
-            t = (target - y[j - 1]) / (y[j] - y[j - 1])
-            k_iid = 2 ** (logk[j - 1] + t * (logk[j] - logk[j - 1]))
-        out.append(1.0 - k / k_iid)
-    return out
+    dropped: dict[int, str] = {}
+    for k, c in zip(ks, corr, strict=True):
+        k_iid = _matched_count(y, c)
+        if k_iid is None:
+            dropped[k] = BELOW if c < y[0] - _TOL else ABOVE if c > y[-1] + _TOL else FLAT
+        elif problems is not None:
+            lo = _matched_count(y, max(c - 1.0 / problems, float(y[0])))
+            hi = _matched_count(y, c + 1.0 / problems)
+            if lo is None or hi is None or hi > MAX_SHIFT * lo:
+                dropped[k] = UNSTABLE
+        out.append(None if k in dropped else float(1.0 - k / k_iid))
+    return out, dropped
+
+
+def iid_curve(correct: torch.Tensor, M: int) -> torch.Tensor:
+    """Per-problem unbiased i.i.d. pass@m for every m = 1..M: ``correct [P, R, K]`` ->
+    ``[P, M]`` (the estimator over all R * K samples of each problem)."""
+    return per_problem_passk(correct, list(range(1, M + 1)), iid=True)
 
 
 def per_problem_passk(correct: torch.Tensor, ks: list[int], iid: bool) -> torch.Tensor:
@@ -97,24 +133,27 @@ def per_problem_passk(correct: torch.Tensor, ks: list[int], iid: bool) -> torch.
 def samples_saved_bootstrap(ks: list[int], iid: torch.Tensor, corr: torch.Tensor, *,
                             n_boot: int, generator: torch.Generator
                             ) -> tuple[list[float | None], list[float | None], float | None,
-                                       float | None]:
-    """Samples saved per k with bootstrap standard errors, and their mean over k >= 2.
+                                       float | None, dict[int, str]]:
+    """Samples saved per k with bootstrap standard errors, their mean over k >= 2, and the ks
+    left out of the point estimate (k -> reason, see :func:`samples_saved`).
 
-    ``iid``, ``corr``: per-problem pass@k ``[P, len(ks)]`` of the same problems. Problems are
-    resampled with replacement ``n_boot`` times (the problems are the random units); the SE of
-    a k is the spread over the resamples where the matched i.i.d. count is inside the grid.
-    Returns (saved per k, SE per k, mean over k >= 2 of the defined values, its SE).
+    ``iid``: per-problem i.i.d. pass@m at every m = 1..M, ``[P, M]`` (:func:`iid_curve`);
+    ``corr``: per-problem pass@k of the correlated sampler at ``ks``, ``[P, len(ks)]``, of the
+    same problems. Problems are resampled with replacement ``n_boot`` times (the problems are
+    the random units, and the pairing of the two curves is kept); the SE of a k is the spread
+    over the resamples where it is defined. Returns (saved per k, SE per k, mean over k >= 2 of
+    the defined values, its SE, dropped).
     """
     P = iid.shape[0]
 
     def point(idx):
-        return samples_saved(ks, iid[idx].mean(0).tolist(), corr[idx].mean(0).tolist())
+        return samples_saved(ks, corr[idx].mean(0).tolist(), iid[idx].mean(0).tolist(), P)
 
-    est = point(torch.arange(P))
+    est, dropped = point(torch.arange(P))
     use = [j for j, k in enumerate(ks) if k >= 2 and est[j] is not None]
     boots, heads = [], []
     for _ in range(n_boot):
-        b = point(torch.randint(0, P, (P,), generator=generator))
+        b, _ = point(torch.randint(0, P, (P,), generator=generator))
         boots.append(b)
         vals = [b[j] for j in use if b[j] is not None]
         if vals:
@@ -125,7 +164,7 @@ def samples_saved_bootstrap(ks: list[int], iid: torch.Tensor, corr: torch.Tensor
         se.append(float(np.std(vals, ddof=1)) if est[j] is not None and len(vals) > 1 else None)
     head = float(np.mean([est[j] for j in use])) if use else None
     head_se = float(np.std(heads, ddof=1)) if head is not None and len(heads) > 1 else None
-    return est, se, head, head_se
+    return est, se, head, head_se, dropped
 
 
 def batch_values(correct: torch.Tensor, k: int, blocks: bool, statistic: str = "any"
