@@ -10,9 +10,9 @@ from tests.helpers import brute_force_ar, chi2_pvalue
 SOURCES = list(ALL_SOURCES)
 
 
-def _draw(model, name, k, groups, config, seed):
+def _draw(model, name, k, groups, config, seed, **source_kw):
     n = k * groups
-    src = make_source(name, n, k, generator=torch.Generator().manual_seed(seed))
+    src = make_source(name, n, k, generator=torch.Generator().manual_seed(seed), **source_kw)
     ids = torch.zeros(n, 1, dtype=torch.long)
     out = generate(model, ids, torch.ones_like(ids), src, config)
     return out
@@ -157,3 +157,21 @@ def test_stratified_sampling_stratifies_whole_sequences():
     assert torch.all((strat >= lo) & (strat <= hi))
     assert chi2_pvalue(strat.sum(0), exact) > 1e-3  # k p on average
     assert strat.var(0).sum() < 0.7 * iid.var(0).sum()
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "stratified"])
+@pytest.mark.parametrize("bits", [5, 12])
+def test_a_residual_carried_to_a_few_bits_keeps_every_row_exact_and_the_strata(name, bits):
+    """carry_bits: only the residual's top bits carry on, the rest is the row's own fresh
+    uniform. Each row is still an exact draw, and a group of k = 8 still stratifies whole
+    sequences (at most ceil(k p) + 1 copies of a sequence of probability p)."""
+    model = ToyARLM(4, 3, generator=torch.Generator().manual_seed(0), sharpness=2.5)
+    k, groups = 8, 3000
+    out = _draw(model, name, k, groups, SamplingConfig(max_new_tokens=3), seed=1,
+                carry_bits=bits)
+    idx = state_index(out.tokens, 4).reshape(groups, k)
+    exact = exact_distribution(model)
+    for row in (0, k - 1):
+        assert chi2_pvalue(torch.bincount(idx[:, row], minlength=64), exact) > 1e-3
+    counts = torch.stack([torch.bincount(r, minlength=64) for r in idx])  # [groups, 64]
+    assert bool((counts <= torch.ceil(k * exact) + 1).all())

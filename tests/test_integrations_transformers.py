@@ -16,7 +16,7 @@ from parasample.targets.hf import HFCausalLM
 from tests.test_targets import _tiny_llama
 
 
-def _both(lm, ids, mask, sampler, cfg, k, seed=0):
+def _both(lm, ids, mask, sampler, cfg, k, seed=0, **source_kw):
     """(engine tokens, bridge tokens), both EOS-padded to the same width.
 
     The engine runs each of the k rows from its own prefill, as generate's num_return_sequences
@@ -24,10 +24,12 @@ def _both(lm, ids, mask, sampler, cfg, k, seed=0):
     arithmetic sampling's carried residual amplifies (it divides by p(token) at every step);
     the other sources agree either way."""
     P = ids.shape[0]
-    src = make_source(sampler, P * k, k, generator=torch.Generator().manual_seed(seed))
+    src = make_source(sampler, P * k, k, generator=torch.Generator().manual_seed(seed),
+                      **source_kw)
     ours = engine_generate(lm, ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), src,
                            cfg).tokens
-    src = make_source(sampler, P * k, k, generator=torch.Generator().manual_seed(seed))
+    src = make_source(sampler, P * k, k, generator=torch.Generator().manual_seed(seed),
+                      **source_kw)
     theirs = bridge.generate(lm.model, ids, mask, src, cfg, samples_per_prompt=k,
                              eos_id=lm.eos_id).cpu()
     T = max(ours.shape[1], theirs.shape[1])
@@ -54,6 +56,16 @@ def test_generate_with_the_processor_is_token_identical_to_the_engine(sampler, t
     # after a row's first EOS: only EOS (honoured), or some other token too (ignored)
     after = eos.long().cummax(1).values.bool() & ~eos
     assert bool(after.any()) == ignore_eos
+
+
+@pytest.mark.parametrize("sampler", ["arithmetic", "stratified"])
+def test_the_bridge_carries_a_residual_to_a_few_bits_as_the_engine_does(sampler):
+    lm = HFCausalLM(_tiny_llama(), SimpleNamespace(eos_token_id=2, pad_token_id=0))
+    ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    cfg = SamplingConfig(temperature=0.8, max_new_tokens=24)
+    ours, theirs = _both(lm, ids, mask, sampler, cfg, k=8, carry_bits=6)
+    assert torch.equal(ours, theirs)
 
 
 def test_the_processor_checks_the_batch():

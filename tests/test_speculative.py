@@ -17,12 +17,13 @@ from tests.test_targets import _tiny_llama
 FIVE = ["iid", "sobol", "lattice", "antithetic", "arithmetic"]
 
 
-def _both(model, ids, mask, name, k, config, spec, drafter, seed=1):
+def _both(model, ids, mask, name, k, config, spec, drafter, seed=1, **source_kw):
     """Sequential and speculative generations from the same source and seed."""
     n = ids.shape[0] * k
 
     def src():
-        return make_source(name, n, k, generator=torch.Generator().manual_seed(seed))
+        return make_source(name, n, k, generator=torch.Generator().manual_seed(seed),
+                           **source_kw)
 
     seq = generate(model, ids, mask, src(), config, samples_per_prompt=k)
     spec_out = spec_generate(model, ids, mask, src(), config, spec, drafter,
@@ -49,6 +50,19 @@ def test_identical_verifier_reproduces_sequential_sampling_on_the_toy_lm(name, d
         assert torch.equal(seq.tokens, out.tokens), (name, drafter, draft_len)
         assert torch.allclose(seq.logprobs, out.logprobs)
         assert torch.equal(seq.lengths, out.lengths)
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "stratified"])
+@pytest.mark.parametrize("drafter", ["sibling", "model"])
+def test_identical_verifier_with_a_residual_carried_to_a_few_bits(name, drafter):
+    model = _toy()
+    make = {"sibling": SiblingDrafter,
+            "model": lambda: ModelDrafter(_toy(seed=7), model.vocab_size)}[drafter]
+    ids = torch.zeros(2, 1, dtype=torch.long)
+    config = SamplingConfig(max_new_tokens=6, top_p=0.9, temperature=0.8)
+    seq, out = _both(model, ids, torch.ones_like(ids), name, 4, config, SpecConfig(draft_len=3),
+                     make(), carry_bits=6)
+    assert torch.equal(seq.tokens, out.tokens)
 
 
 @pytest.mark.parametrize("name", FIVE)

@@ -78,6 +78,7 @@ class AncestralState(NamedTuple):
     residual: ``[B]`` float64, where each row's last uniform fell inside its token's interval
         (rescaled to [0, 1)), carried into the next uniform by arithmetic sampling; None for
         every other source.
+    carry_bits: the source's ``carry_bits`` (None: the whole residual is carried).
     """
 
     tokens: torch.Tensor
@@ -86,6 +87,7 @@ class AncestralState(NamedTuple):
     cache: Any
     done: torch.Tensor
     residual: torch.Tensor | None = None
+    carry_bits: int | None = None
 
 
 class StepInfo(NamedTuple):
@@ -140,7 +142,8 @@ def select_rows(model, state: AncestralState, rows: torch.Tensor) -> AncestralSt
     return AncestralState(
         tokens=state.tokens[rows], logprobs=state.logprobs[rows], logits=state.logits[rows],
         cache=model.reorder(state.cache, rows), done=state.done[rows],
-        residual=None if state.residual is None else state.residual[rows])
+        residual=None if state.residual is None else state.residual[rows],
+        carry_bits=state.carry_bits)
 
 
 def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> AncestralState:
@@ -169,7 +172,7 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
     """
     probs = sampling_probs(state.logits, config)  # [B, V]
     if state.residual is not None:  # arithmetic sampling: the code point carries on
-        u = carry_code_point(state.residual, u, state.logprobs.sum(1))
+        u = carry_code_point(state.residual, u, state.logprobs.sum(1), state.carry_bits)
     tok = icdf_categorical(probs, u)  # [B]
     residual = None if state.residual is None else icdf_residual(probs, u, tok)
     if forced is not None:
@@ -198,7 +201,7 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
     new = AncestralState(
         tokens=torch.cat([state.tokens, tok[:, None]], dim=1),
         logprobs=torch.cat([state.logprobs, logq[:, None]], dim=1),
-        logits=logits, cache=cache, done=done, residual=residual,
+        logits=logits, cache=cache, done=done, residual=residual, carry_bits=state.carry_bits,
     )
     return new, StepInfo(nfe=nfe, n_active=int((~done).sum()), logp=logp)
 
@@ -222,14 +225,16 @@ def check_batch(model, prompt_ids: torch.Tensor, source: UniformSource, config: 
 
 
 def prefill(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
-            samples_per_prompt: int = 1, *, carry: bool = False) -> AncestralState:
+            samples_per_prompt: int = 1, *, carry: bool = False,
+            carry_bits: int | None = None) -> AncestralState:
     """:func:`init` once per prompt, its state repeated ``samples_per_prompt`` times
-    (prompt-major rows); ``carry`` starts arithmetic sampling's residuals (NaN: fresh rows)."""
+    (prompt-major rows); ``carry`` starts arithmetic sampling's residuals (NaN: fresh rows),
+    carried whole or to ``carry_bits``."""
     P, dev = prompt_ids.shape[0], prompt_ids.device
     state = init(model, prompt_ids, attention_mask)
     if carry:
         state = state._replace(residual=torch.full((P,), torch.nan, dtype=torch.float64,
-                                                   device=dev))
+                                                   device=dev), carry_bits=carry_bits)
     if samples_per_prompt > 1:
         rows = torch.arange(P, device=dev).repeat_interleave(samples_per_prompt)  # [B]
         state = select_rows(model, state, rows)
@@ -253,7 +258,7 @@ def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
     check_batch(model, prompt_ids, source, config, samples_per_prompt)
     dev = model_device(model)
     state = prefill(model, prompt_ids.to(dev), attention_mask.to(dev), samples_per_prompt,
-                    carry=source.carries_residual)
+                    carry=source.carries_residual, carry_bits=source.carry_bits)
     nfe = 1
     for t in range(config.max_new_tokens):
         u = source.uniform().to(dev)  # [B], float64 (generated on the CPU: same on every device)

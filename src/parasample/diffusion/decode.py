@@ -110,7 +110,8 @@ class DecodeState(NamedTuple):
     s: step within the block; plan: the rule's plan for this block; prompt_len: P;
     kv: the cache's state (None without one); attention_mask: ``[B, P + G]`` or None;
     residual: ``[B]`` float64 arithmetic sampling's carried code point (None for other
-    sources); logq: ``[B]`` log-probability of the tokens committed so far (for the carry)."""
+    sources); logq: ``[B]`` log-probability of the tokens committed so far (for the carry);
+    carry_bits: the source's ``carry_bits``."""
 
     x: torch.Tensor
     block: int
@@ -121,6 +122,7 @@ class DecodeState(NamedTuple):
     attention_mask: torch.Tensor | None = None
     residual: torch.Tensor | None = None
     logq: torch.Tensor | None = None
+    carry_bits: int | None = None
 
 
 class DecodeInfo(NamedTuple):
@@ -183,7 +185,7 @@ def _draw(probs: torch.Tensor, u: torch.Tensor, commit: torch.Tensor, state: Dec
     tok = torch.zeros(commit.shape, dtype=torch.long, device=probs.device)
     for j in torch.nonzero(commit.any(0)).flatten().tolist():  # positions some row commits
         c = commit[:, j]
-        uj = carry_code_point(residual, u[:, j], logq)
+        uj = carry_code_point(residual, u[:, j], logq, state.carry_bits)
         tj = icdf_categorical(probs[:, j], uj)
         tok[:, j] = tj
         residual = torch.where(c, icdf_residual(probs[:, j], uj, tj), residual)
@@ -255,6 +257,8 @@ def decode(model, prompt: torch.Tensor, cfg: DecodeConfig, source: UniformSource
     carry = source is not None and source.carries_residual and cfg.temperature > 0
     code_point = source.uniform().to(dev) if carry else None  # [B]
     state = init(model, prompt, cfg, attention_mask, code_point)
+    if carry:
+        state = state._replace(carry_bits=source.carry_bits)
     zeros = torch.zeros(B, 2, cfg.block_length, dtype=torch.float64, device=dev)
     nfe, n_steps, committed = 0, 0, 0.0
     # Every step commits >= 1 token per unfinished row, so G steps always suffice.

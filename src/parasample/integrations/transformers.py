@@ -68,7 +68,7 @@ class SourceLogitsProcessor(_base()):
         probs = sampling_probs(scores, self.config)  # [B, V] float64
         u = self.source.uniform().to(dev)  # [B]
         if self.residual is not None:  # arithmetic sampling, exactly as the engine's step
-            u = carry_code_point(self.residual, u, self.logq)
+            u = carry_code_point(self.residual, u, self.logq, self.source.carry_bits)
         tok = icdf_categorical(probs, u)
         if self.residual is not None:
             self.residual = icdf_residual(probs, u, tok)

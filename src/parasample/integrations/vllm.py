@@ -65,13 +65,15 @@ class _Row:
     config: SamplingConfig
     output: list[int]
     residual: float | None
+    carry_bits: int | None = None
     logq: float = 0.0
 
 
-def request_args(u: torch.Tensor, config: SamplingConfig, carry: bool) -> dict[str, Any]:
+def request_args(u: torch.Tensor, config: SamplingConfig, carry: bool,
+                 carry_bits: int | None = None) -> dict[str, Any]:
     """The ``extra_args`` of one request: its uniforms ``u [T]`` and sampling settings."""
     return {EXTRA_KEY: {"u": [float(x) for x in u], "temperature": config.temperature,
-                        "top_p": config.top_p, "carry": bool(carry)}}
+                        "top_p": config.top_p, "carry": bool(carry), "carry_bits": carry_bits}}
 
 
 class ParasampleLogitsProcessor(_base()):
@@ -105,7 +107,7 @@ class ParasampleLogitsProcessor(_base()):
                 continue
             cfg = SamplingConfig(temperature=spec["temperature"], top_p=spec["top_p"])
             self.rows[i] = _Row(torch.tensor(spec["u"], dtype=torch.float64), cfg, output,
-                                float("nan") if spec["carry"] else None)
+                                float("nan") if spec["carry"] else None, spec.get("carry_bits"))
         for a, b, direction in batch_update.moved:
             ra, rb = self.rows.pop(a, None), self.rows.pop(b, None)
             if ra is not None:
@@ -133,8 +135,9 @@ class ParasampleLogitsProcessor(_base()):
                                    dtype=torch.float64, device=logits.device)
                 logq = torch.tensor([r.logq for r in rows], dtype=torch.float64,
                                     device=logits.device)
+                bits = rows[carry.index(True)].carry_bits  # one source per engine run
                 u = torch.where(torch.tensor(carry, device=logits.device),
-                                carry_code_point(res, u, logq), u)
+                                carry_code_point(res, u, logq, bits), u)
             tok = icdf_categorical(probs, u)  # [b]
             if any(carry):
                 new_res = icdf_residual(probs, u, tok).tolist()
@@ -169,7 +172,8 @@ def generate(llm, prompt_token_ids: list[list[int]], source: UniformSource,
                 # vocabulary per row) is skipped
                 n=1, max_tokens=config.max_new_tokens, temperature=0.0, top_p=1.0, top_k=-1,
                 ignore_eos=config.ignore_eos,
-                extra_args=request_args(u[p * k + j], config, source.carries_residual),
+                extra_args=request_args(u[p * k + j], config, source.carries_residual,
+                                        source.carry_bits),
                 **params_kwargs))
     outs = llm.generate(prompts, params, use_tqdm=False)
     return [list(o.outputs[0].token_ids) for o in outs]

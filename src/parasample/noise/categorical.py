@@ -91,20 +91,36 @@ def icdf_residual(probs: torch.Tensor, u: torch.Tensor, tok: torch.Tensor) -> to
 DEEP_LOGQ = -20 * math.log(2)
 
 
-def carry_code_point(residual: torch.Tensor, u: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+def carry_code_point(residual: torch.Tensor, u: torch.Tensor, logq: torch.Tensor,
+                     bits: int | None = None) -> torch.Tensor:
     """The uniform of arithmetic sampling's next draw, ``[B]`` (the AR engine's next token, or
     the next committed token of diffusion decoding).
 
-    NaN residual (a fresh row): the source's uniform. Otherwise the residual itself, which keeps
-    the k code points of a group an exact grid over whole sequences, as long as the row's prefix
-    has probability >= 2^-20: each draw divides the code point by p(token), so float64 keeps
-    33+ bits there. Deeper, the residual is rotated by the source's fresh uniform shared by the
-    group, frac(r + u): exactly uniform whatever float64 did to r. (A prefix that rare holds at
-    most one row of a group for k <= 2^20, so there is no stratification left to keep.)
+    NaN residual (a fresh row): the source's uniform. Otherwise, with ``bits`` None, the
+    residual itself, which keeps the k code points of a group an exact grid over whole
+    sequences, as long as the row's prefix has probability >= 2^-20: each draw divides the code
+    point by p(token), so float64 keeps 33+ bits there. Deeper, the residual is rotated by the
+    source's fresh uniform shared by the group, frac(r + u): exactly uniform whatever float64 did
+    to r. (A prefix that rare holds at most one row of a group for k <= 2^20, so there is no
+    stratification left to keep.)
+
+    With ``bits`` = b, only the residual's top b bits are carried and the rest is the row's
+    fresh uniform: (floor(r 2^b) + u) / 2^b. floor(r 2^b) is uniform on 0..2^b - 1 and
+    independent of the tokens so far, and u is fresh, so the next uniform is exactly U[0, 1) and
+    the row stays an exact draw; rows whose residuals differ by more than 2^-b keep their order
+    (the stratification of k rows needs about log2 k bits), and a last-bits difference in the
+    logits (another engine, batch shape or verification pass) changes the carried value only
+    when it crosses a multiple of 2^-b, instead of being divided by p(token) at every token.
+    ``u`` must then be the row's own uniform (:class:`ArithmeticSource` with ``carry_bits``
+    serves per-row dimensions after the first).
     """
     u = u.to(device=residual.device, dtype=torch.float64)
-    rotated = torch.remainder(residual + u, 1.0)
-    carried = torch.where(logq < DEEP_LOGQ, rotated, residual)
+    if bits is not None:
+        scale = float(2 ** bits)
+        carried = (torch.floor(residual * scale) + u) / scale
+    else:
+        rotated = torch.remainder(residual + u, 1.0)
+        carried = torch.where(logq < DEEP_LOGQ, rotated, residual)
     return torch.where(torch.isnan(residual), u, carried)
 
 

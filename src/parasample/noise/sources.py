@@ -54,6 +54,14 @@ def _check_sizes(n: int, k: int) -> None:
         )
 
 
+def _check_bits(bits: int | None) -> int | None:
+    if bits is not None and not (isinstance(bits, int) and 1 <= bits <= 48):
+        raise InputError(f"carry_bits={bits!r}: carry between 1 and 48 bits of the residual "
+                         "(about log2 k + 2 keep the stratification of k rows), or None for "
+                         "all of it.")
+    return bits
+
+
 def derive_generator(*parts) -> torch.Generator:
     """A fresh generator seeded from a run's identity (``parts``: the seed, the experiment, the
     chunk...): every piece of a sweep draws the same numbers whatever ran before it, so a resumed
@@ -87,6 +95,9 @@ class UniformSource(ABC):
     #: True when a sequential sampler must carry the residual of each inverse-CDF draw into the
     #: next uniform (arithmetic sampling, see :class:`ArithmeticSource`).
     carries_residual: bool = False
+    #: None: the whole residual is carried; b: only its top b bits, the rest from the row's own
+    #: uniform (:func:`~parasample.noise.carry_code_point`)
+    carry_bits: int | None = None
 
     def __init__(self, n: int, k: int | None = None, *, generator: torch.Generator):
         k = n if k is None else k
@@ -312,6 +323,11 @@ class ArithmeticSource(UniformSource):
 
     Without the carry (a sampler that ignores ``carries_residual``), the rows of a group would
     share their uniforms after dimension 0: still exact per row, but nearly identical.
+
+    ``carry_bits`` = b carries only the residual's top b bits and refills the rest from a
+    uniform of the row's own (every dimension after the first is then i.i.d. per row): each row
+    is still exact, a float32 difference stops compounding from token to token, and the
+    stratification is kept to 2^-b (see :func:`~parasample.noise.carry_code_point`).
     """
 
     name = "arithmetic"
@@ -322,19 +338,29 @@ class ArithmeticSource(UniformSource):
         # block c: code points frac(t / m + c' / k + Delta), a shifted m-point grid
         return _nested_pow2(k, m)
 
-    def __init__(self, n, k=None, *, generator):
+    def __init__(self, n, k=None, *, generator, carry_bits: int | None = None):
         super().__init__(n, k, generator=generator)
+        self.carry_bits = _check_bits(carry_bits)
         self._dim = 0
 
     def _next(self, d: int) -> torch.Tensor:
-        # dimension-major, one shift per (dimension, group): the same stream however d is chunked
-        shift = torch.rand(d, self.groups, generator=self.generator, dtype=torch.float64)
-        out = shift.T.repeat_interleave(self.k, dim=0)  # [n, d]
-        if self._dim == 0:
-            grid = lattice_order(self.k).to(torch.float64) / self.k  # [k]
-            out[:, 0] = torch.remainder(grid.repeat(self.groups) + out[:, 0], 1.0)
+        # dimension-major, one shift per (dimension, group) -- per (dimension, row) after the
+        # first with carry_bits: the same stream however d is chunked
+        cols = []
+        for dim in range(self._dim, self._dim + d):
+            if dim == 0:  # the code points: a shifted grid per group
+                grid = lattice_order(self.k).to(torch.float64) / self.k  # [k]
+                shift = torch.rand(self.groups, generator=self.generator, dtype=torch.float64)
+                cols.append(torch.remainder(grid.repeat(self.groups)
+                                            + shift.repeat_interleave(self.k), 1.0))
+            elif self.carry_bits is not None:
+                cols.append(torch.rand(self.n, generator=self.generator, dtype=torch.float64))
+            else:
+                shift = torch.rand(self.groups, generator=self.generator, dtype=torch.float64)
+                cols.append(shift.repeat_interleave(self.k))
         self._dim += d
-        return out
+        return torch.stack(cols, dim=1) if cols else torch.empty(self.n, 0,
+                                                                  dtype=torch.float64)
 
 
 class StratifiedSource(UniformSource):
@@ -348,14 +374,16 @@ class StratifiedSource(UniformSource):
     average and at most ceil(k p) + 1 times). Unlike arithmetic sampling's shared shift, the
     jitters are independent, and any k works. Each row is exactly uniform: pi(i) is uniform on
     the strata and v_i within one. Its blocks are not stratified samples of fewer points, so a
-    group serves only its own size (see :meth:`UniformSource.splits_into`).
+    group serves only its own size (see :meth:`UniformSource.splits_into`). ``carry_bits`` as
+    for :class:`ArithmeticSource`.
     """
 
     name = "stratified"
     carries_residual = True
 
-    def __init__(self, n, k=None, *, generator):
+    def __init__(self, n, k=None, *, generator, carry_bits: int | None = None):
         super().__init__(n, k, generator=generator)
+        self.carry_bits = _check_bits(carry_bits)
         self._dim = 0
 
     def _next(self, d: int) -> torch.Tensor:

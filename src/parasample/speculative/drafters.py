@@ -239,7 +239,8 @@ class ModelDrafter:
         logq, residual, done = ctx.logq, ctx.residual, ctx.done
         drafts, qs = [], []
         for j in range(D):
-            one = draw_token(ctx.u[:, j], logits, logq, residual, done, self.model, ctx.config)
+            one = draw_token(ctx.u[:, j], logits, logq, residual, done, self.model, ctx.config,
+                             carry_bits=ctx.carry_bits)
             tok = one.tokens[:, 0]
             drafts.append(tok)
             if ctx.want_q:  # q_j, for the rejection rule

@@ -109,6 +109,7 @@ class SpecNoise:
 
     def __init__(self, source: UniformSource, verify: str):
         self.source = UniformTape(source)
+        self.carry_bits = source.carry_bits
         self.private = None
         if verify == "rejection":
             seed = int(torch.randint(0, 2**62, (1,), generator=source.generator))
@@ -200,6 +201,7 @@ class DraftContext(NamedTuple):
         :meth:`SpecNoise.draft`); only sampling drafters (a draft model) use it.
     config: the sampling configuration (temperature and top-p apply to drafts too).
     want_q: the verifier needs the distributions the drafts were drawn from (rejection).
+    carry_bits: the source's ``carry_bits`` (how the residual is carried).
     """
 
     tokens: torch.Tensor
@@ -210,17 +212,19 @@ class DraftContext(NamedTuple):
     u: torch.Tensor
     config: SamplingConfig
     want_q: bool = False
+    carry_bits: int | None = None
 
 
 def draw_token(u: torch.Tensor, logits: torch.Tensor, logq: torch.Tensor,
                residual: torch.Tensor | None, done: torch.Tensor, model,
-               config: SamplingConfig, forced: torch.Tensor | None = None) -> AncestralState:
+               config: SamplingConfig, forced: torch.Tensor | None = None,
+               carry_bits: int | None = None) -> AncestralState:
     """One token per row exactly as sequential sampling draws it: :func:`ancestral.step` with
     no model call, on ``logits [B, V]`` and the row's running ``logq [B]`` and ``residual``.
     Returns the one-token state (``tokens [B, 1]``, ``logprobs [B, 1]``, done, residual)."""
     state = AncestralState(tokens=logits.new_empty(logits.shape[0], 0, dtype=torch.long),
                            logprobs=logq[:, None], logits=logits, cache=None, done=done,
-                           residual=residual)
+                           residual=residual, carry_bits=carry_bits)
     new, _ = ancestral_step(u, state, model, config, advance=False, forced=forced)
     return new._replace(logprobs=new.logprobs[:, 1:])
 
@@ -233,12 +237,12 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, noise: S
     dev = model_device(model)
     prompt_ids, attention_mask = prompt_ids.to(dev), attention_mask.to(dev)
     first = prefill(model, prompt_ids, attention_mask, samples_per_prompt,
-                    carry=carry and spec.verify == "identical")
+                    carry=carry and spec.verify == "identical", carry_bits=noise.carry_bits)
     B = first.logits.shape[0]
     width = config.max_new_tokens + spec.draft_len + 1  # room for a whole window past the end
     u = noise.first(torch.arange(B)).to(dev)
     one = draw_token(u, first.logits, torch.zeros(B, dtype=torch.float64, device=dev),
-                     first.residual, first.done, model, config)
+                     first.residual, first.done, model, config, carry_bits=noise.carry_bits)
     pad = model.eos_id if model.eos_id is not None and not config.ignore_eos else 0
     tokens = torch.full((B, width), pad, dtype=torch.long, device=dev)
     tokens[:, 0] = one.tokens[:, 0]
@@ -285,7 +289,7 @@ def _verify(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, draft: 
             forced = _rejection_token(sampling_probs(logits[:, j], config), draft[:, j],
                                       None if q is None else q[:, j], u_test[:, j], u_draw[:, j])
         one = draw_token(u_draw[:, j], logits[:, j], logq, residual, done, model, config,
-                         forced)
+                         forced, noise.carry_bits)
         tok = one.tokens[:, 0]
         window.append(tok)
         window_lq.append(one.logprobs[:, 0])
@@ -339,7 +343,7 @@ def step(noise: SpecNoise, state: SpecState, model, config: SamplingConfig, spec
     ctx = DraftContext(tokens, count, state.done[r], state.logprobs[r].sum(1),
                        None if state.residual is None else state.residual[r],
                        noise.draft(n, r).to(dev), config,
-                       want_q=spec.verify == "rejection")
+                       want_q=spec.verify == "rejection", carry_bits=noise.carry_bits)
     draft, q, dstate, draft_nfe = drafter.propose(state.draft, ctx, D)  # [B', D], [B', D, V]
     D = draft.shape[1]  # a drafter may propose fewer (none: a plain one-token step)
     logits, cache = model.extend(state.cache, torch.cat([pending, draft], dim=1))
