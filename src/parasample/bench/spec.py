@@ -1,16 +1,28 @@
 """``parasample bench spec``: exact speculative decoding against plain sequential sampling.
 
 A *group* is one model, task and batch shape (batch 1: one sample per prompt; k: k samples
-per prompt). It runs sequential sampling once, then every drafter x verifier of the group from
-the same source and seed, and transformers' own ``generate`` with and without prompt lookup
-(the anchor, SmolLM2 GSM8K batch 1), all in one sitting so that the speedups are ratios of one
-run. Each group's rows are appended to ``spec.csv`` when it finishes; a rerun skips finished
+per prompt). It runs sequential sampling, every drafter x verifier of the group from the same
+source and seed, and transformers' own ``generate`` with and without prompt lookup (the anchor,
+SmolLM2 GSM8K batch 1). Every run is warmed up once on the first prompt, then timed ``reps``
+times over all prompts, the order of the runs reversed and rotated from one repetition to the
+next; a speedup is the ratio of tokens/s to sequential (or, for transformers' prompt lookup, to
+its own generate) *within* a repetition, and the row keeps the median and the range of those
+ratios. Each group's rows are appended to ``spec.csv`` when it finishes; a rerun skips finished
 groups.
+
+``identity.csv`` answers when speculative output is token-identical in float32: for every
+source (and arithmetic / stratified sampling carrying only a few bits of their residual, see
+:func:`~parasample.noise.carry_code_point`) the fraction of SmolLM2 rows (unseen GSM8K
+questions, k samples each) whose ``identical``-verifier output equals sequential sampling's, at
+the bench's sampling settings and at temperature 1 without top-p.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,16 +32,23 @@ from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
 from parasample.bench.timing import machine_fields
 from parasample.errors import InputError
-from parasample.noise import derive_generator, make_source
+from parasample.noise import SOURCES, derive_generator, make_source
 from parasample.speculative import ModelDrafter, NGramDrafter, SiblingDrafter, SpecConfig
 from parasample.speculative import generate as spec_generate
 
-__all__ = ["SPEC_HEADER", "SpecBenchConfig", "Group", "groups", "run_group", "spec_rows"]
+__all__ = ["SPEC_HEADER", "IDENTITY_HEADER", "SpecBenchConfig", "Group", "groups", "run_group",
+           "spec_rows", "identity_rows", "n_steps"]
 
 SPEC_HEADER = ["method", "drafter", "verify", "sampler", "model", "task", "batch", "draft_len",
                "tokens", "nfe", "tokens_per_nfe", "acceptance", "wall_s", "tokens_per_s",
-               "speedup_vs_sequential", "identical_to_sequential", "device", "torch_threads"]
+               "speedup_vs_sequential", "speedup_min", "speedup_max", "reps",
+               "identical_to_sequential", "device", "torch_threads"]
 _KEY = ["method", "drafter", "verify", "sampler", "model", "task", "batch", "draft_len"]
+IDENTITY_HEADER = ["model", "task", "sampler", "carry_bits", "drafter", "temperature", "top_p",
+                   "k", "rows", "identical_rows", "identical_fraction",
+                   "mean_first_difference", "max_new_tokens", "dtype", "device"]
+_IDENTITY_KEY = ["model", "task", "sampler", "carry_bits", "drafter", "temperature", "top_p",
+                 "k", "max_new_tokens", "dtype"]
 
 #: SmolLM2's arithmetic prompts: the chain task in words (answers restate its numbers).
 ARITH_INSTRUCTION = ("Work out the chain one step at a time, writing each step as "
@@ -38,9 +57,11 @@ ARITH_INSTRUCTION = ("Work out the chain one step at a time, writing each step a
 
 @dataclass(frozen=True)
 class SpecBenchConfig:
-    """Settings of one ``bench spec`` run (defaults: about 10 minutes on 2 cores).
+    """Settings of one ``bench spec`` run (defaults: about 45 minutes on 2 cores).
 
-    prompts: prompts per task at batch 1; k_prompts: prompts at k samples each.
+    prompts: prompts per task at batch 1; k_prompts: prompts at k samples each; reps: timed
+    repetitions of every run (after one warm-up); identity_prompts / identity_k /
+    identity_tokens: the float32 identity table (0 prompts skips it).
     """
 
     prompts: int = 4
@@ -53,16 +74,25 @@ class SpecBenchConfig:
     sampler: str = "iid"
     toy_prompts: int = 8
     skip_lm: bool = False
+    reps: int = 3
+    identity_prompts: int = 5
+    identity_k: int = 4
+    identity_tokens: int = 48
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("prompts", "k", "k_prompts", "max_new_tokens", "draft_len", "toy_prompts"):
+        for name in ("prompts", "k", "k_prompts", "max_new_tokens", "draft_len", "toy_prompts",
+                     "reps", "identity_k", "identity_tokens"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        if self.identity_prompts < 0:
+            raise InputError(f"identity_prompts={self.identity_prompts} must be >= 0 (0 skips "
+                             "the identity table).")
 
     @classmethod
     def quick(cls, **kw) -> SpecBenchConfig:
-        return replace(cls(prompts=1, k=4, max_new_tokens=24, toy_prompts=2), **kw)
+        return replace(cls(prompts=1, k=4, max_new_tokens=24, toy_prompts=2, reps=1,
+                           identity_prompts=1, identity_k=2, identity_tokens=12), **kw)
 
 
 @dataclass(frozen=True)
@@ -94,27 +124,44 @@ def groups(cfg: SpecBenchConfig) -> list[Group]:
     return out
 
 
-def _prompts(group: Group, cfg: SpecBenchConfig, lm) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The group's prompts, one ``(ids [1, P], mask [1, P])`` each."""
+def _texts(task: str, n: int, cfg: SpecBenchConfig, offset: int = 0) -> list[str]:
+    """``n`` prompt texts of a task for a chat model, from ``offset`` on."""
     from parasample.tasks.arith import ArithChainTask
 
+    if task == "gsm8k":
+        from parasample.tasks.gsm8k import format_prompt, load_gsm8k
+
+        return [format_prompt(p.question) for p in load_gsm8k(limit=offset + n)[offset:]]
+    return [ARITH_INSTRUCTION.format(prompt=p.prompt)
+            for p in ArithChainTask().problems(offset + n, split="test", seed=cfg.seed)[offset:]]
+
+
+def _prompts(group: Group, cfg: SpecBenchConfig, lm) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The group's prompts, one ``(ids [1, P], mask [1, P])`` each."""
     toy = group.model == "ar-arith"
     n = cfg.k_prompts if group.k > 1 else cfg.toy_prompts if toy else cfg.prompts
     if toy:
         from parasample.models.data import encode_prompts
-        from parasample.tasks.arith import CharTokenizer
+        from parasample.tasks.arith import ArithChainTask, CharTokenizer
 
         ps = ArithChainTask().problems(n, split="test", seed=cfg.seed)
         ids = encode_prompts([p.prompt for p in ps], CharTokenizer())
         return [(ids[i:i + 1], torch.ones_like(ids[i:i + 1])) for i in range(n)]
-    if group.task == "gsm8k":
-        from parasample.tasks.gsm8k import format_prompt, load_gsm8k
+    return [lm.encode_prompts([t]) for t in _texts(group.task, n, cfg)]
 
-        texts = [format_prompt(p.question) for p in load_gsm8k(limit=n)]
-    else:
-        texts = [ARITH_INSTRUCTION.format(prompt=p.prompt)
-                 for p in ArithChainTask().problems(n, split="test", seed=cfg.seed)]
-    return [lm.encode_prompts([t]) for t in texts]
+
+def _models(group: Group, cfg: SpecBenchConfig, device, dtype):
+    """(target, draft model or None, sampling config) of a group."""
+    from parasample.models.registry import load_ar
+    from parasample.targets.hf import smollm2
+
+    if group.model == "ar-arith":
+        lm = load_ar(device=device, dtype=dtype)
+        draft = load_ar("ar-arith-draft", device=device, dtype=dtype)
+        return lm, draft, SamplingConfig(temperature=1.0, max_new_tokens=lm.train_config.get(
+            "gen_length", 48))
+    return smollm2(dtype, device), None, SamplingConfig(
+        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
 
 
 def _drafter(name: str, lm, draft_lm):
@@ -123,114 +170,119 @@ def _drafter(name: str, lm, draft_lm):
     return {"ngram": NGramDrafter, "sibling": SiblingDrafter}[name]()
 
 
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _tokens(out) -> int:
+    """Tokens a run emitted: rows up to and including their EOS (ours) or a list of them."""
+    if isinstance(out, int):
+        return out
+    return int(out.lengths.sum())
+
+
 def run_group(group: Group, cfg: SpecBenchConfig, *, device="cpu", dtype=torch.float32,
               progress=None) -> list[dict]:
     """Sequential, every method of the group and (if asked) the transformers anchor, over the
-    group's prompts: one row each."""
-    from parasample.models.registry import load_ar
-    from parasample.targets.hf import smollm2
-
-    if group.model == "ar-arith":
-        lm, draft_lm = load_ar(device=device, dtype=dtype), load_ar("ar-arith-draft",
-                                                                    device=device, dtype=dtype)
-        config = SamplingConfig(temperature=1.0, max_new_tokens=lm.train_config.get(
-            "gen_length", 48))
-    else:
-        lm, draft_lm = smollm2(dtype, device), None
-        config = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_new_tokens=cfg.max_new_tokens)
+    group's prompts: warmed up, then timed ``cfg.reps`` times in alternating orders; one row
+    each."""
+    lm, draft_lm, config = _models(group, cfg, device, dtype)
     prompts = _prompts(group, cfg, lm)
     base = {"sampler": cfg.sampler, "model": group.model, "task": group.task,
-            "batch": group.batch, **machine_fields(device, dtype)}
+            "batch": group.batch, "reps": cfg.reps, **machine_fields(device, dtype)}
 
     def source(i):
         return make_source(cfg.sampler, group.k, group.k, generator=derive_generator(
             cfg.seed, group.model, group.task, group.k, i))
 
-    def timed(fn):
-        t0 = time.perf_counter()
-        out = [fn(i, ids, mask) for i, (ids, mask) in enumerate(prompts)]
-        return out, time.perf_counter() - t0
-
-    seq, seq_s = timed(lambda i, ids, mask: generate(lm, ids, mask, source(i), config,
-                                                     samples_per_prompt=group.k))
-    seq_tokens = sum(int(o.lengths.sum()) for o in seq)
-    seq_tps = seq_tokens / seq_s
-    rows = [_row(base, "sequential", "", "", "", seq_tokens, sum(o.nfe for o in seq), "",
-                 seq_s, seq_tps, "")]
-    _tick(progress)
+    runs: dict[tuple[str, str, str], Callable] = {
+        ("sequential", "", ""): lambda i, ids, mask: generate(
+            lm, ids, mask, source(i), config, samples_per_prompt=group.k)}
     for drafter, verify in group.methods:
         spec = SpecConfig(draft_len=cfg.draft_len, verify=verify)
-        outs, wall = timed(lambda i, ids, mask, spec=spec, drafter=drafter: spec_generate(
-            lm, ids, mask, source(i), config, spec, _drafter(drafter, lm, draft_lm),
-            samples_per_prompt=group.k))
-        proposed, accepted = sum(o.proposed for o in outs), sum(o.accepted for o in outs)
-        same = ""
-        if verify == "identical":
-            rows_same = [bool(torch.equal(_cut(a.tokens[r], a.lengths[r]),
-                                          _cut(b.tokens[r], b.lengths[r])))
-                         for a, b in zip(seq, outs, strict=True) for r in range(group.k)]
-            same = round(sum(rows_same) / len(rows_same), 4)
-        rows.append(_row(base, "speculative", drafter, verify, cfg.draft_len,
-                         sum(int(o.lengths.sum()) for o in outs), sum(o.nfe for o in outs),
-                         round(accepted / proposed, 4) if proposed else "", wall, seq_tps,
-                         same))
-        _tick(progress)
+        runs[("speculative", drafter, verify)] = (
+            lambda i, ids, mask, spec=spec, drafter=drafter: spec_generate(
+                lm, ids, mask, source(i), config, spec, _drafter(drafter, lm, draft_lm),
+                samples_per_prompt=group.k))
     if group.anchor:
-        rows += _anchor(lm, prompts, config, cfg, base)
-        _tick(progress)
+        runs.update(_anchor_runs(lm, config, cfg))
+    for fn in runs.values():  # warm-up: first calls allocate, load kernels, fill caches
+        fn(0, *prompts[0])
+    walls: dict[tuple, list[float]] = {name: [] for name in runs}
+    outs: dict[tuple, list] = {}
+    names = list(runs)
+    for rep in range(cfg.reps):
+        order = names[rep // 2 % len(names):] + names[:rep // 2 % len(names)]
+        for name in (order if rep % 2 == 0 else order[::-1]):
+            _sync(device)
+            t0 = time.perf_counter()
+            outs[name] = [runs[name](i, ids, mask) for i, (ids, mask) in enumerate(prompts)]
+            _sync(device)
+            walls[name].append(time.perf_counter() - t0)
+        if progress is not None:
+            progress(len(runs) / cfg.reps)
+    return _rows(group, runs, outs, walls, base, cfg)
+
+
+def _rows(group: Group, runs, outs, walls, base, cfg) -> list[dict]:
+    """One CSV row per run: medians over the repetitions, speedups as per-repetition ratios."""
+    seq = ("sequential", "", "")
+    tokens = {name: sum(_tokens(o) for o in outs[name]) for name in runs}
+    tps = {name: [tokens[name] / w for w in walls[name]] for name in runs}
+    rows = []
+    for name in runs:
+        method, drafter, verify = name
+        ref = ("transformers", "", "") if method == "transformers" else seq
+        ratios = [a / b for a, b in zip(tps[name], tps[ref], strict=True)]
+        out = outs[name]
+        spec = method == "speculative"
+        nfe = sum(o.nfe for o in out) if method != "transformers" else ""
+        proposed = sum(o.proposed for o in out) if spec else 0
+        accepted = sum(o.accepted for o in out) if spec else 0
+        same = ""
+        if spec and verify == "identical":
+            same = _identical_fraction(outs[seq], out, group.k)
+        rows.append({**base, "method": method, "drafter": drafter, "verify": verify,
+                     "draft_len": cfg.draft_len if drafter else "", "tokens": tokens[name],
+                     "nfe": nfe, "tokens_per_nfe": round(tokens[name] / nfe, 3) if nfe else "",
+                     "acceptance": round(accepted / proposed, 4) if proposed else "",
+                     "wall_s": round(statistics.median(walls[name]), 3),
+                     "tokens_per_s": round(statistics.median(tps[name]), 2),
+                     "speedup_vs_sequential": "" if name in (seq, ref) else
+                     round(statistics.median(ratios), 3),
+                     "speedup_min": "" if name in (seq, ref) else round(min(ratios), 3),
+                     "speedup_max": "" if name in (seq, ref) else round(max(ratios), 3),
+                     "identical_to_sequential": same})
     return rows
 
 
-def _tick(progress) -> None:
-    if progress is not None:
-        progress(1)
+def _identical_fraction(seq_outs, spec_outs, k: int) -> float:
+    """Fraction of rows whose speculative tokens (up to EOS) equal sequential sampling's."""
+    same = [bool(torch.equal(a.tokens[r, :int(a.lengths[r])], b.tokens[r, :int(b.lengths[r])]))
+            for a, b in zip(seq_outs, spec_outs, strict=True) for r in range(k)]
+    return round(sum(same) / len(same), 4)
 
 
-def _cut(tokens: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-    return tokens[:int(length)]
-
-
-def _row(base, method, drafter, verify, draft_len, tokens, nfe, acceptance, wall, seq_tps,
-         same) -> dict:
-    """One CSV row; ``seq_tps`` is the sequential run's tokens per second (the rejection
-    verifier's samples, and so their token counts, differ from the sequential run's)."""
-    tps = tokens / wall if wall > 0 else float("nan")
-    return {**base, "method": method, "drafter": drafter, "verify": verify,
-            "draft_len": draft_len, "tokens": tokens, "nfe": nfe,
-            "tokens_per_nfe": round(tokens / nfe, 3), "acceptance": acceptance,
-            "wall_s": round(wall, 3), "tokens_per_s": round(tps, 2),
-            "speedup_vs_sequential": "" if method == "sequential" else round(tps / seq_tps, 3),
-            "identical_to_sequential": same}
-
-
-def _anchor(lm, prompts, config: SamplingConfig, cfg: SpecBenchConfig, base: dict) -> list[dict]:
+def _anchor_runs(lm, config: SamplingConfig, cfg: SpecBenchConfig) -> dict:
     """transformers' ``generate(do_sample=True)`` with and without ``prompt_lookup_num_tokens``
-    (its own RNG, so neither is identical to ours): the speedup it gets over itself."""
+    (its own RNG, seeded per prompt, so neither is identical to ours): each returns the tokens
+    it emitted (up to and including EOS)."""
     kw = dict(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0,
               max_new_tokens=config.max_new_tokens, pad_token_id=lm.pad_id)
-    results = {}
-    for name, extra in (("transformers", {}),
-                        ("transformers-prompt-lookup",
-                         {"prompt_lookup_num_tokens": cfg.draft_len})):
-        torch.manual_seed(cfg.seed)  # transformers samples from the global RNG: pin it
-        tokens, t0 = 0, time.perf_counter()
-        for ids, mask in prompts:
-            out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(
-                lm.device), **kw, **extra)
+
+    def run(extra):
+        def fn(i, ids, mask):
+            torch.manual_seed(cfg.seed + i)  # transformers samples from the global RNG
+            out = lm.model.generate(input_ids=ids.to(lm.device),
+                                    attention_mask=mask.to(lm.device), **kw, **extra)
             new = out[0, ids.shape[1]:].tolist()
-            tokens += new.index(lm.eos_id) + 1 if lm.eos_id in new else len(new)
-        results[name] = (tokens, time.perf_counter() - t0)
-    (t_plain, s_plain), (t_pl, s_pl) = results["transformers"], \
-        results["transformers-prompt-lookup"]
-    # transformers' rows: speedups over its own plain generate; it reports no call counts
-    rows = [_row(base, "transformers", "", "", "", t_plain, 1, "", s_plain, t_plain / s_plain,
-                 ""),
-            _row(base, "transformers", "prompt-lookup", "multinomial", cfg.draft_len, t_pl, 1, "",
-                 s_pl, t_plain / s_plain, "")]
-    for row in rows:
-        row["nfe"], row["tokens_per_nfe"] = "", ""
-    return rows
+            return new.index(lm.eos_id) + 1 if lm.eos_id in new else len(new)
+        return fn
+
+    return {("transformers", "", ""): run({}),
+            ("transformers", "prompt-lookup", "multinomial"): run(
+                {"prompt_lookup_num_tokens": cfg.draft_len})}
 
 
 def spec_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.float32,
@@ -243,13 +295,98 @@ def spec_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.floa
                  "draft_len": ""}
         if log.done(first):
             if progress is not None:
-                progress(len(group.methods) + 1 + group.anchor)
+                progress(_runs(group))
             continue
         for row in run_group(group, cfg, device=device, dtype=dtype, progress=progress):
             log.append(row)
     return log.rows
 
 
+def _runs(group: Group) -> int:
+    return len(group.methods) + 1 + 2 * group.anchor
+
+
+#: sources of the identity table: (name, carry_bits); the carrying ones whole and to a few bits
+def identity_sources(k: int) -> list[tuple[str, int | None]]:
+    bits = int(math.log2(k)) + 2  # the strata of k rows and a 4x margin
+    out = [(s, None) for s in SOURCES]
+    out += [(s, b) for s in ("arithmetic", "stratified") for b in (bits, bits + 8)]
+    return out
+
+
+def identity_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.float32,
+                  progress=None) -> list[dict]:
+    """``identity.csv``: per source x drafter x sampling setting, the fraction of SmolLM2 rows
+    whose ``identical``-verifier output equals sequential sampling's (float32 unless --dtype
+    says otherwise), and where the differing rows first differ."""
+    from parasample.targets.hf import smollm2
+
+    log = ResumableCSV(out / "identity.csv", IDENTITY_HEADER, _IDENTITY_KEY)
+    if cfg.skip_lm or cfg.identity_prompts == 0:
+        return log.rows
+    lm = None
+    k, T = cfg.identity_k, cfg.identity_tokens
+    fields = machine_fields(device, dtype)
+    for temperature, top_p in ((cfg.temperature, cfg.top_p), (1.0, 1.0)):
+        config = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=T)
+        for name, bits in identity_sources(k):
+            if name == "sobol" and k & (k - 1) or name == "antithetic" and k % 2:
+                continue
+            seq = None  # sequential sampling once per source, for both drafters
+            for drafter in ("ngram", "sibling"):
+                key = {"model": "smollm2", "task": "gsm8k", "sampler": name,
+                       "carry_bits": "" if bits is None else bits, "drafter": drafter,
+                       "temperature": temperature, "top_p": top_p, "k": k,
+                       "max_new_tokens": T, "dtype": fields["dtype"]}
+                if log.done(key):
+                    if progress is not None:
+                        progress(1)
+                    continue
+                if lm is None:
+                    lm = smollm2(dtype, device)
+                    # unseen questions: after the ones the timing groups use
+                    texts = _texts("gsm8k", cfg.identity_prompts, cfg, offset=cfg.prompts)
+                    ids, mask = lm.encode_prompts(texts)
+
+                def src(name=name, bits=bits, n=ids.shape[0] * k):
+                    kw = {} if bits is None else {"carry_bits": bits}
+                    return make_source(name, n, k, generator=derive_generator(
+                        cfg.seed, "identity", name, bits), **kw)
+
+                if seq is None:
+                    seq = generate(lm, ids, mask, src(), config, samples_per_prompt=k)
+                spec = spec_generate(lm, ids, mask, src(), config,
+                                     SpecConfig(draft_len=cfg.draft_len),
+                                     _drafter(drafter, lm, None), samples_per_prompt=k)
+                log.append({**key, **_identity(seq, spec), "device": fields["device"]})
+                if progress is not None:
+                    progress(1)
+    return log.rows
+
+
+def _identity(seq, spec) -> dict:
+    """Rows of ``spec`` equal to ``seq``'s (tokens up to and including EOS), and where the
+    others first differ (mean token index)."""
+    same, first = [], []
+    for r in range(seq.tokens.shape[0]):
+        a = seq.tokens[r, :int(seq.lengths[r])].tolist()
+        b = spec.tokens[r, :int(spec.lengths[r])].tolist()
+        same.append(a == b)
+        if a != b:
+            pairs = zip(a, b, strict=False)  # up to the shorter row
+            first.append(next((i for i, (x, y) in enumerate(pairs) if x != y),
+                              min(len(a), len(b))))
+    return {"rows": len(same), "identical_rows": sum(same),
+            "identical_fraction": round(sum(same) / len(same), 4),
+            "mean_first_difference": round(sum(first) / len(first), 1) if first else ""}
+
+
 def n_steps(cfg: SpecBenchConfig) -> int:
-    """Progress units of a run (sequential + methods + anchor per group)."""
-    return sum(len(g.methods) + 1 + g.anchor for g in groups(cfg))
+    """Progress units of a run (each timed run of every group, and each identity row)."""
+    ident = 0
+    if not cfg.skip_lm and cfg.identity_prompts:
+        k = cfg.identity_k
+        ident = 2 * 2 * sum(1 for name, _ in identity_sources(k)
+                            if not (name == "sobol" and k & (k - 1) or name == "antithetic"
+                                    and k % 2))
+    return sum(_runs(g) for g in groups(cfg)) + ident

@@ -46,8 +46,15 @@ def bench_spec(
     sampler: Sampler = typer.Option(Sampler.iid, "--sampler", "-s", help="The uniform source "
                                     "of every run (sequential and speculative share it)."),
     skip_lm: bool = typer.Option(False, "--skip-lm", help="Only the toy target / draft pair."),
+    reps: int = typer.Option(3, "--reps", min=1, help="Timed repetitions of every run, after "
+                             "one warm-up; the order of the runs alternates between them, and "
+                             "spec.csv keeps the median tokens/s and the range of the speedups."),
+    identity_prompts: int = typer.Option(5, "--identity-prompts", min=0, help="Unseen GSM8K "
+                                         "questions of the float32 identity table "
+                                         "(identity.csv; 0 skips it)."),
     out: str = out_opt("spec"),
-    quick: bool = quick_opt("1 prompt per task, k = 4, 24 tokens, 2 toy prompts"),
+    quick: bool = quick_opt("1 prompt per task, k = 4, 24 tokens, 2 toy prompts, 1 repetition, "
+                            "a 1-question identity table"),
     seed: int = seed_opt(0, "the prompts and the uniform sources"),
     device: str = device_opt(),
     dtype: str = dtype_opt(),
@@ -58,19 +65,35 @@ def bench_spec(
     1 and k samples; SmolLM2-135M-Instruct on GSM8K and arithmetic prompts at batch 1 (n-gram
     drafts) and k samples (n-gram and sibling drafts); identical and rejection verifiers; and
     transformers' generate with prompt lookup against its own plain generate (the anchor).
-    Writes spec.csv (tokens/s, model calls, tokens per call, acceptance, speedup, fraction of
-    rows token-identical to the sequential run) and spec.png. Resumes when rerun.
+    Every run is warmed up, then timed --reps times in alternating orders. Writes spec.csv
+    (tokens/s, model calls, tokens per call, acceptance, median speedup and its range, fraction
+    of rows token-identical to the sequential run), identity.csv (per source: how often float32
+    speculative output equals sequential output) and spec.png. Resumes when rerun.
+
+    Token identity: the identical verifier returns sequential sampling's tokens exactly in exact
+    arithmetic (float64, or models whose verification pass computes the same logits as one-token
+    steps) for every source; in float32 a many-token verification pass differs from one-token
+    steps in the last bits, which can move an inverse-CDF boundary: rare for sources that do not
+    carry a residual (a near-tie), frequent for arithmetic and stratified sampling, whose carried
+    residual is divided by p(token) at every token (identity.csv measures both).
     """
     from pathlib import Path
 
     from parasample.bench.plots import spec_plot
-    from parasample.bench.spec import SpecBenchConfig, groups, n_steps, spec_rows
+    from parasample.bench.spec import (
+        SpecBenchConfig,
+        groups,
+        identity_rows,
+        n_steps,
+        spec_rows,
+    )
 
     dev, dt = setup(threads, device, dtype)
     cfg = config(ctx, quick, SpecBenchConfig, dict(
         prompts=prompts, k=k, k_prompts=k_prompts, toy_prompts=toy_prompts,
         max_new_tokens=max_new_tokens, draft_len=draft_len, temperature=temperature,
-        top_p=top_p, sampler=sampler.value, skip_lm=skip_lm, seed=seed))
+        top_p=top_p, sampler=sampler.value, skip_lm=skip_lm, reps=reps,
+        identity_prompts=identity_prompts, seed=seed))
     if not cfg.skip_lm:
         from parasample.targets.hf import smollm2_path
 
@@ -85,20 +108,37 @@ def bench_spec(
         job = bar.add_task("spec runs", total=n_steps(cfg))
         rows = spec_rows(cfg, out_dir, device=dev, dtype=dt,
                          progress=lambda n: bar.advance(job, n))
+        ident = identity_rows(cfg, out_dir, device=dev, dtype=dt,
+                              progress=lambda n: bar.advance(job, n))
     spec_plot(out_dir)
     _table(rows)
-    console.print(f"wrote spec.csv and spec.png in {out_dir}")
+    if ident:
+        _identity_table(ident)
+    console.print(f"wrote spec.csv, identity.csv and spec.png in {out_dir}")
 
 
 def _table(rows: list[dict]) -> None:
     from rich.table import Table
 
     t = Table("model", "task", "batch", "method", "drafter / verify", "tokens / call",
-              "acceptance", "tokens/s", "speedup", "identical", title="bench spec")
+              "acceptance", "tokens/s", "speedup (range)", "identical", title="bench spec")
     for r in rows:
+        speed = (f"{r['speedup_vs_sequential']} ({r['speedup_min']}-{r['speedup_max']})"
+                 if str(r["speedup_vs_sequential"]) else "-")
         t.add_row(r["model"], r["task"], r["batch"], r["method"],
                   f"{r['drafter']}/{r['verify']}" if r["drafter"] else "-",
                   str(r["tokens_per_nfe"]) or "-", str(r["acceptance"]) or "-",
-                  str(r["tokens_per_s"]), str(r["speedup_vs_sequential"]) or "-",
-                  str(r["identical_to_sequential"]) or "-")
+                  str(r["tokens_per_s"]), speed, str(r["identical_to_sequential"]) or "-")
+    console.print(t)
+
+
+def _identity_table(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table("sampler", "carry bits", "drafter", "T", "top-p", "identical rows",
+              "first difference at", title="float32: speculative = sequential?")
+    for r in rows:
+        t.add_row(r["sampler"], str(r["carry_bits"]) or "all", r["drafter"],
+                  str(r["temperature"]), str(r["top_p"]),
+                  f"{r['identical_rows']}/{r['rows']}", str(r["mean_first_difference"]) or "-")
     console.print(t)

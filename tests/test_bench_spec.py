@@ -1,0 +1,41 @@
+"""bench spec's bookkeeping: repetitions in alternating orders, speedups as per-repetition
+ratios, and the identity table's counts (the runs themselves are exercised by the CLI's quick
+run in tests/test_interrupt.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from parasample.bench.spec import SpecBenchConfig, _identity, _rows, groups, identity_sources
+
+
+def test_identity_counts_equal_rows_and_where_the_others_first_differ():
+    seq = SimpleNamespace(tokens=torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]]),
+                          lengths=torch.tensor([3, 3, 3]))
+    spec = SimpleNamespace(tokens=torch.tensor([[1, 2, 3, 0], [4, 0, 6, 0], [7, 8, 9, 1]]),
+                           lengths=torch.tensor([3, 3, 4]))
+    row = _identity(seq, spec)
+    assert row == {"rows": 3, "identical_rows": 1, "identical_fraction": 0.3333,
+                   "mean_first_difference": 2.0}  # row 1 at token 1, row 2 at token 3
+
+
+def test_speedups_are_per_repetition_ratios_with_their_range():
+    group = groups(SpecBenchConfig(skip_lm=True))[0]
+    out = SimpleNamespace(lengths=torch.tensor([10]), nfe=10, proposed=0, accepted=0,
+                          tokens=torch.zeros(1, 10, dtype=torch.long))
+    runs = {("sequential", "", ""): None, ("speculative", "ngram", "rejection"): None}
+    outs = {name: [out] for name in runs}
+    walls = {("sequential", "", ""): [1.0, 2.0, 1.0],
+             ("speculative", "ngram", "rejection"): [0.5, 1.0, 2.0]}
+    rows = _rows(group, runs, outs, walls, {}, SpecBenchConfig(reps=3))
+    spec = rows[1]
+    assert spec["speedup_vs_sequential"] == 2.0  # ratios 2, 2, 0.5: the median
+    assert (spec["speedup_min"], spec["speedup_max"]) == (0.5, 2.0)
+    assert spec["tokens_per_s"] == 10.0 and spec["wall_s"] == 1.0
+
+
+def test_the_identity_sources_include_a_few_carried_bits():
+    src = identity_sources(4)
+    assert ("arithmetic", None) in src and ("arithmetic", 4) in src and ("stratified", 12) in src
