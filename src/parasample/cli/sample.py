@@ -44,8 +44,12 @@ SPECULATIVE_HELP = ("Speculative decoding: ngram (prompt lookup in the sample's 
                     "output), sibling (the other samples of the prompt, then prompt lookup), or "
                     "model:NAME (a draft model with the same tokenizer: a local HF directory / "
                     ".gguf file, or a shipped AR checkpoint such as model:ar-arith-draft). Off by "
-                    "default. With --verify identical the samples are exactly those drawn "
-                    "without it.")
+                    "default. With --verify identical the samples are those drawn without it: "
+                    "exactly in float64, and in float32 for iid / sobol / lattice / antithetic "
+                    "up to rare near-ties; arithmetic and stratified sampling divide their "
+                    "carried residual by p(token) at every token, so in float32 a last-bit "
+                    "difference of the verification pass often changes a row (bench spec's "
+                    "identity.csv measures it); each sample is an exact draw either way.")
 VERIFY_HELP = ("identical: keep a draft where it equals the token sequential sampling draws from "
                "the same uniform (token-identical output); rejection: speculative sampling "
                "(Chen / Leviathan), each sample an exact draw for every --sampler, keeps more "
