@@ -26,6 +26,26 @@ def test_ising_table_columns_resume_and_floor(tmp_path):
     assert all(float(r["floor_tvd"]) > 0 for r in marg)
 
 
+def test_tuned_settings_are_scored_on_other_chains_at_equal_steps_and_gradients(tmp_path):
+    """The sweep's best alpha is the minimum over the sweep on its own chains; held_out.csv
+    scores it on chains seeded apart, and also at equal gradient evaluations per chain (a
+    multiple-try step costs 2 tries - 1)."""
+    cfg = bm.MCMCBenchConfig(ns=(4,), betas=(0.42,), alphas=(2.66, 16.0), tries=(4,),
+                             steps=70, trials=5)
+    rows = bm.ising_table(cfg, tmp_path)
+    held = bm.held_out_table(cfg, rows, tmp_path)
+    by = {(r["comparison"], r["sampler"]): r for r in held}
+    assert set(by) == {(c, s) for c in ("equal-steps", "equal-gradients")
+                       for s in ("pncg", "mt-pncg", "iw-mt-pncg")}
+    assert all(int(r["seed"]) == cfg.seed + bm.SCORING_SEED_OFFSET for r in held)
+    tuned = bm.best_settings(rows)[("mt-pncg", 4, 0.42)]
+    assert float(by[("equal-steps", "mt-pncg")]["alpha"]) == float(tuned["alpha"])
+    assert by[("equal-steps", "mt-pncg")]["mean_final_tvd"] != tuned["mean_final_tvd"]
+    assert int(by[("equal-gradients", "mt-pncg")]["steps"]) == 10  # 70 // 7
+    assert int(by[("equal-gradients", "mt-pncg")]["nfe_per_chain"]) == 71
+    assert int(by[("equal-gradients", "pncg")]["nfe_per_chain"]) == 71
+
+
 def test_bench_mcmc_cli_quick_without_lm(tmp_path):
     r = CliRunner().invoke(app, ["bench", "mcmc", "--quick", "--skip-lm", "--out",
                                  str(tmp_path)])

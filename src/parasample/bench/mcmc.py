@@ -30,7 +30,8 @@ from parasample.targets import (
     state_index,
 )
 
-__all__ = ["MCMCBenchConfig", "SAMPLERS", "ising_sweep", "ising_table", "marginal_table",
+__all__ = ["MCMCBenchConfig", "SAMPLERS", "ising_sweep", "ising_table", "held_out_table",
+           "held_out_settings", "HELD_OUT_HEADER", "marginal_table",
            "toy_table", "ISING_HEADER", "MARGINAL_HEADER", "TOY_HEADER"]
 
 #: sampler name -> MTM weights (None: plain p-NCG)
@@ -118,26 +119,30 @@ def ising_sweep(cfg: MCMCBenchConfig):
                         yield sampler, n, beta, alpha, k
 
 
-def ising_row(sampler, n, beta, alpha, tries, cfg: MCMCBenchConfig) -> dict:
-    """One setting: ``trials`` chains as one batch; TVD of each chain's visited-state histogram."""
+def ising_row(sampler, n, beta, alpha, tries, cfg: MCMCBenchConfig, *,
+              steps: int | None = None, seed: int | None = None) -> dict:
+    """One setting: ``trials`` chains as one batch; TVD of each chain's visited-state histogram
+    after ``steps`` steps (default ``cfg.steps``), chains seeded by ``seed`` (``cfg.seed``)."""
+    steps = cfg.steps if steps is None else steps
+    seed = cfg.seed if seed is None else seed
     target = IsingChain(n, beta)
     pi = exact_distribution(target)
-    visits = torch.empty(cfg.trials, cfg.steps, dtype=torch.long)
+    visits = torch.empty(cfg.trials, steps, dtype=torch.long)
 
     def record(t, state):
         visits[:, t - 1] = state_index(state.x, 2)
 
-    acc, wall, nfe = run_chains(sampler, target, alpha, cfg.p, tries, cfg.trials, cfg.steps,
-                                cfg.seed, record)
+    acc, wall, nfe = run_chains(sampler, target, alpha, cfg.p, tries, cfg.trials, steps,
+                                seed, record)
     tv = tvd(empirical_distribution(visits, 2**n), pi.expand(cfg.trials, -1))  # [trials]
     return {"sampler": sampler, "n": n, "alpha": alpha, "tries": tries,
             "mean_final_tvd": round(float(tv.mean()), 6),
             "std_final_tvd": round(float(tv.std()), 6),
             "mean_accept_rate": round(float(acc.mean()), 4),
-            "mean_wallclock": round(wall, 4), "beta": beta, "p": cfg.p, "steps": cfg.steps,
-            "trials": cfg.trials, "floor_tvd": round(iid_tvd_floor(pi, cfg.steps), 6),
+            "mean_wallclock": round(wall, 4), "beta": beta, "p": cfg.p, "steps": steps,
+            "trials": cfg.trials, "floor_tvd": round(iid_tvd_floor(pi, steps), 6),
             "amortized_wallclock": round(wall / cfg.trials, 5), "nfe_per_chain": nfe,
-            "seed": cfg.seed, **machine_fields()}
+            "seed": seed, **machine_fields()}
 
 
 def _ordered(executor, fn, todo: list[tuple]):
@@ -170,19 +175,78 @@ def ising_table(cfg: MCMCBenchConfig, out, progress=None, executor=None) -> list
 
 
 def best_settings(rows: list[dict], max_tries: int | None = None,
-                  betas: tuple[float, ...] | None = None) -> dict:
+                  betas: tuple[float, ...] | None = None, by_tries: bool = False) -> dict:
     """(sampler, n, beta) -> the row with the lowest mean final TVD (the tuned alpha / tries),
-    optionally among rows with tries <= ``max_tries`` and beta in ``betas``."""
+    optionally among rows with tries <= ``max_tries`` and beta in ``betas``; ``by_tries``:
+    (sampler, n, beta, tries) -> the tuned alpha of each number of tries."""
     best = {}
     for r in rows:
         if max_tries is not None and int(r["tries"]) > max_tries:
             continue
         if betas is not None and float(r["beta"]) not in betas:
             continue
-        key = (r["sampler"], int(r["n"]), float(r["beta"]))
+        key = (r["sampler"], int(r["n"]), float(r["beta"])) + ((int(r["tries"]),) if by_tries
+                                                              else ())
         if key not in best or float(r["mean_final_tvd"]) < float(best[key]["mean_final_tvd"]):
             best[key] = r
     return best
+
+
+#: the sweep's chains are seeded by cfg.seed; the tuned settings are scored on other chains
+SCORING_SEED_OFFSET = 1000
+HELD_OUT_HEADER = ["comparison", "sampler", "n", "beta", "alpha", "tries", "steps",
+                   "nfe_per_chain", "mean_final_tvd", "std_final_tvd", "floor_tvd",
+                   "mean_accept_rate", "mean_wallclock", "trials", "selection_seed", "seed",
+                   "p", "device", "dtype", "torch_threads"]
+
+
+def held_out_settings(cfg: MCMCBenchConfig, rows: list[dict]) -> list[tuple]:
+    """(comparison, sampler, n, beta, alpha, tries, steps) of the held-out table: each number
+    of tries with the alpha tuned on the sweep's chains, at the sweep's steps (equal steps)
+    and at the steps that spend the same gradient evaluations per chain as ``cfg.steps`` of
+    p-NCG (equal gradients: 2 tries - 1 per multiple-try step)."""
+    out = []
+    for (sampler, n, beta, k), r in sorted(best_settings(rows, by_tries=True).items()):
+        per_step = 1 if SAMPLERS[sampler] is None else 2 * k - 1
+        for comparison, steps in (("equal-steps", cfg.steps),
+                                  ("equal-gradients", max(1, cfg.steps // per_step))):
+            out.append((comparison, sampler, n, beta, float(r["alpha"]), k, steps))
+    return out
+
+
+def _held_out_row(comparison, sampler, n, beta, alpha, k, steps, cfg) -> dict:
+    row = ising_row(sampler, n, beta, alpha, k, cfg, steps=steps,
+                    seed=cfg.seed + SCORING_SEED_OFFSET)
+    return {**row, "comparison": comparison, "selection_seed": cfg.seed}
+
+
+def held_out_table(cfg: MCMCBenchConfig, rows: list[dict], out, progress=None,
+                   executor=None) -> list[dict]:
+    """``held_out.csv``: every tuned setting scored on chains other than those it was tuned on
+    (the sweep's best alpha is the minimum over the sweep, biased low on its own chains), at
+    equal steps and at equal gradient evaluations per chain."""
+    csv = ResumableCSV(out / "held_out.csv", HELD_OUT_HEADER,
+                       ["comparison", "sampler", "n", "beta", "alpha", "tries", "steps",
+                        "trials", "selection_seed", "p"])
+
+    def key(comparison, sampler, n, beta, alpha, k, steps):
+        return {"comparison": comparison, "sampler": sampler, "n": n, "beta": beta,
+                "alpha": alpha, "tries": k, "steps": steps, "trials": cfg.trials,
+                "selection_seed": cfg.seed, "p": cfg.p}
+
+    settings = held_out_settings(cfg, rows)
+    todo = [(*s, cfg) for s in settings if csv.done(key(*s)) is None]
+    results = _ordered(executor, _held_out_row, todo)
+    out_rows = []
+    for s in settings:
+        row = csv.done(key(*s))
+        if row is None:
+            row = next(results)
+            csv.append(row)
+        out_rows.append(row)
+        if progress:
+            progress(f"held-out {s[0]} {s[1]} n={s[2]} beta={s[3]} tries={s[5]}")
+    return out_rows
 
 
 def marginal_rows(sampler: str, n: int, beta: float, alpha: float, k: int,
