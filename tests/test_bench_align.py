@@ -28,6 +28,11 @@ def test_bench_align_quick_writes_identical_chains_and_a_rerun_computes_nothing(
     assert {r["tries_source"] for r in toy if r["sampler"] == "mt-quest"} == {
         "iid", "lattice", "antithetic"}
     assert all(0 <= float(r["tvd"]) <= 1 and float(r["calls"]) >= 1 for r in toy)
+    # one unit per sampler, never mixed: p-NCG's calls are gradient evaluations, no LM forwards
+    for r in toy:
+        grad = r["sampler"] == "pncg"
+        assert r["call_unit"] == ("gradient-eval" if grad else "lm-forward")
+        assert (int(r["gradient_evals"]) > 0) == grad and (int(r["lm_forwards"]) > 0) != grad
     summary = list(csv.DictReader(open(tmp_path / "toy_summary.csv")))
     assert len(summary) == len({(r["sampler"], r["tries_source"], r["size"]) for r in toy})
     assert (tmp_path / "align_toy.png").exists() and (tmp_path / "toy_tries.csv").exists()
@@ -50,8 +55,8 @@ def test_toy_summaries_count_calls_to_a_tvd_and_correlated_tries_against_iid():
 
     def row(source, seed, budget, calls, wall, tvd):
         return {"sampler": "mt-quest", "tries_source": source, "size": "4", "seed": str(seed),
-                "budget": str(budget), "calls": str(calls), "wall_s": str(wall),
-                "tvd": str(tvd)}
+                "budget": str(budget), "call_unit": "lm-forward", "calls": str(calls),
+                "wall_s": str(wall), "tvd": str(tvd)}
 
     rows = [row("iid", 0, 1, 5, 1.0, 0.3), row("iid", 0, 2, 10, 2.0, 0.1),
             row("lattice", 0, 1, 5, 1.1, 0.09), row("lattice", 0, 2, 10, 2.2, 0.05),
@@ -60,6 +65,7 @@ def test_toy_summaries_count_calls_to_a_tvd_and_correlated_tries_against_iid():
     iid, lat = toy_summary_rows(rows, target_tvd=0.15)
     assert iid["reached"] == 2 and iid["calls_to_target"] == 10.0
     assert lat["reached"] == 2 and lat["calls_to_target"] == 7.5
+    assert iid["call_unit"] == "lm-forward"
     (ratio,) = correlated_tries_ratio(rows)
     assert ratio["tries_source"] == "lattice" and ratio["censored"] == 0
     assert ratio["wall_ratio_to_iid"] == round((1.1 / 2.0 + 2.0 / 2.0) / 2, 4)

@@ -144,11 +144,11 @@ def quest_cache_rows(cfg: CacheBenchConfig, out, progress=None, device="cpu",
 
 # -- part (a): the exact toy tilted LM --------------------------------------------------------
 
-TOY_HEADER = ["sampler", "tries_source", "size", "budget", "calls", "token_evals", "wall_s",
-              "tvd", "floor_tvd", "effective_samples", "floor_at_effective", "seed", "device",
-              "dtype", "torch_threads"]
-TOY_SUMMARY_HEADER = ["sampler", "tries_source", "size", "target_tvd", "seeds", "reached",
-                      "calls_to_target", "calls_to_target_se", "seconds_to_target",
+TOY_HEADER = ["sampler", "tries_source", "size", "budget", "call_unit", "calls", "lm_forwards",
+              "gradient_evals", "token_evals", "wall_s", "tvd", "floor_tvd", "effective_samples",
+              "floor_at_effective", "seed", "device", "dtype", "torch_threads"]
+TOY_SUMMARY_HEADER = ["sampler", "tries_source", "size", "call_unit", "target_tvd", "seeds",
+                      "reached", "calls_to_target", "calls_to_target_se", "seconds_to_target",
                       "seconds_to_target_se", "seconds_per_call", "final_tvd", "final_tvd_se"]
 
 
@@ -210,7 +210,13 @@ def _toy_target(seed: int = 0):
 def toy_unit(cfg: ToyAlignConfig, sampler: str, source: str, size: int, seed: int
              ) -> list[dict]:
     """One curve: rows at each budget (MCMC: after each recorded move; one-shot samplers: one
-    row). ``calls``: sequential model calls per output; ``token_evals``: rows x calls."""
+    row). ``calls`` counts sequential calls per output in the sampler's ``call_unit``, which is
+    not the same for all: ``lm-forward`` (one next-token forward of the LM over every row: the
+    LM samplers) or ``gradient-eval`` (p-NCG: log pi and its gradient on whole sequences of
+    the exact tilted target, no LM forward at all); ``lm_forwards`` and ``gradient_evals``
+    split them, and ``token_evals`` counts token positions evaluated per output (an LM forward
+    reads one new position per row, a gradient evaluation all L). Compare calls only within a
+    unit; wallclock compares everything."""
     from parasample.mcmc import mtquest, pncg
     from parasample.metrics import empirical_distribution, iid_tvd_floor, tvd
     from parasample.noise import make_source
@@ -229,9 +235,14 @@ def toy_unit(cfg: ToyAlignConfig, sampler: str, source: str, size: int, seed: in
     mask = torch.ones_like(ids)
     rows = []
 
+    unit = "gradient-eval" if sampler == "pncg" else "lm-forward"
+
     def emit(budget, calls, evals, wall, emp, eff=n):
         rows.append({"sampler": sampler, "tries_source": source, "size": size,
-                     "budget": budget, "calls": calls, "token_evals": evals,
+                     "budget": budget, "call_unit": unit, "calls": calls,
+                     "lm_forwards": calls if unit == "lm-forward" else 0,
+                     "gradient_evals": calls if unit == "gradient-eval" else 0,
+                     "token_evals": evals,
                      "wall_s": round(wall, 4), "tvd": round(float(tvd(emp, pi)), 6),
                      "floor_tvd": round(floor, 6), "effective_samples": round(eff),
                      "floor_at_effective": round(iid_tvd_floor(pi, max(1, round(eff))), 6),
@@ -283,7 +294,7 @@ def toy_unit(cfg: ToyAlignConfig, sampler: str, source: str, size: int, seed: in
             st, _ = pncg.step(src.uniform(L + 1), st, target, alpha=1.0)
             wall += time.perf_counter() - t1
             if m in cfg.moves:
-                emit(m, 1 + m, 1 + m, wall, hist(st.x))
+                emit(m, 1 + m, (1 + m) * L, wall, hist(st.x))
     else:  # QUEST (mt-QUEST with one try is QUEST's move) from LM samples
         k = size
         src = IIDSource(n, generator=g)
@@ -323,6 +334,7 @@ def toy_summary_rows(rows: list[dict], target_tvd: float) -> list[dict]:
             if (r["sampler"], r["tries_source"], int(r["size"])) == key:
                 curves.setdefault(int(r["seed"]), []).append(r)
         calls, secs, per_call, final = [], [], [], []
+        rows_of = next(iter(curves.values()))
         for curve in curves.values():
             curve = sorted(curve, key=lambda r: int(r["budget"]))
             hit = next((r for r in curve if float(r["tvd"]) <= target_tvd), None)
@@ -333,7 +345,8 @@ def toy_summary_rows(rows: list[dict], target_tvd: float) -> list[dict]:
             per_call.append(float(last["wall_s"]) / max(1.0, float(last["calls"])))
             final.append(float(last["tvd"]))
         row = {"sampler": key[0], "tries_source": key[1], "size": key[2],
-               "target_tvd": round(target_tvd, 6), "seeds": len(curves), "reached": len(calls),
+               "call_unit": rows_of[0]["call_unit"], "target_tvd": round(target_tvd, 6),
+               "seeds": len(curves), "reached": len(calls),
                "seconds_per_call": round(statistics.fmean(per_call), 6)}
         for name, xs in (("calls_to_target", calls), ("seconds_to_target", secs),
                          ("final_tvd", final)):

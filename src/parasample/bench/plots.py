@@ -175,8 +175,10 @@ def align_toy_plot(out: Path) -> Path | None:
     colors = plt.get_cmap("tab20").colors
     families = list(dict.fromkeys(k[0] for k in keys))
     for i, (sampler, source, size) in enumerate(keys):
-        mean = _budget_means([r for r in rows if (r["sampler"], r["tries_source"], r["size"])
-                              == (sampler, source, size)], ("calls", "wall_s", "tvd"))
+        curve = [r for r in rows if (r["sampler"], r["tries_source"], r["size"])
+                 == (sampler, source, size)]
+        mean = _budget_means(curve, ("calls", "wall_s", "tvd"))
+        lm = curve[0].get("call_unit", "lm-forward") == "lm-forward"
         one_shot = sampler in ("importance-resampling", "smc", "resample-move-smc")
         label = sampler + (f" {source}" if source else "") + (
             f" K={size}" if sampler == "mt-quest" else f" n={size}" if one_shot else "")
@@ -184,9 +186,12 @@ def align_toy_plot(out: Path) -> Path | None:
         k_shade = int(size) >= 16 if sampler == "mt-quest" else i % 2
         color = colors[(2 * families.index(sampler) + k_shade) % len(colors)]
         for ax, col in zip(axes, (0, 1), strict=True):
+            if col == 0 and not lm:  # p-NCG's calls are gradient evaluations: another unit
+                continue
             ax.plot(mean[:, col], mean[:, 2], style, color=color, label=label, markersize=4)
     floor = float(rows[0]["floor_tvd"])
-    for ax, xlabel in zip(axes, ("model calls per output (sequential)", "wallclock (s)"),
+    for ax, xlabel in zip(axes, ("LM forwards per output (sequential; p-NCG's gradient "
+                                 "evaluations are another unit, not shown)", "wallclock (s)"),
                           strict=True):
         ax.axhline(floor, color="gray", ls=":", label="i.i.d. floor")
         ax.set_xscale("log")

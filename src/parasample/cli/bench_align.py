@@ -143,11 +143,11 @@ def _toy_tables(out) -> None:
     summ = read_csv(out / "toy_summary.csv")
     pm = lambda r, n: "-" if r[n] == "" else r[n] + (f" +- {r[n + '_se']}" if r[n + "_se"]  # noqa
                                                      else "")
-    t = Table("sampler", "tries", "size", "reached", "calls to TVD", "seconds to TVD",
-              "s / call", "final TVD",
+    t = Table("sampler", "tries", "size", "call unit", "reached", "calls to TVD",
+              "seconds to TVD", "s / call", "final TVD",
               title=f"(a) toy: calls and seconds to TVD {summ[0]['target_tvd'] if summ else ''}")
     for r in summ:
-        t.add_row(r["sampler"], r["tries_source"] or "-", r["size"],
+        t.add_row(r["sampler"], r["tries_source"] or "-", r["size"], r["call_unit"],
                   f"{r['reached']} / {r['seeds']}", pm(r, "calls_to_target"),
                   pm(r, "seconds_to_target"), r["seconds_per_call"], pm(r, "final_tvd"))
     console.print(t)
