@@ -43,7 +43,7 @@ from parasample.metrics.passk import (
     samples_saved_bootstrap,
     sampling_se,
 )
-from parasample.noise import SOURCES, derive_generator, make_source
+from parasample.noise import derive_generator, make_source, source_class
 
 __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
            "THROUGHPUT_HEADER", "SAMPLERS", "ar_chain_task", "smollm2_add_task",
@@ -93,6 +93,7 @@ class PasskBenchConfig:
     throughput_tokens: int = 32
     throughput_reps: int = 3
     n_boot: int = 500
+    samplers: tuple[str, ...] = SAMPLERS
     seed: int = 0
 
     def __post_init__(self):
@@ -108,6 +109,10 @@ class PasskBenchConfig:
         for name in ("ar_problems", "add_problems", "gsm8k_problems"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name}={getattr(self, name)} must be >= 0 (0 skips the task).")
+        if "iid" not in self.samplers:
+            raise InputError("samplers must include iid: samples saved are measured against it.")
+        for s in self.samplers:
+            make_source(s, self.k_max, self.k_max, generator=torch.Generator())  # valid names
 
     @property
     def ks(self) -> list[int]:
@@ -318,7 +323,7 @@ def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[
         distinct = [len({a for a in batch[:k] if a is not None})
                     for prob in res["answers"] for batch in prob]
         mean, se = mean_and_se(per[:, j])
-        blocks = SOURCES[sampler].splits_into(K, k)
+        blocks = source_class(sampler).splits_into(K, k)
         prefix_v = batch_values(res["correct"], k, blocks=False)  # [P, R]
         stride_v = batch_values(res["correct"], k, blocks=blocks)  # [P, R]
         s_mean, s_se = mean_and_se(stride_v.mean(1))
@@ -443,7 +448,7 @@ def run_benchmark(cfg: PasskBenchConfig, out: Path, tasks: list[PasskTask], *,
         if not task.problems:
             continue
         results = {}
-        for sampler in SAMPLERS:
+        for sampler in cfg.samplers:
             results[sampler] = sample_task(task, sampler, cfg, raw, on_rows=(
                 (lambda n: progress("rows", n)) if progress else None), executor=executor,
                 task_spec=None if task_specs is None else task_specs[i])

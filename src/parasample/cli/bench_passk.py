@@ -20,6 +20,10 @@ from parasample.cli.common import (
 )
 from parasample.errors import InputError
 
+#: bench passk's default sources (parasample.bench.passk.SAMPLERS; not imported here so that
+#: --help stays fast)
+SAMPLERS_DEFAULT = ("iid", "sobol", "lattice", "antithetic", "arithmetic")
+
 __all__ = ["bench_passk"]
 
 
@@ -50,6 +54,11 @@ def bench_passk(
     data: str = typer.Option(None, "--data", help="GSM8K test JSONL (default: "
                              "../shared/data/gsm8k/test.jsonl or $PARASAMPLE_GSM8K); checked "
                              "before any model loads."),
+    samplers: list[str] = typer.Option(list(SAMPLERS_DEFAULT), "--samplers", "-s",
+                                       help="Sources swept (repeatable; iid is the reference "
+                                       "and must be among them; arithmetic:B carries B bits "
+                                       "of the residual). Default: iid sobol lattice "
+                                       "antithetic arithmetic."),
     ar_model: str = typer.Option("ar-arith", "--ar-model", help="Shipped AR checkpoint name or a "
                                  ".pt file from `parasample train ar`."),
     skip_throughput: bool = typer.Option(False, "--skip-throughput", help="Skip the engine vs "
@@ -88,7 +97,8 @@ def bench_passk(
     ctx.call_on_close(executor.close)
     kw = dict(k_max=k_max, temperature=temperature, lm_temperature=lm_temperature, top_p=top_p,
               ar_problems=ar_problems, ar_batches=ar_batches, add_problems=add_problems,
-              gsm8k_problems=gsm8k_problems, gsm8k_tokens=gsm8k_tokens, seed=seed)
+              gsm8k_problems=gsm8k_problems, gsm8k_tokens=gsm8k_tokens,
+              samplers=tuple(samplers), seed=seed)
     cfg = config(ctx, quick, bp.PasskBenchConfig, kw)  # --quick: typed options still apply
     out_dir = Path(out or ("results/passk-quick" if quick else "results/passk"))
     # every input is checked before a model loads (SmolLM2 takes 20-50 s)

@@ -20,6 +20,7 @@ from parasample.noise.sources import (
     UniformSource,
     derive_generator,
     make_source,
+    source_class,
 )
 from parasample.noise.tape import UniformTape
 
@@ -42,4 +43,5 @@ __all__ = [
     "icdf_categorical_many",
     "icdf_residual",
     "make_source",
+    "source_class",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "SOURCES",
     "derive_generator",
     "make_source",
+    "source_class",
 ]
 
 
@@ -406,17 +407,22 @@ SOURCES: dict[str, type[UniformSource]] = {
 }
 
 
-def make_source(name: str, n: int, k: int | None = None, *, generator: torch.Generator,
-                **kwargs) -> UniformSource:
-    """Build a source by name (one of :data:`SOURCES`); ``arithmetic:B`` / ``stratified:B``
-    carry B bits of the residual (``carry_bits=B``)."""
-    base, _, bits = name.partition(":")
+def source_class(name: str) -> type[UniformSource]:
+    """The class behind a sampler name (``arithmetic:5`` -> :class:`ArithmeticSource`)."""
     try:
-        cls = SOURCES[base]
+        return SOURCES[name.partition(":")[0]]
     except KeyError:
         raise InputError(
             f"unknown sampler {name!r}; choose one of: {', '.join(SOURCES)}."
         ) from None
+
+
+def make_source(name: str, n: int, k: int | None = None, *, generator: torch.Generator,
+                **kwargs) -> UniformSource:
+    """Build a source by name (one of :data:`SOURCES`); ``arithmetic:B`` / ``stratified:B``
+    carry B bits of the residual (``carry_bits=B``)."""
+    bits = name.partition(":")[2]
+    cls = source_class(name)
     if bits:
         if not cls.carries_residual or not bits.isdigit():
             raise InputError(f"sampler {name!r}: only arithmetic and stratified sampling carry "
