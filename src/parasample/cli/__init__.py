@@ -44,7 +44,7 @@ def main(version: bool = typer.Option(False, "--version", help="Print the versio
 
 
 app.command()(friendly_errors(sample.sample))
-app.command()(models.models)
+app.command()(friendly_errors(models.models))
 
 train_app = typer.Typer(help="Train the small models parasample ships (reproducible: fixed seed).",
                         no_args_is_help=True)

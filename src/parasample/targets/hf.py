@@ -27,6 +27,8 @@ __all__ = [
     "HFEnergy",
     "HFMaskedLM",
     "load_causal_lm",
+    "load_gguf_causal_lm",
+    "save_gguf_tokenizer",
     "load_masked_lm",
     "random_causal_lm",
     "cache_dir",
@@ -353,6 +355,37 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32,
                                                      dtype=dtype, **kw)
     tok.padding_side = "left"
     return HFCausalLM(model.to(device), tok, name=Path(gguf or directory).stem)
+
+
+def save_gguf_tokenizer(gguf: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Convert a GGUF file's tokenizer (with its chat template) to a transformers directory."""
+    from transformers import AutoTokenizer
+
+    p = Path(gguf)
+    with _quiet_gguf():
+        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name,
+                                            local_files_only=True)
+    tok.save_pretrained(str(out))
+
+
+@functools.lru_cache(maxsize=4)
+def load_gguf_causal_lm(gguf: str, tokenizer: str, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device = "cpu", name: str | None = None
+                        ) -> HFCausalLM:
+    """A causal LM dequantised from a GGUF file, with its tokenizer from a saved directory
+    (converting a large vocabulary from GGUF takes tens of seconds: done once, elsewhere);
+    cached per process."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    p = Path(gguf)
+    tok = AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
+    with _quiet_gguf():
+        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name,
+                                                     local_files_only=True, dtype=dtype)
+    tok.padding_side = "left"
+    return HFCausalLM(model.to(device), tok, name=name or p.stem)
 
 
 def random_causal_lm(path: str, dtype: torch.dtype = torch.float32,
