@@ -15,6 +15,21 @@ def chain_task():
     return bp.ar_chain_task(6, batches=2, seed=0)
 
 
+def test_stratified_batches_are_drawn_as_groups_of_each_k(chain_task, tmp_path):
+    """A prefix of a stratified group of 8 covers k random strata of 8, not one of each of k:
+    stratified sampling's pass@k is read from groups of k of its own (one per k, side by
+    side), and a sampler spelled arithmetic:B carries B bits of its residual."""
+    cfg = bp.PasskBenchConfig.quick(samplers=("iid", "stratified", "arithmetic:5"))
+    assert bp.own_groups("stratified", cfg) and not bp.own_groups("arithmetic:5", cfg)
+    res = bp.sample_task(chain_task, "stratified", cfg, tmp_path)
+    assert set(res["by_k"]) == {1, 2, 4, 8}
+    for k, part in res["by_k"].items():
+        assert part["correct"].shape == (6, 2, k) and len(part["answers"][0][0]) == k
+    bp.run_benchmark(cfg, tmp_path, [chain_task])
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert {r["sampler"] for r in rows} == {"stratified", "arithmetic:5"}
+
+
 def test_bench_writes_csvs_and_resumes_without_resampling(chain_task, tmp_path, monkeypatch):
     cfg = bp.PasskBenchConfig.quick()
     bp.run_benchmark(cfg, tmp_path, [chain_task])

@@ -46,7 +46,8 @@ from parasample.metrics.passk import (
 from parasample.noise import derive_generator, make_source, source_class
 
 __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
-           "THROUGHPUT_HEADER", "SAMPLERS", "ar_chain_task", "smollm2_add_task",
+           "THROUGHPUT_HEADER", "SAMPLERS", "ar_chain_task", "smollm2_add_task", "qwen_preset",
+           "own_groups", "short_task",
            "smollm2_gsm8k_task", "sample_task", "passk_rows", "summary_rows",
            "measure_throughput", "run_benchmark"]
 
@@ -178,57 +179,108 @@ def ar_chain_task(n: int, batches: int, seed: int, model: str = "ar-arith",
                      tc.get("gen_length", 48), batches, 2048, temperature, lm.device, dtype)
 
 
-def smollm2_add_task(n: int, seed: int, temperature: float, device=torch.device("cpu"),
-                     dtype: torch.dtype = torch.float32) -> PasskTask:
-    """SmolLM2-135M-Instruct on single-digit addition questions (chat, 10 new tokens)."""
-    from parasample.targets.hf import smollm2
+def qwen_preset(model: str) -> dict:
+    """``bench passk --model qwen-coder-*``'s defaults: no small-AR part, k up to 16, the
+    samplers of the real-model study, sampling temperature 0.7, the instruct protocol's token
+    budget on GSM8K; problem counts sized to an hour per workload on 2 CPU cores."""
+    from parasample.tasks.gsm8k import PROTOCOL_TOKENS
+
+    small = model == "qwen-coder-0.5b"
+    return {"ar_problems": 0, "k_max": 16, "lm_temperature": 0.7,
+            "samplers": ("iid", "arithmetic", "lattice", "stratified", "sobol"),
+            "gsm8k_tokens": PROTOCOL_TOKENS, "add_problems": 128 if small else 64,
+            "gsm8k_problems": 8 if small else 3}
+
+
+def short_task(model: str = "smollm2"):
+    """The short-answer task of a chat model, sized so that its pass@1 sits inside (0, 1) with
+    room for k samples to help: SmolLM2 gets single-digit additions (pass@1 about 0.3 at T =
+    0.7), the Qwen-Coder models two-digit products."""
     from parasample.tasks.arith import SimpleAddTask
 
-    lm, task = smollm2(dtype, device), SimpleAddTask()
-    return PasskTask("add1digit", "smollm2", lm, task.problems(n, seed=seed),
+    return SimpleAddTask() if model == "smollm2" else SimpleAddTask(99, "*", 11)
+
+
+def smollm2_add_task(n: int, seed: int, temperature: float, model: str = "smollm2",
+                     device=torch.device("cpu"), dtype: torch.dtype = torch.float32
+                     ) -> PasskTask:
+    """A chat model (SmolLM2-135M-Instruct by default) on its short-answer task
+    (:func:`short_task`; 10 new tokens, 12 for products)."""
+    from parasample.targets.named import lm_label, load_lm
+
+    lm, task = load_lm(model, dtype, device), short_task(model)
+    return PasskTask(task.name, lm_label(model), lm, task.problems(n, seed=seed),
                      lambda ps: lm.encode_prompts([p.prompt for p in ps]), lm.decode,
-                     task.answer, lambda text, p: task.is_correct(text, p.answer), 10, 1, 64,
-                     temperature, lm.device, dtype)
+                     task.answer, lambda text, p: task.is_correct(text, p.answer),
+                     10 if task.op == "+" else 12, 1, 64, temperature, lm.device, dtype)
 
 
 def smollm2_gsm8k_task(n: int, max_new_tokens: int, temperature: float,
-                       data: str | None = None, device=torch.device("cpu"),
-                       dtype: torch.dtype = torch.float32) -> PasskTask:
-    """SmolLM2-135M-Instruct on GSM8K test problems (chat template, step-by-step prompt)."""
-    from parasample.targets.hf import smollm2
-    from parasample.tasks.gsm8k import extract_answer, format_prompt, is_correct, load_gsm8k
+                       data: str | None = None, model: str = "smollm2",
+                       device=torch.device("cpu"), dtype: torch.dtype = torch.float32
+                       ) -> PasskTask:
+    """A chat model on GSM8K test problems through its chat template: SmolLM2 with the short
+    step-by-step prompt, every other model with the instruct protocol
+    (:func:`~parasample.tasks.gsm8k.protocol_prompt`)."""
+    from parasample.targets.named import lm_label, load_lm
+    from parasample.tasks.gsm8k import (
+        extract_answer,
+        format_prompt,
+        is_correct,
+        load_gsm8k,
+        protocol_prompt,
+    )
 
-    lm = smollm2(dtype, device)
-    return PasskTask("gsm8k", "smollm2", lm, load_gsm8k(data, limit=n) if n else [],
-                     lambda ps: lm.encode_prompts([format_prompt(p.question) for p in ps]),
+    lm = load_lm(model, dtype, device)
+    prompt = format_prompt if model == "smollm2" else protocol_prompt
+    return PasskTask("gsm8k", lm_label(model), lm, load_gsm8k(data, limit=n) if n else [],
+                     lambda ps: lm.encode_prompts([prompt(p.question) for p in ps]),
                      lm.decode, extract_answer, lambda text, p: is_correct(text, p.answer),
                      max_new_tokens, 1, 64, temperature, lm.device, dtype)
 
 
+def own_groups(sampler: str, cfg: PasskBenchConfig) -> bool:
+    """Whether the sampler's k-batches must be drawn as groups of their own for each k: the
+    first k samples of its k_max-group are not a k-group of it (stratified sampling: a prefix
+    covers k random strata of k_max, not one of each of k)."""
+    return any(not source_class(sampler).splits_into(cfg.k_max, k) for k in cfg.ks if k >= 2)
+
+
 def draw_chunk(task: PasskTask, sampler: str, cfg: PasskBenchConfig, c: int) -> dict:
     """Chunk ``c`` of ``task`` (``rows_per_call`` rows, whole problems) with ``sampler``: its
-    ``correct`` and ``tokens [P, R, K]``, ``answers`` (flat) and generation ``wall_s``."""
+    ``correct`` and ``tokens [P, R, W]``, ``answers`` (flat) and generation ``wall_s``; W =
+    k_max, or, for a sampler with :func:`own_groups`, one group of each k side by side (W =
+    sum of the ks)."""
     K, R = cfg.k_max, task.batches
-    per_call = max(1, task.rows_per_call // (R * K))
+    sizes = cfg.ks if own_groups(sampler, cfg) else [K]
+    W = sum(sizes)
+    per_call = max(1, task.rows_per_call // (R * W))
     chunk = task.problems[c * per_call:(c + 1) * per_call]
     config = SamplingConfig(temperature=task.temperature, top_p=cfg.top_p,
                             max_new_tokens=task.max_new_tokens)
     ids, mask = task.encode(chunk)
     P = len(chunk)
-    src = make_source(sampler, P * R * K, K, generator=derive_generator(
-        cfg.seed, task.model_name, task.name, sampler, c))
-    t0 = time.perf_counter()
-    if task.engine is None:
-        out = generate(task.model, ids, mask, src, config, samples_per_prompt=R * K)
-    else:
-        out = task.engine.generate(ids, mask, src, config, samples_per_prompt=R * K)
-    wall = time.perf_counter() - t0
-    texts = task.texts(out.tokens)
-    probs = [p for p in chunk for _ in range(R * K)]
-    return {"correct": torch.tensor([task.correct(t, p) for t, p in
-                                     zip(texts, probs, strict=True)]).view(P, R, K),
-            "tokens": out.lengths.cpu().view(P, R, K),
-            "answers": [task.answer(t) for t in texts], "wall_s": wall}
+    correct, tokens, answers, wall = [], [], [], 0.0
+    for k in sizes:
+        src = make_source(sampler, P * R * k, k, generator=derive_generator(
+            cfg.seed, task.model_name, task.name, sampler, c, *(() if k == K else (k,))))
+        t0 = time.perf_counter()
+        if task.engine is None:
+            out = generate(task.model, ids, mask, src, config, samples_per_prompt=R * k)
+        else:
+            out = task.engine.generate(ids, mask, src, config, samples_per_prompt=R * k)
+        wall += time.perf_counter() - t0
+        texts = task.texts(out.tokens)
+        probs = [p for p in chunk for _ in range(R * k)]
+        correct.append(torch.tensor([task.correct(t, p) for t, p in
+                                     zip(texts, probs, strict=True)]).view(P, R, k))
+        tokens.append(out.lengths.cpu().view(P, R, k))
+        answers.append([task.answer(t) for t in texts])
+    # answers flat in (problem, batch, column) order, the columns of every k side by side
+    flat = [answers[i][(p * R + r) * k:(p * R + r + 1) * k]
+            for p in range(P) for r in range(R) for i, k in enumerate(sizes)]
+    return {"correct": torch.cat(correct, -1), "tokens": torch.cat(tokens, -1),
+            "answers": [a for group in flat for a in group], "wall_s": wall}
 
 
 def _remote_draw_chunk(spec: TaskSpec, sampler: str, cfg: PasskBenchConfig, c: int) -> dict:
@@ -244,6 +296,7 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
     ``answers`` (nested lists [P][R][K]) and ``wall_s`` (generation seconds, scoring excluded).
     """
     K, R = cfg.k_max, task.batches
+    W = sum(cfg.ks) if own_groups(sampler, cfg) else K
     path = raw_dir / f"{task.model_name}-{task.name}-{sampler}.pt"
     # what determines these samples (other settings of the run do not invalidate them)
     key = {"k_max": K, "batches": R, "top_p": cfg.top_p, "seed": cfg.seed, "task": task.name,
@@ -254,7 +307,7 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
     saved = torch.load(path, weights_only=False) if path.exists() else None
     if saved is None or saved["key"] != key:
         saved = {"key": key, "chunks": {}, "wall_s": 0.0}
-    per_call = max(1, task.rows_per_call // (R * K))
+    per_call = max(1, task.rows_per_call // (R * W))
     n_chunks = -(-len(task.problems) // per_call)
     todo = [c for c in range(n_chunks) if c not in saved["chunks"]]
     if executor is None or executor.name == "local":
@@ -273,17 +326,27 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
     chunks = [saved["chunks"][c] for c in sorted(saved["chunks"])]
     answers = [a for ch in chunks for a in ch["answers"]]
     P = len(task.problems)
-    return {"correct": torch.cat([ch["correct"] for ch in chunks]),
-            "tokens": torch.cat([ch["tokens"] for ch in chunks]),
-            "answers": [[answers[(p * R + r) * K:(p * R + r + 1) * K] for r in range(R)]
-                        for p in range(P)],
-            "wall_s": saved["wall_s"]}
+    res = {"correct": torch.cat([ch["correct"] for ch in chunks]),
+           "tokens": torch.cat([ch["tokens"] for ch in chunks]),
+           "answers": [[answers[(p * R + r) * W:(p * R + r + 1) * W] for r in range(R)]
+                       for p in range(P)],
+           "wall_s": saved["wall_s"]}
+    if W == K:
+        return res
+    # one group of each k, side by side: split them; "correct" keeps the k_max group
+    by_k, at = {}, 0
+    for k in cfg.ks:
+        by_k[k] = {"correct": res["correct"][:, :, at:at + k],
+                   "tokens": res["tokens"][:, :, at:at + k],
+                   "answers": [[b[at:at + k] for b in prob] for prob in res["answers"]]}
+        at += k
+    return {**by_k[K], "by_k": by_k, "wall_s": res["wall_s"]}
 
 
 class TaskSpec(NamedTuple):
     """What builds a :class:`PasskTask` (picklable: a Ray worker builds its own): ``kind`` is
-    ``ar`` (args: n, batches, seed, model, temperature), ``add`` (n, seed, temperature) or
-    ``gsm8k`` (n, max_new_tokens, temperature, data)."""
+    ``ar`` (args: n, batches, seed, model, temperature), ``add`` (n, seed, temperature, model)
+    or ``gsm8k`` (n, max_new_tokens, temperature, data, model)."""
 
     kind: str
     args: tuple
@@ -307,6 +370,15 @@ def _device_fields(device, dtype) -> dict:
     return {"device": f["device"], "dtype": f["dtype"]}
 
 
+def corr_passk(res: dict, ks: list[int], iid: bool) -> torch.Tensor:
+    """Per-problem pass@k ``[P, len(ks)]`` of a sampler's draws: from the first k samples of
+    each k_max-group, or from its own k-groups where it has them (``by_k``)."""
+    if "by_k" not in res:
+        return per_problem_passk(res["correct"], ks, iid=iid)
+    return torch.stack([per_problem_passk(res["by_k"][k]["correct"], [k], iid=iid)[:, 0]
+                        for k in ks], dim=1)
+
+
 def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[dict]:
     """``passk.csv`` rows of one sampler on one task (``wall_s``: the whole draw's seconds).
 
@@ -317,17 +389,18 @@ def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[
     batches split into k-blocks; else the first k again). ``zero_variance``: the fraction of
     k-blocks all correct or all wrong (a GRPO group of k with no signal), SE over problems."""
     K = res["correct"].shape[-1]
-    per = per_problem_passk(res["correct"], ks, iid=sampler == "iid")  # [P, len(ks)]
+    per = corr_passk(res, ks, iid=sampler == "iid")  # [P, len(ks)]
     rows = []
     for j, k in enumerate(ks):
+        own = res.get("by_k", {}).get(k, res)  # the sampler's own k-groups, where it has them
         distinct = [len({a for a in batch[:k] if a is not None})
-                    for prob in res["answers"] for batch in prob]
+                    for prob in own["answers"] for batch in prob]
         mean, se = mean_and_se(per[:, j])
-        blocks = source_class(sampler).splits_into(K, k)
-        prefix_v = batch_values(res["correct"], k, blocks=False)  # [P, R]
-        stride_v = batch_values(res["correct"], k, blocks=blocks)  # [P, R]
+        blocks = "by_k" not in res and source_class(sampler).splits_into(K, k)
+        prefix_v = batch_values(own["correct"], k, blocks=False)  # [P, R]
+        stride_v = batch_values(own["correct"], k, blocks=blocks)  # [P, R]
         s_mean, s_se = mean_and_se(stride_v.mean(1))
-        zv, zv_se = mean_and_se(batch_values(res["correct"], k, blocks, "constant").mean(1))
+        zv, zv_se = mean_and_se(batch_values(own["correct"], k, blocks, "constant").mean(1))
         mc, s_mc = sampling_se(prefix_v), sampling_se(stride_v)
         rows.append({"sampler": sampler, "model": task.model_name, "task": task.name, "k": k,
                      "pass_at_k": round(mean, 5), "stderr": round(se, 5),
@@ -336,7 +409,7 @@ def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[
                      "stride_sampling_se": "" if s_mc is None else round(s_mc, 6),
                      "zero_variance": round(zv, 5), "zero_variance_se": round(zv_se, 5),
                      "distinct_answers": round(statistics.fmean(distinct), 4),
-                     "n_problems": per.shape[0], "tokens": int(res["tokens"][:, :, :k].sum()),
+                     "n_problems": per.shape[0], "tokens": int(own["tokens"][:, :, :k].sum()),
                      "wall_s": round(res["wall_s"], 2),
                      **_device_fields(getattr(task, "device", None),
                                       getattr(task, "dtype", torch.float32))})
@@ -357,7 +430,7 @@ def summary_rows(task: PasskTask, results: dict[str, dict], ks: list[int], n_boo
     for sampler, res in results.items():
         if sampler == "iid":
             continue
-        corr = per_problem_passk(res["correct"], ks, iid=False)
+        corr = corr_passk(res, ks, iid=False)
         g = derive_generator(seed, "boot", task.name, sampler)
         saved, se, head, head_se, dropped = samples_saved_bootstrap(ks, iid, corr,
                                                                     n_boot=n_boot, generator=g)

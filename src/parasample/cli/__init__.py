@@ -14,6 +14,7 @@ from parasample.cli import (
     bench_align,
     bench_dllm,
     bench_engines,
+    bench_gsm8k,
     bench_mcmc,
     bench_passk,
     bench_rl,
@@ -64,4 +65,5 @@ bench_app.command("align")(friendly_errors(bench_align.bench_align))
 bench_app.command("engines")(friendly_errors(bench_engines.bench_engines))
 bench_app.command("rl")(friendly_errors(bench_rl.bench_rl))
 bench_app.command("spec")(friendly_errors(bench_spec.bench_spec))
+bench_app.command("gsm8k")(friendly_errors(bench_gsm8k.bench_gsm8k))
 

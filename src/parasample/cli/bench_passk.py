@@ -8,6 +8,7 @@ from parasample.cli.common import (
     config,
     console,
     device_opt,
+    explicit,
     dtype_opt,
     greater_than,
     out_opt,
@@ -59,6 +60,11 @@ def bench_passk(
                                        "and must be among them; arithmetic:B carries B bits "
                                        "of the residual). Default: iid sobol lattice "
                                        "antithetic arithmetic."),
+    model: str = typer.Option("smollm2", "--model", "-m", help="The chat model of the short-answer "
+                              "and GSM8K tasks: smollm2 (single-digit additions), "
+                              "qwen-coder-1.5b or qwen-coder-0.5b (two-digit products; GSM8K "
+                              "under the instruct protocol). With a Qwen model the defaults "
+                              "become its preset (see below) for every option you do not type."),
     ar_model: str = typer.Option("ar-arith", "--ar-model", help="Shipped AR checkpoint name or a "
                                  ".pt file from `parasample train ar`."),
     skip_throughput: bool = typer.Option(False, "--skip-throughput", help="Skip the engine vs "
@@ -78,6 +84,13 @@ def bench_passk(
     """Correlated parallel sampling: pass@k of i.i.d., scrambled Sobol, shifted lattice,
     antithetic and arithmetic samples on (a) the shipped small AR model on arithmetic chains,
     (b) SmolLM2 on single-digit addition questions, (c) SmolLM2 on GSM8K.
+
+    With --model qwen-coder-0.5b / qwen-coder-1.5b (installed by scripts/install-models.sh)
+    the preset is: no small-AR part, k-max 16, samplers iid, arithmetic, lattice, stratified
+    (drawn as one group per k) and sobol, temperature 0.7, GSM8K under the instruct protocol
+    (320 new tokens) and two-digit products; run the two workloads one at a time with
+    --add-problems 0 (GSM8K) or --gsm8k-problems 0 (products), each sized to finish within an
+    hour on 2 CPU cores.
 
     Writes passk.csv, summary.csv (samples saved at matched pass@k, bootstrap SE), throughput.csv
     (our engine vs transformers generate at the same batch and length) and passk.png; resumes
@@ -99,6 +112,12 @@ def bench_passk(
               ar_problems=ar_problems, ar_batches=ar_batches, add_problems=add_problems,
               gsm8k_problems=gsm8k_problems, gsm8k_tokens=gsm8k_tokens,
               samplers=tuple(samplers), seed=seed)
+    from parasample.targets.pinned import MODELS as PINNED
+
+    if model in PINNED and not quick:  # the real-model preset under the options typed
+        typed = explicit(ctx)
+        kw = {**kw, **{k: v for k, v in bp.qwen_preset(model).items() if k not in typed}}
+        skip_throughput = skip_throughput or "skip_throughput" not in typed
     cfg = config(ctx, quick, bp.PasskBenchConfig, kw)  # --quick: typed options still apply
     out_dir = Path(out or ("results/passk-quick" if quick else "results/passk"))
     # every input is checked before a model loads (SmolLM2 takes 20-50 s)
@@ -109,10 +128,15 @@ def bench_passk(
 
         require_vllm()
     uses_lm = bool(cfg.add_problems or cfg.gsm8k_problems or not skip_throughput)
-    if uses_lm:
+    if uses_lm and model == "smollm2":
         from parasample.targets.hf import smollm2_path
 
         smollm2_path()
+    elif uses_lm and model in PINNED:
+        from parasample.targets.pinned import part_paths, state
+
+        if state(PINNED[model]) != "verified":
+            part_paths(PINNED[model])  # not installed: one line with the install command
     if cfg.gsm8k_problems:
         from parasample.tasks.gsm8k import load_gsm8k
 
@@ -121,8 +145,8 @@ def bench_passk(
         specs = [bp.TaskSpec(kind, args, str(dev), dtype) for kind, args, n in (
             ("ar", (cfg.ar_problems, cfg.ar_batches, seed, ar_model, cfg.temperature),
              cfg.ar_problems),
-            ("add", (cfg.add_problems, seed, cfg.lm_temperature), cfg.add_problems),
-            ("gsm8k", (cfg.gsm8k_problems, cfg.gsm8k_tokens, cfg.lm_temperature, data),
+            ("add", (cfg.add_problems, seed, cfg.lm_temperature, model), cfg.add_problems),
+            ("gsm8k", (cfg.gsm8k_problems, cfg.gsm8k_tokens, cfg.lm_temperature, data, model),
              cfg.gsm8k_problems)) if n]
         tasks = [bp.build_task(s) for s in specs]
         if engine == "vllm" and (cfg.add_problems or cfg.gsm8k_problems):
@@ -133,18 +157,20 @@ def bench_passk(
             tasks = [t if t.model_name != "smollm2" else t._replace(
                 engine=VLLMEngine(llm, t.model.eos_id), model_name="smollm2-vllm")
                 for t in tasks]
-        lm = None if skip_throughput else load_ar_model("smollm2", dev, dt)
+        lm = None if skip_throughput else load_ar_model(model, dev, dt)
     if not tasks and lm is None:
         raise InputError("nothing to run: every task has 0 problems and --skip-throughput is "
                          "set; give --ar-problems, --add-problems or --gsm8k-problems > 0.")
     for t in tasks:
         console.print(f"  {t.model_name} on {t.name}: {len(t.problems)} problems x "
-                      f"{t.batches} batch(es) x k={cfg.k_max} samples x {len(bp.SAMPLERS)} "
+                      f"{t.batches} batch(es) x k={cfg.k_max} samples x {len(cfg.samplers)} "
                       f"samplers, <= {t.max_new_tokens} new tokens, temperature "
                       f"{t.temperature}", highlight=False)
     console.print(f"bench passk: k = {cfg.ks}, top-p {cfg.top_p}, {dev}, {dtype}, {threads} "
                   f"threads -> {out_dir}", highlight=False)
-    rows_total = sum(len(t.problems) * t.batches * cfg.k_max for t in tasks) * len(bp.SAMPLERS)
+    rows_total = sum(len(t.problems) * t.batches * (sum(cfg.ks) if bp.own_groups(s, cfg) else
+                                                    cfg.k_max)
+                     for t in tasks for s in cfg.samplers)
     runs_total = 0 if lm is None else cfg.throughput_reps * (len(bp.SAMPLERS) + 2)
     prompt = "What is the sum of the first ten positive integers? Explain briefly."
     with progress() as bar:
@@ -207,7 +233,7 @@ def _stride_table(rows: list[dict]):
     standard error against the first-k one, per sampler."""
     from rich.table import Table
 
-    from parasample.noise import SOURCES
+    from parasample.noise import source_class
 
     ks = sorted({int(r["k"]) for r in rows})
     show = [k for k in (4, 8, 16) if k in ks]
@@ -222,7 +248,7 @@ def _stride_table(rows: list[dict]):
         for k, r in by_k.items():
             a, b = ((r["stride_sampling_se"], r["sampling_se"]) if r["sampling_se"] else
                     (r["stride_stderr"], r["stderr"]))
-            if k < max(ks) and SOURCES[sampler].splits_into(max(ks), k) and float(b) > 0:
+            if k < max(ks) and source_class(sampler).splits_into(max(ks), k) and float(b) > 0:
                 ratios.append(float(a) / float(b))
         ratio = f"{sum(ratios) / len(ratios):.2f}" if ratios else "-"
         t.add_row(model, task, sampler, *[f"{float(by_k[k]['zero_variance']):.3f} +- "

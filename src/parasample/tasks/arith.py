@@ -179,32 +179,47 @@ def last_integer(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class SimpleAddTask:
-    """Two-number addition asked of an instruct LM (``bench passk`` with SmolLM2).
+    """Two-number arithmetic asked of an instruct LM (``bench passk``: single-digit additions
+    for SmolLM2, two-digit products for the Qwen models).
 
     The question is ``What is 3 + 5? Answer with the number only.`` (sent through the chat
     template); the answer is the last integer of the reply, so a short budget of new tokens
-    suffices. Operands are drawn from 1..``max_operand``.
+    suffices. Operands are drawn from ``min_operand``..``max_operand``; ``op`` is ``+`` or
+    ``*``.
     """
 
     max_operand: int = 9
+    op: str = "+"
+    min_operand: int = 1
 
     def __post_init__(self):
-        if self.max_operand < 1:
-            raise InputError(f"max_operand={self.max_operand} must be >= 1.")
+        if not 1 <= self.min_operand <= self.max_operand:
+            raise InputError(f"operands {self.min_operand}..{self.max_operand}: need 1 <= min "
+                             "<= max.")
+        if self.op not in ("+", "*"):
+            raise InputError(f"op={self.op!r}: use + or *.")
+
+    @property
+    def name(self) -> str:
+        digits = len(str(self.max_operand))
+        return f"{'add' if self.op == '+' else 'mul'}{digits}digit"
 
     def problems(self, n: int, *, seed: int) -> list[ArithProblem]:
         """``n`` distinct problems, deterministic in ``seed``."""
-        if n > self.max_operand ** 2:
-            raise InputError(f"only {self.max_operand ** 2} distinct problems exist with "
-                             f"max_operand={self.max_operand}; ask for fewer.")
+        span = self.max_operand - self.min_operand + 1
+        if n > span ** 2:
+            raise InputError(f"only {span ** 2} distinct problems exist with operands "
+                             f"{self.min_operand}..{self.max_operand}; ask for fewer.")
         g = torch.Generator().manual_seed(seed)
         seen, out = set(), []
         while len(out) < n:
-            a, b = (int(v) for v in torch.randint(1, self.max_operand + 1, (2,), generator=g))
+            a, b = (int(v) for v in torch.randint(self.min_operand, self.max_operand + 1, (2,),
+                                                  generator=g))
             if (a, b) not in seen:
                 seen.add((a, b))
-                out.append(ArithProblem(f"What is {a} + {b}? Answer with the number only.",
-                                        str(a + b), str(a + b)))
+                value = str(a + b if self.op == "+" else a * b)
+                out.append(ArithProblem(f"What is {a} {self.op} {b}? Answer with the number "
+                                        "only.", value, value))
         return out
 
     @staticmethod

@@ -11,7 +11,8 @@ from pathlib import Path
 from parasample.errors import InputError, MissingInputError
 
 __all__ = ["GSM8K_ENV", "Problem", "default_gsm8k_path", "load_gsm8k", "extract_answer",
-           "normalize_number", "is_correct", "format_prompt"]
+           "normalize_number", "is_correct", "format_prompt", "protocol_prompt",
+           "PROTOCOL_TOKENS"]
 
 #: Environment variable naming the GSM8K JSONL file to use by default.
 GSM8K_ENV = "PARASAMPLE_GSM8K"
@@ -59,15 +60,31 @@ def normalize_number(text: str) -> str | None:
     return repr(value)
 
 
+_MARKERS = (re.compile(r"####\s*"), re.compile(r"answer is:?\s*\**\s*", re.IGNORECASE),
+            re.compile(r"\\boxed\{\s*"))
+_CODE = re.compile(r"```.*?(```|$)", re.DOTALL)
+
+
 def extract_answer(text: str) -> str | None:
-    """The final answer of a solution text: the number after ``####``, else the last number."""
-    if "####" in text:
-        tail = text.rsplit("####", 1)[1]
-        m = _NUM.search(tail)
-        if m:
-            return normalize_number(m.group())
-    nums = _NUM.findall(text)
-    return normalize_number(nums[-1]) if nums else None
+    """The final answer of a solution text, by the first rule that finds a number:
+
+    1. the number right after the last ``####`` (GSM8K's own form, and the protocol's);
+    2. after the last "answer is" (instruct models' habit: "The final answer is $18.");
+    3. inside the last ``\\boxed{...}`` (math-tuned models);
+    4. the last number outside code blocks (coder models often show a Python program, whose
+       last number is rarely the answer), else the last number at all.
+    """
+    for marker in _MARKERS:
+        hits = list(marker.finditer(text))
+        if hits:
+            m = _NUM.match(text, hits[-1].end())
+            if m:
+                return normalize_number(m.group())
+    for source in (_CODE.sub(" ", text), text):
+        nums = _NUM.findall(source)
+        if nums:
+            return normalize_number(nums[-1])
+    return None
 
 
 def is_correct(prediction_text: str, answer: str) -> bool:
@@ -77,9 +94,24 @@ def is_correct(prediction_text: str, answer: str) -> bool:
 
 
 def format_prompt(question: str) -> str:
-    """The user message sent to an instruct model for a GSM8K question."""
+    """The user message sent to a small instruct model (SmolLM2) for a GSM8K question."""
     return (f"{question}\nSolve step by step, then give the final answer as a number on the "
             "last line in the form '#### <number>'.")
+
+
+#: new tokens the protocol allows a chain of thought (GSM8K solutions of 1.5B instruct models
+#: run 100-250 tokens; shorter budgets cut answers off)
+PROTOCOL_TOKENS = 320
+
+
+def protocol_prompt(question: str) -> str:
+    """The GSM8K protocol for instruct models (sent through the chat template): reason in
+    words, no code (coder models otherwise answer with a program they cannot run), the final
+    number on the last line as ``#### <number>``; :func:`extract_answer` also reads the forms
+    these models fall back to."""
+    return (f"{question}\n\nSolve this step by step in plain words; do not write code. "
+            "Then write the final answer as a single number on the last line, in the form "
+            "'#### <number>'.")
 
 
 def load_gsm8k(path: str | os.PathLike | None = None, *, limit: int | None = None,
