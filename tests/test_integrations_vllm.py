@@ -95,7 +95,7 @@ def test_vllm_draws_the_engines_tokens_from_the_same_uniforms(tiny, sampler):
     u_all = src.uniform(cfg.max_new_tokens)  # the same numbers generate() sent to vLLM
     for p, x in enumerate(ids):
         for j in range(k):
-            row = _FixedSource(u_all[p * k + j][None], src.carries_residual)
+            row = _FixedSource(u_all[p * k + j][None], src.carries_residual, src.carry_bits)
             mine.append(engine_generate(ours, x, torch.ones_like(x), row, cfg).tokens[0])
     mine = torch.stack(mine)
     if src.carries_residual:
@@ -113,8 +113,9 @@ class _FixedSource:
 
     k = 1
 
-    def __init__(self, u, carries_residual):
+    def __init__(self, u, carries_residual, carry_bits):
         self.u, self.t, self.n, self.carries_residual = u, 0, 1, carries_residual
+        self.carry_bits = carry_bits
 
     def uniform(self, *shape):
         d = 1

@@ -1,5 +1,6 @@
 """Masked-diffusion parallel decoding: one block-decoding loop with pluggable rules."""
 
+from parasample.diffusion import speculative
 from parasample.diffusion.caches import (
     CACHES,
     BlockCache,
@@ -27,8 +28,10 @@ from parasample.diffusion.rules import (
     random_confidence,
     top_prob,
 )
+from parasample.diffusion.speculative import SpecDecodeConfig, SpecDecoded
 
 __all__ = ["CACHES", "SCORES", "BlockCache", "DecodeConfig", "DecodeInfo", "DecodeState",
-           "Decoded", "DualCache", "FixedSteps", "NoCache", "PrefixCache", "Threshold",
-           "TransferRule", "decode", "init", "low_confidence", "make_cache", "num_transfer_tokens",
-           "random_confidence", "step", "top_prob"]
+           "Decoded", "DualCache", "FixedSteps", "NoCache", "PrefixCache", "SpecDecodeConfig",
+           "SpecDecoded", "Threshold", "TransferRule", "decode", "init", "low_confidence",
+           "make_cache", "num_transfer_tokens", "random_confidence", "speculative", "step",
+           "top_prob"]

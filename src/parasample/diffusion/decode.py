@@ -48,7 +48,8 @@ from parasample.diffusion.rules import ConfidenceScore, FixedSteps, TransferRule
 from parasample.errors import InputError
 from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
 
-__all__ = ["DecodeConfig", "DecodeState", "DecodeInfo", "Decoded", "init", "step", "decode"]
+__all__ = ["DecodeConfig", "DecodeState", "DecodeInfo", "Decoded", "init", "step", "decode",
+           "choose"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ class DecodeConfig:
         temperature: 0 proposes the argmax; > 0 draws from softmax(logits / T).
         cache: how each step gets the block's logits (:class:`NoCache`, ``PrefixCache``,
             ``DualCache``).
+        confidence: ``tempered`` scores confidence on softmax(logits / T), the distribution the
+            tokens are drawn from (Fast-dLLM's choice); ``model`` on the model's own
+            softmax(logits), whatever T. Only which positions are committed changes: every
+            committed token is drawn at T either way.
     """
 
     gen_length: int = 256
@@ -74,6 +79,7 @@ class DecodeConfig:
     score: ConfidenceScore = low_confidence
     temperature: float = 0.0
     cache: BlockCache = field(default_factory=NoCache)
+    confidence: str = "tempered"
 
     def __post_init__(self):
         if self.gen_length < 1 or self.block_length < 1:
@@ -90,6 +96,9 @@ class DecodeConfig:
                              f"steps={nb * max(1, round(self.steps / nb))}.")
         if self.temperature < 0:
             raise InputError(f"temperature={self.temperature} must be >= 0 (0 = argmax).")
+        if self.confidence not in ("tempered", "model"):
+            raise InputError(f"confidence={self.confidence!r}: score confidence on the "
+                             "'tempered' distribution or the 'model''s own.")
 
     @property
     def num_blocks(self) -> int:
@@ -174,23 +183,60 @@ def init(model, prompt: torch.Tensor, cfg: DecodeConfig,
     return st._replace(plan=cfg.rule.plan_block(masked, cfg.steps_per_block))
 
 
-def _draw(probs: torch.Tensor, u: torch.Tensor, commit: torch.Tensor, state: DecodeState):
+def _draw(probs: torch.Tensor, u: torch.Tensor, commit: torch.Tensor, residual, logq,
+          carry_bits):
     """Tokens ``[B, Lb]`` at the committed positions (elsewhere arbitrary), and the carried
     residual and log-probability. Plain sources: position j of the block draws from ``u[:, j]``.
     Arithmetic sampling: the committed positions draw in order from the row's carried code point
     (rotated by ``u`` once the committed prefix is rarer than 2^-20, as in the AR engine)."""
-    if state.residual is None:
+    if residual is None:
         return icdf_categorical(probs, u), None, None
-    residual, logq = state.residual, state.logq
     tok = torch.zeros(commit.shape, dtype=torch.long, device=probs.device)
     for j in torch.nonzero(commit.any(0)).flatten().tolist():  # positions some row commits
         c = commit[:, j]
-        uj = carry_code_point(residual, u[:, j], logq, state.carry_bits)
+        uj = carry_code_point(residual, u[:, j], logq, carry_bits)
         tj = icdf_categorical(probs[:, j], uj)
         tok[:, j] = tj
         residual = torch.where(c, icdf_residual(probs[:, j], uj, tj), residual)
         logq = logq + torch.where(c, torch.log(probs[:, j].gather(1, tj[:, None])[:, 0]), 0.0)
     return tok, residual, logq
+
+
+def choose(u: torch.Tensor, xb: torch.Tensor, logits: torch.Tensor, cfg: DecodeConfig,
+           mask_id: int, select, residual=None, logq=None, carry_bits=None):
+    """One step's decision on a block, given its logits: which masked positions are committed
+    and their tokens. Pure; shared by :func:`step` and the speculative decoder, which replays it
+    on verified logits.
+
+    ``u [B, 2, Lb]``, ``xb [B, Lb]`` the block's tokens, ``logits [B, Lb, V]``; ``select(conf
+    [B, Lb]) -> [B, Lb]`` bool is the transfer rule's choice. Returns ``commit [B, Lb]`` bool,
+    ``tokens [B, Lb]`` (valid where committed) and the carried residual and log q.
+    """
+    # The mask token is never a proposal: committing it would leave the position undecided.
+    logits = logits.to(torch.float32).index_fill(
+        -1, torch.tensor([mask_id], device=logits.device), float("-inf"))  # [B, Lb, V]
+    masked = xb == mask_id
+    if cfg.temperature == 0:
+        probs = torch.softmax(logits, dim=-1)
+        p_top, x0 = probs.max(-1)  # [B, Lb]
+        p_draw = p_top
+    else:
+        probs = torch.softmax(logits.double() / cfg.temperature, dim=-1)  # float64 for icdf
+        # confidence read on the tempered distribution, or on the model's own (T = 1)
+        sure = probs if cfg.confidence == "tempered" else torch.softmax(logits.double(), -1)
+        p_top, x0, p_draw = sure.max(-1).values, None, None
+        if cfg.score.uses_draw:
+            if residual is not None:
+                raise InputError("arithmetic sampling spends its code point on committed tokens "
+                                 "only, so it needs a score that does not read the draw: use "
+                                 "score=top_prob or random_confidence.")
+            x0 = icdf_categorical(probs, u[:, 0])
+            p_draw = sure.gather(-1, x0[..., None])[..., 0]
+    conf = torch.where(masked, cfg.score(p_draw, p_top, u[:, 1]), float("-inf"))
+    commit = select(conf) & masked
+    if x0 is None:
+        x0, residual, logq = _draw(probs, u[:, 0], commit, residual, logq, carry_bits)
+    return commit, x0, residual, logq
 
 
 def step(u: torch.Tensor, state: DecodeState, model, cfg: DecodeConfig
@@ -203,29 +249,11 @@ def step(u: torch.Tensor, state: DecodeState, model, cfg: DecodeConfig
     """
     blk = _block_slice(state, cfg)
     logits, kv = cfg.cache.logits(model, state.x, blk, state.s, state.kv, state.attention_mask)
-    # The mask token is never a proposal: committing it would leave the position undecided.
-    logits = logits.to(torch.float32).index_fill(
-        -1, torch.tensor([model.mask_id], device=logits.device), float("-inf"))  # [B, Lb, V]
-    masked = state.x[:, blk] == model.mask_id
-    residual, logq = state.residual, state.logq
-    if cfg.temperature == 0:
-        probs = torch.softmax(logits, dim=-1)
-        p_top, x0 = probs.max(-1)  # [B, Lb]
-        p_draw = p_top
-    else:
-        probs = torch.softmax(logits.double() / cfg.temperature, dim=-1)  # float64 for icdf
-        p_top, x0, p_draw = probs.max(-1).values, None, None
-        if cfg.score.uses_draw:
-            if residual is not None:
-                raise InputError("arithmetic sampling spends its code point on committed tokens "
-                                 "only, so it needs a score that does not read the draw: use "
-                                 "score=top_prob or random_confidence.")
-            x0 = icdf_categorical(probs, u[:, 0])
-            p_draw = probs.gather(-1, x0[..., None])[..., 0]
-    conf = torch.where(masked, cfg.score(p_draw, p_top, u[:, 1]), float("-inf"))
-    commit = cfg.rule.select(conf, min(state.s, cfg.steps_per_block - 1), state.plan) & masked
-    if x0 is None:
-        x0, residual, logq = _draw(probs, u[:, 0], commit, state)
+    s = min(state.s, cfg.steps_per_block - 1)
+    commit, x0, residual, logq = choose(
+        u, state.x[:, blk], logits, cfg, model.mask_id,
+        lambda conf: cfg.rule.select(conf, s, state.plan), state.residual, state.logq,
+        state.carry_bits)
     x = state.x.clone()
     x[:, blk] = torch.where(commit, x0, state.x[:, blk])
     new = state._replace(x=x, s=state.s + 1, kv=kv, residual=residual, logq=logq)
