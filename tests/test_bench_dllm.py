@@ -16,19 +16,23 @@ GUIDE = ["stage1-B4", "stage1-B8", "stage1-B16", "stage1-B32", "stage1-B64", "st
 def test_sweep_is_the_guides_thirteen_configurations_per_cache():
     runs = bd.sweep(bd.DLLMBenchConfig())
     names = [r.run_name for r in runs]
-    assert names == [*GUIDE, "temp-T0.5", "temp-T1", *(f"{n}+dual" for n in GUIDE),
-                     "temp-T0.5+dual", "temp-T1+dual"]
+    temps = [f"temp-T{t}{c}" for c in ("", "-model") for t in ("0.1", "0.3", "0.5", "0.7", "1")]
+    assert names == [*GUIDE, *temps, *(f"{n}+dual" for n in GUIDE + temps)]
     s1 = [r for r in runs if r.stage == "1"]
     assert all(r.config.steps == 256 // r.config.block_length for r in s1)
     assert all(r.config.block_length == 32 for r in runs if r.stage == "2")
     assert {r.config.cache.name for r in runs if r.run_name.endswith("+dual")} == {"dual"}
-    assert {r.config.temperature for r in runs if r.stage == "temperature"} == {0.5, 1.0}
+    assert {r.config.temperature for r in runs if r.stage == "temperature"} == {
+        0.1, 0.3, 0.5, 0.7, 1.0}
+    assert {r.config.confidence for r in runs if r.run_name.startswith("temp-T1-model")} == {
+        "model"}
 
 
 def test_bench_writes_csvs_and_plots_and_resumes(tiny_dllm, tmp_path):
     runner = CliRunner()
     args = ["bench", "dllm", "--model", str(tiny_dllm), "-n", "2", "--batch-size", "2",
-            "--passk-problems", "2", "--k-max", "4", "--out", str(tmp_path)]
+            "--passk-problems", "2", "--k-max", "4", "--spec-problems", "2",
+            "--paired-problems", "4", "--out", str(tmp_path)]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     raw = (tmp_path / "results.csv").read_bytes()
@@ -36,7 +40,7 @@ def test_bench_writes_csvs_and_plots_and_resumes(tiny_dllm, tmp_path):
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["run_name", "block_length", "steps", "accuracy", "throughput"]
-    assert len(rows) == 1 + 30 and rows[-1][0] == "temp-T1+dual"
+    assert len(rows) == 1 + 46 and rows[-1][0] == "temp-T1-model+dual"
     passk = list(csv.DictReader(open(tmp_path / "passk.csv")))
     assert [(r["sampler"], r["k"]) for r in passk] == [
         (s, str(k)) for s in bd.PASSK_SAMPLERS for k in (1, 2, 4)]
@@ -50,7 +54,24 @@ def test_bench_writes_csvs_and_plots_and_resumes(tiny_dllm, tmp_path):
     # rerun: every configuration is found finished, nothing is appended
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
-    assert len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 30
+    assert len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 46
+    spec = list(csv.DictReader(open(tmp_path / "spec.csv")))
+    assert [(r["temperature"], r["run_name"]) for r in spec] == [
+        (t, n) for t in ("0.0", "1.0") for n in ("sequential", "spec-k2", "spec-k4", "spec-k8",
+                                                 "spec-adaptive")]
+    # the speculative decoder returns S's tokens and never needs more calls than S
+    assert all(r["identical_to_sequential"] == "1.0" for r in spec)
+    assert all(float(r["calls_saved"]) >= 1.0 for r in spec)
+    paired = list(csv.DictReader(open(tmp_path / "cache_paired.csv")))
+    assert len(paired) == 1 and paired[0]["n_problems"] == "4"
+    assert int(paired[0]["none_only"]) + int(paired[0]["dual_only"]) <= 4
+
+
+def test_mcnemar_p_is_the_exact_two_sided_binomial_test():
+    from parasample.bench.dllm_spec import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(3, 3) == 1.0
+    assert mcnemar_p(0, 10) == pytest.approx(2 * 0.5 ** 10)
 
 
 def test_interrupted_sweep_resumes_where_it_stopped(tiny_dllm, tmp_path):
@@ -67,7 +88,7 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_dllm, tmp_path):
         bd.run_benchmark(task, cfg, tmp_path, progress=boom)
     assert len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 2  # finished runs kept
     rows = bd.run_benchmark(task, cfg, tmp_path)
-    assert len(rows) == 15 and len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 15
+    assert len(rows) == 23 and len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 23
 
 
 def test_bench_bad_input(tmp_path):

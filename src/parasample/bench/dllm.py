@@ -65,6 +65,9 @@ class DLLMBenchConfig:
     Attributes:
         caches: block caches to run both stages with (``none``, ``prefix``, ``dual``).
         temperatures: threshold decoding at B = 32 is repeated at these (T = 0 is stage 1).
+        confidences: ... with confidence scored on each of these distributions (``tempered``:
+            softmax(logits / T), rows ``temp-T0.5``; ``model``: softmax(logits), ``temp-T0.5-
+            model``); tokens are drawn at T either way.
         passk_problems: held-out problems for the pass@k part (0 skips it); ``k_max`` samples
             per problem and sampler, at ``passk_temperature``.
     """
@@ -77,7 +80,8 @@ class DLLMBenchConfig:
     threshold: float = 0.9
     stage2_block: int = 32
     caches: tuple[str, ...] = ("none", "dual")
-    temperatures: tuple[float, ...] = (0.5, 1.0)
+    temperatures: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 1.0)
+    confidences: tuple[str, ...] = ("tempered", "model")
     passk_problems: int = 24
     k_max: int = 16
     passk_temperature: float = 1.0
@@ -121,7 +125,7 @@ def _name(base: str, cache: str) -> str:
 
 def sweep(cfg: DLLMBenchConfig) -> list[RunSpec]:
     """Per cache: the guide's 13 configurations (stage 1 then stage 2), then threshold decoding
-    at B = 32 at each temperature."""
+    at B = 32 at each confidence and temperature."""
     G, runs = cfg.gen_length, []
     nb = G // cfg.stage2_block
     for cache in cfg.caches:
@@ -132,11 +136,11 @@ def sweep(cfg: DLLMBenchConfig) -> list[RunSpec]:
         runs += [RunSpec(_name(f"stage2-S{S}", cache), "2", "fixed-steps-low-confidence",
                          DecodeConfig(G, cfg.stage2_block, S, rule=FixedSteps(), cache=c))
                  for S in STAGE2_STEPS if S % nb == 0]
-        runs += [RunSpec(_name(f"temp-T{t:g}", cache), "temperature",
-                         f"threshold{cfg.threshold}-top-prob",
+        runs += [RunSpec(_name(f"temp-T{t:g}" + ("" if conf == "tempered" else f"-{conf}"),
+                               cache), "temperature", f"threshold{cfg.threshold}-top-prob-{conf}",
                          DecodeConfig(G, cfg.stage2_block, nb, rule=Threshold(cfg.threshold),
-                                      score=top_prob, temperature=t, cache=c))
-                 for t in cfg.temperatures]
+                                      score=top_prob, temperature=t, cache=c, confidence=conf))
+                 for conf in cfg.confidences for t in cfg.temperatures]
     return runs
 
 
@@ -222,12 +226,15 @@ def _remote_run_one(spec_task: TaskSpec, spec: RunSpec, cfg: DLLMBenchConfig) ->
 
 
 def run_benchmark(task: DLLMTask, cfg: DLLMBenchConfig, out: Path, *, progress=None,
-                  log=None, executor=None, task_spec: TaskSpec | None = None) -> list[dict]:
+                  log=None, executor=None, task_spec: TaskSpec | None = None,
+                  stages: tuple[str, ...] | None = None) -> list[dict]:
     """Run (or resume) the sweep, writing ``runs.csv`` row by row, then ``results.csv``.
 
     Returns the rows of this sweep, in sweep order. ``progress(advance)`` is called per decoded
     batch (problems), ``log(msg)`` per finished run. With an ``executor`` (Ray), the missing
     configurations run as its units, built from ``task_spec``; rows are written in sweep order.
+    ``stages`` (e.g. ``("temperature",)``) runs only those stages' rows and leaves
+    ``results.csv`` (the whole guide table) alone.
     """
     out.mkdir(parents=True, exist_ok=True)
     runs = ResumableCSV(out / "runs.csv", RUNS_HEADER, _KEY)
@@ -239,7 +246,8 @@ def run_benchmark(task: DLLMTask, cfg: DLLMBenchConfig, out: Path, *, progress=N
                 "n_problems": len(task.problems), "device": where["device"],
                 "dtype": where["dtype"], **{k: v for k, v in asdict(cfg).items() if k in _KEY}}
 
-    todo = [s for s in sweep(cfg) if runs.done(key(s)) is None]
+    plan = [s for s in sweep(cfg) if stages is None or s.stage in stages]
+    todo = [s for s in plan if runs.done(key(s)) is None]
     if executor is None or executor.name == "local":
         results = (run_one(task, s, cfg, on_batch=progress) for s in todo)
         per_unit = 0
@@ -247,7 +255,7 @@ def run_benchmark(task: DLLMTask, cfg: DLLMBenchConfig, out: Path, *, progress=N
         results = executor.map(_remote_run_one, [(task_spec, s, cfg) for s in todo])
         per_unit = len(task.problems)
     rows = []
-    for spec in sweep(cfg):
+    for spec in plan:
         row = runs.done(key(spec))
         if row is None:
             row = next(results)
@@ -260,7 +268,8 @@ def run_benchmark(task: DLLMTask, cfg: DLLMBenchConfig, out: Path, *, progress=N
         elif progress:
             progress(len(task.problems))
         rows.append(row)
-    write_csv(out / "results.csv", RESULTS_HEADER, rows)
+    if stages is None:
+        write_csv(out / "results.csv", RESULTS_HEADER, rows)
     return rows
 
 

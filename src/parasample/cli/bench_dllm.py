@@ -30,6 +30,14 @@ class DLLMTaskName(StrEnum):
     gsm8k = "gsm8k"
 
 
+class Part(StrEnum):
+    sweep = "sweep"
+    temperature = "temperature"
+    passk = "passk"
+    spec = "spec"
+    paired = "paired"
+
+
 class CacheName(StrEnum):
     none = "none"
     prefix = "prefix"
@@ -67,6 +75,18 @@ def bench_dllm(
                                        "iid, lattice and arithmetic sources; 0 skips it)."),
     k_max: int = typer.Option(16, "--k-max", min=2, help="Samples per problem in the pass@k "
                               "part, a power of two; pass@k for k = 1, 2, ..., k-max."),
+    spec_problems: int = typer.Option(16, "--spec-problems", min=0, help="Problems decoded by "
+                                      "the speculative rows (spec.csv: one-token-per-step "
+                                      "decoding and its exact speculative decoder with k = 2, "
+                                      "4, 8 and adaptive, at T = 0 and 1; 0 skips them)."),
+    paired_problems: int = typer.Option(256, "--paired-problems", min=0, help="Problems "
+                                        "decoded with and without the dual cache "
+                                        "(cache_paired.csv: threshold decoding at B = 32, the "
+                                        "discordant counts and McNemar's p; 0 skips it)."),
+    parts: list[Part] = typer.Option(list(Part), "--part", help="Parts to run, repeatable: "
+                                     "sweep (the guide's stages and the temperature rows, "
+                                     "results.csv), temperature (the temperature rows alone), "
+                                     "passk, spec, paired. Default: all."),
     seed: int = seed_opt(0, "the held-out problems and every sampled draw"),
     data: str = typer.Option(None, "--data", help="GSM8K JSONL (default: "
                              "../shared/data/gsm8k/test.jsonl or $PARASAMPLE_GSM8K); checked "
@@ -92,6 +112,7 @@ def bench_dllm(
     from pathlib import Path
 
     from parasample.bench import dllm as bd
+    from parasample.bench import dllm_spec as bds
     from parasample.bench.executor import make_executor
     from parasample.bench.plots import dllm_plots, passk_plot
 
@@ -104,6 +125,12 @@ def bench_dllm(
         batch_size = batch_size if "batch_size" in typed else 4
         passk_problems = passk_problems if "passk_problems" in typed else 2
         k_max = k_max if "k_max" in typed else 4
+        spec_problems = spec_problems if "spec_problems" in typed else 2
+        paired_problems = paired_problems if "paired_problems" in typed else 4
+    parts = set(parts)
+    passk_problems = passk_problems if Part.passk in parts else 0
+    spec_problems = spec_problems if Part.spec in parts else 0
+    paired_problems = paired_problems if Part.paired in parts else 0
     if task is DLLMTaskName.gsm8k and model is None:
         raise InputError("--task gsm8k needs a real masked diffusion LM: pass --model PATH to a "
                          "local LLaDA/Dream-style model directory.")
@@ -112,7 +139,8 @@ def bench_dllm(
                              caches=tuple(dict.fromkeys(c.value for c in cache)),
                              passk_problems=passk_problems, k_max=k_max)
     out_dir = Path(out or ("results/dllm-quick" if quick else "results/dllm"))
-    n_load = max(n_problems, passk_problems)
+    n_load = max(n_problems, passk_problems, spec_problems, paired_problems)
+    part = bds.SpecPartConfig(problems=spec_problems, paired_problems=paired_problems)
     tspec = bd.TaskSpec("gsm8k" if task is DLLMTaskName.gsm8k else "arith", model, n_load, seed,
                         str(dev), dtype, data, mask_id)
     with console.status(f"loading {model} ..."):
@@ -128,23 +156,57 @@ def bench_dllm(
                   f"pass@k: {min(passk_problems, len(t.problems))} problems x k={cfg.k_max} x "
                   f"{len(bd.PASSK_SAMPLERS)} samplers; {dev}, {dtype}, {threads} threads -> "
                   f"{out_dir}")
-    heads = {}
+    heads, rows, spec_rows = {}, [], []
     with progress() as bar:
-        job = bar.add_task("decoding", total=len(sweep_task.problems) * len(specs))
         log = lambda m: bar.console.print(m, highlight=False)  # noqa: E731
-        rows = bd.run_benchmark(sweep_task, cfg, out_dir, progress=lambda n: bar.advance(job, n),
-                                log=log, executor=executor, task_spec=tspec)
+        if Part.sweep in parts or Part.temperature in parts:
+            stages = None if Part.sweep in parts else ("temperature",)
+            specs = [s for s in specs if stages is None or s.stage in stages]
+            job = bar.add_task("decoding", total=len(sweep_task.problems) * len(specs))
+            rows = bd.run_benchmark(sweep_task, cfg, out_dir, log=log, executor=executor,
+                                    progress=lambda n: bar.advance(job, n), task_spec=tspec,
+                                    stages=stages)
+        if spec_problems:
+            sjob = bar.add_task("speculative rows", total=spec_problems * len(
+                bds.spec_runs(part)) * len(part.temperatures))
+            spec_rows = bds.spec_table(t, part, cfg.gen_length, cfg.stage2_block, batch_size,
+                                       seed, out_dir, log=log,
+                                       progress=lambda n: bar.advance(sjob, n))
+        if paired_problems:
+            qjob = bar.add_task("paired cache", total=2 * paired_problems)
+            bds.paired_table(t, paired_problems, cfg.gen_length, cfg.stage2_block,
+                             cfg.threshold, batch_size, seed, out_dir, log=log,
+                             progress=lambda n: bar.advance(qjob, n))
         if passk_problems:
             pjob = bar.add_task("pass@k samples", total=n_passk)
             _, heads = bd.passk_table(t, cfg, out_dir, progress=lambda n: bar.advance(pjob, n),
                                       log=log, executor=executor, task_spec=tspec)
-    paths = dllm_plots(out_dir, f"({t.model_name}, {t.name}, n={len(sweep_task.problems)})")
+    paths = dllm_plots(out_dir, f"({t.model_name}, {t.name}, n={len(sweep_task.problems)})") \
+        if Part.sweep in parts else []
     if passk_problems:
         paths.append(passk_plot(out_dir))
-    _summary(rows, heads)
-    console.print(f"wrote {out_dir / 'results.csv'}, {out_dir / 'runs.csv'}"
-                  + (f", {out_dir / 'passk.csv'}" if passk_problems else "") + ", "
-                  + ", ".join(str(p) for p in paths if p))
+    if rows or heads:
+        _summary(rows, heads)
+    if spec_rows:
+        _spec_summary(spec_rows)
+    written = [n for n, on in (("results.csv", Part.sweep in parts), ("runs.csv", rows),
+                               ("passk.csv", passk_problems), ("spec.csv", spec_rows),
+                               ("cache_paired.csv", paired_problems)) if on]
+    console.print("wrote " + ", ".join([str(out_dir / n) for n in written]
+                                       + [str(p) for p in paths if p]))
+
+
+def _spec_summary(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table("T", "run", "calls/token", "calls saved", "forward rows/token", "tok/s",
+                  "wall vs seq.", "identical", "mean committed", title="bench dllm: speculative")
+    for r in rows:
+        table.add_row(f"{float(r['temperature']):g}", r["run_name"], str(r["calls_per_token"]),
+                      f"{float(r['calls_saved']):.2f}x", str(r["forward_rows_per_token"]),
+                      str(r["tokens_per_s"]), f"{float(r['speedup_wall']):.2f}x",
+                      str(r["identical_to_sequential"]), str(r["mean_committed"]))
+    console.print(table)
 
 
 def _summary(rows: list[dict], heads: dict) -> None:
@@ -157,11 +219,14 @@ def _summary(rows: list[dict], heads: dict) -> None:
                   "tok/step", "forward share", title="bench dllm")
     for r in rows:
         speed = f"{float(r['throughput']) / ref_tput:.2f}x" if ref_tput else "-"
+        if ref_tput is None and r["run_name"].startswith("temp-"):  # vs threshold at T = 0
+            speed = "-"
         table.add_row(r["run_name"], str(r["block_length"]), str(r["steps"]),
                       str(r["temperature"]), f"{float(r['accuracy']):.3f}",
                       f"{float(r['throughput']):.1f}", speed, str(r["nfe_per_problem"]),
                       str(r["tokens_per_step"]), f"{float(r['forward_share']):.1%}")
-    console.print(table)
+    if rows:
+        console.print(table)
     par = by.get("stage1-B32")
     if par and ref:
         console.print(
