@@ -148,7 +148,9 @@ def bench_dllm(
     for c in cfg.caches:  # a cache the model cannot use is refused before anything runs
         bd.make_cache(c).check(t.model)
     sweep_task = t._replace(problems=t.problems[:n_problems])
-    specs = bd.sweep(cfg)
+    stages = None if Part.sweep in parts else ("temperature",)
+    specs = [s for s in bd.sweep(cfg) if stages is None or s.stage in stages] \
+        if Part.sweep in parts or Part.temperature in parts else []
     n_passk = min(passk_problems, len(t.problems)) * len(bd.PASSK_SAMPLERS) * cfg.k_max
     console.print(f"bench dllm: {t.model_name} on {t.name}, {len(sweep_task.problems)} problems "
                   f"x {len(specs)} configurations (caches {', '.join(cfg.caches)}), batch "
@@ -160,8 +162,6 @@ def bench_dllm(
     with progress() as bar:
         log = lambda m: bar.console.print(m, highlight=False)  # noqa: E731
         if Part.sweep in parts or Part.temperature in parts:
-            stages = None if Part.sweep in parts else ("temperature",)
-            specs = [s for s in specs if stages is None or s.stage in stages]
             job = bar.add_task("decoding", total=len(sweep_task.problems) * len(specs))
             rows = bd.run_benchmark(sweep_task, cfg, out_dir, log=log, executor=executor,
                                     progress=lambda n: bar.advance(job, n), task_spec=tspec,
