@@ -66,10 +66,14 @@ class DecodeConfig:
         temperature: 0 proposes the argmax; > 0 draws from softmax(logits / T).
         cache: how each step gets the block's logits (:class:`NoCache`, ``PrefixCache``,
             ``DualCache``).
-        confidence: ``tempered`` scores confidence on softmax(logits / T), the distribution the
-            tokens are drawn from (Fast-dLLM's choice); ``model`` on the model's own
-            softmax(logits), whatever T. Only which positions are committed changes: every
-            committed token is drawn at T either way.
+        confidence: ``model`` (the default) scores confidence on the model's own
+            softmax(logits), whatever T; ``tempered`` on softmax(logits / T), the distribution
+            the tokens are drawn from (Fast-dLLM's choice). Only which positions are committed
+            changes: every committed token is drawn at T either way. ``bench dllm`` measured
+            threshold decoding at B = 32 solving 0.906 / 0.875 / 0.906 / 0.844 / 0.844 of 32
+            chains at T = 0.1 / 0.3 / 0.5 / 0.7 / 1 with ``model`` against 0.344 / 0.281 / 0.594
+            / 0.656 / 0.844 with ``tempered`` (a sharp tempered distribution clears the
+            threshold at uncertain positions), hence the default.
     """
 
     gen_length: int = 256
@@ -79,7 +83,7 @@ class DecodeConfig:
     score: ConfidenceScore = low_confidence
     temperature: float = 0.0
     cache: BlockCache = field(default_factory=NoCache)
-    confidence: str = "tempered"
+    confidence: str = "model"
 
     def __post_init__(self):
         if self.gen_length < 1 or self.block_length < 1:
