@@ -82,7 +82,8 @@ def _check_resume(args, tmp_path, anchor=None, seed=0, rerun=True):
 
 def test_bench_dllm_resumes_to_the_same_csvs(tiny_dllm, tmp_path):
     _check_resume(["bench", "dllm", "--model", str(tiny_dllm), "-n", "1", "--batch-size", "1",
-                   "--passk-problems", "1", "--k-max", "2"], tmp_path, seed=1)
+                   "--passk-problems", "1", "--k-max", "2", "--spec-problems", "1",
+                   "--paired-problems", "2"], tmp_path, seed=1)
 
 
 def test_bench_passk_resumes_to_the_same_csvs(tmp_path):
