@@ -154,7 +154,7 @@ def test_quick_keeps_every_option_the_user_typed(monkeypatch, tmp_path):
         "dllm", (task, cfg)) and [])
     monkeypatch.setattr(bd, "dllm_plots", lambda *a, **k: [], raising=False)
     result = runner.invoke(app, ["bench", "dllm", "--task", "arith-short", "--quick", "-n", "64",
-                                 "--out", str(tmp_path)])
+                                 "--part", "sweep", "--out", str(tmp_path)])
     task, cfg = seen["dllm"]
     assert cfg.n_problems == 64 and len(task.problems) == 64
     assert cfg.batch_size == 4  # untyped: the quick preset's

@@ -15,8 +15,9 @@ pytest.importorskip("ray")
 
 
 def test_bench_dllm_on_local_ray_writes_the_rows_of_the_plain_run(tiny_dllm, tmp_path):
+    # the Ray units are the sweep's configurations and the pass@k samplers
     args = ["bench", "dllm", "--model", str(tiny_dllm), "-n", "2", "--batch-size", "1",
-            "--passk-problems", "1", "--k-max", "2"]
+            "--passk-problems", "1", "--k-max", "2", "--part", "sweep", "--part", "passk"]
     _run(args, tmp_path / "plain")
     _run([*args, "--ray", "local"], tmp_path / "ray")
     plain, ray = _csvs(tmp_path / "plain"), _csvs(tmp_path / "ray")
