@@ -43,8 +43,10 @@ def test_bench_align_quick_writes_identical_chains_and_a_rerun_computes_nothing(
     assert (tmp_path / "align_lm.png").exists() and (tmp_path / "lm_summary.csv").exists()
     before = {p.name: p.read_text() for p in tmp_path.glob("*.csv")}
     import parasample.bench.align as align
-    monkeypatch.setattr(align, "_chain", lambda *a, **k: pytest.fail("ran again"))
-    monkeypatch.setattr(align, "toy_unit", lambda *a, **k: pytest.fail("ran again"))
+    import parasample.bench.align_cache as align_cache
+    import parasample.bench.align_toy as align_toy
+    monkeypatch.setattr(align_cache, "_chain", lambda *a, **k: pytest.fail("ran again"))
+    monkeypatch.setattr(align_toy, "toy_unit", lambda *a, **k: pytest.fail("ran again"))
     monkeypatch.setattr(align, "lm_unit", lambda *a, **k: pytest.fail("ran again"))
     assert runner.invoke(app, args).exit_code == 0
     assert {p.name: p.read_text() for p in tmp_path.glob("*.csv")} == before

@@ -77,7 +77,8 @@ def test_smollm2_energy_target_matches_the_ar_engine():
     from parasample.ancestral import SamplingConfig, generate
     from parasample.bench.mcmc_lm import PROMPT, _NoStop
     from parasample.noise import IIDSource
-    from parasample.targets.hf import HFEnergy, smollm2
+    from parasample.targets.hf import smollm2
+    from parasample.targets.hf_energy import HFEnergy
 
     lm = smollm2()
     ids, mask = lm.encode_prompts([PROMPT])

@@ -179,7 +179,7 @@ def test_decoding_through_a_random_hf_masked_lm():
     HFMaskedLM, with both rules, batched == per example."""
     from transformers import BertConfig, BertForMaskedLM
 
-    from parasample.targets.hf import HFMaskedLM
+    from parasample.targets.hf_masked import HFMaskedLM
 
     torch.manual_seed(0)  # weight init of a throwaway model
     cfg = BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

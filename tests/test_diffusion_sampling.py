@@ -200,7 +200,7 @@ def test_block_boundary_caches_call_the_model_as_often_and_decode_everything():
 def test_a_model_without_cache_hooks_is_refused_by_name():
     from transformers import BertConfig, BertForMaskedLM
 
-    from parasample.targets.hf import HFMaskedLM
+    from parasample.targets.hf_masked import HFMaskedLM
 
     torch.manual_seed(0)
     lm = HFMaskedLM(BertForMaskedLM(BertConfig(vocab_size=30, hidden_size=32,
@@ -215,7 +215,7 @@ def test_a_model_without_cache_hooks_is_refused_by_name():
 def _bert():
     from transformers import BertConfig, BertForMaskedLM
 
-    from parasample.targets.hf import HFMaskedLM
+    from parasample.targets.hf_masked import HFMaskedLM
 
     torch.manual_seed(0)  # weight init of a throwaway model
     cfg = BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -48,7 +48,7 @@ def test_a_ray_address_that_does_not_answer_fails_fast_and_writes_nothing(tmp_pa
 
 
 def test_bench_rl_on_local_ray_writes_the_rows_of_the_plain_run(tmp_path):
-    args = ["bench", "rl", "--quick", "-s", "iid", "-s", "stratified"]
+    args = ["bench", "rl", "--quick", "--part", "arith", "-s", "iid", "-s", "stratified"]
     _run(args, tmp_path / "plain")
     _run([*args, "--ray", "local"], tmp_path / "ray")
     plain = _csvs(tmp_path / "plain")

@@ -145,7 +145,7 @@ def test_hf_causal_kv_cache_matches_full_forward_with_left_padding():
 def test_hf_masked_lm_adapter_and_missing_mask_error():
     from transformers import BertConfig, BertForMaskedLM
 
-    from parasample.targets.hf import HFMaskedLM
+    from parasample.targets.hf_masked import HFMaskedLM
 
     cfg = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=32)

@@ -99,7 +99,8 @@ def smollm2_tables(cfg: LMBenchConfig, out, progress=None, device="cpu",
     an interrupted run leaves no partial chain behind, and a rerun computes only the missing
     experiments, with the same numbers.
     """
-    from parasample.targets.hf import HFEnergy, smollm2
+    from parasample.targets.hf import smollm2
+    from parasample.targets.hf_energy import HFEnergy
 
     summary = ResumableCSV(out / "smollm2.csv", SUMMARY_HEADER, ["experiment", "sampler",
                                                                  "chains", "seed"])

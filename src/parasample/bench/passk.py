@@ -17,32 +17,35 @@ Outputs under ``out``: ``passk.csv`` (one row per sampler, model, task, k), ``su
 ``throughput.csv`` (our engine against ``transformers`` ``generate(do_sample=True)``, and the
 correlated sources against i.i.d., in one run), ``passk.png``. Raw per-problem results are kept
 in ``raw/`` after each chunk, so an interrupted run resumes where it stopped.
+
+This module is the runner; the workloads are :mod:`parasample.bench.passk_tasks` and the rows and
+summaries :mod:`parasample.bench.passk_summary` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import functools
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import torch
 
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import read_csv, write_csv
+from parasample.bench.passk_summary import passk_rows, summary_rows
+from parasample.bench.passk_tasks import (
+    PasskTask,
+    TaskSpec,
+    ar_chain_task,
+    build_task,
+    qwen_preset,
+    short_task,
+    smollm2_add_task,
+    smollm2_gsm8k_task,
+)
 from parasample.bench.timing import machine_fields
 from parasample.errors import InputError
-from parasample.metrics.passk import (
-    batch_values,
-    iid_curve,
-    mean_and_se,
-    per_problem_passk,
-    samples_saved_bootstrap,
-    sampling_se,
-)
 from parasample.noise import derive_generator, make_source, source_class
 
 __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
@@ -125,118 +128,6 @@ class PasskBenchConfig:
         base = dict(k_max=8, ar_problems=8, ar_batches=2, add_problems=2, gsm8k_problems=0,
                     throughput_batch=4, throughput_tokens=4, throughput_reps=1, n_boot=50)
         return cls(**{**base, **kw})
-
-
-class PasskTask(NamedTuple):
-    """One model on one task: how to prompt it, read its answers and check them.
-
-    ``encode(problems) -> (ids [P, L], attention_mask [P, L])``; ``texts(tokens [B, T])``;
-    ``answer(text)`` is the extracted final answer (None if there is none; used for distinct
-    answers); ``correct(text, problem)``; ``batches`` is R; ``rows_per_call`` bounds the rows
-    of one generate call; ``temperature`` is the task's, the same for every sampler.
-    """
-
-    name: str
-    model_name: str
-    model: Any
-    problems: list
-    encode: Callable
-    texts: Callable
-    answer: Callable
-    correct: Callable
-    max_new_tokens: int
-    batches: int
-    rows_per_call: int
-    temperature: float
-    device: torch.device = torch.device("cpu")
-    dtype: torch.dtype = torch.float32
-    #: None: parasample's engine; else an object with the engine's ``generate`` contract
-    #: (:class:`parasample.integrations.vllm.VLLMEngine`)
-    engine: Any = None
-
-
-def ar_chain_task(n: int, batches: int, seed: int, model: str = "ar-arith",
-                  temperature: float = 1.0, device=torch.device("cpu"),
-                  dtype: torch.dtype = torch.float32) -> PasskTask:
-    """The shipped small AR LM on held-out arithmetic chains of the task it was trained on."""
-    from parasample.models import load_ar
-    from parasample.models.data import encode_prompts
-    from parasample.tasks.arith import ArithChainTask, CharTokenizer, extract_arith_answer
-
-    lm, tok = load_ar(model, True, device, dtype), CharTokenizer()
-    tc = lm.train_config
-    task = ArithChainTask(n_ops=tc.get("n_ops", 4), max_operand=tc.get("max_operand", 9),
-                          max_value=tc.get("max_value", 20))
-
-    def encode(ps):
-        ids = encode_prompts([p.prompt for p in ps], tok)
-        return ids, torch.ones_like(ids)
-
-    return PasskTask(f"chain{task.n_ops}-v{task.max_value}", Path(model).stem, lm,
-                     task.problems(n, split="test", seed=seed), encode,
-                     lambda toks: [tok.decode(r) for r in toks], extract_arith_answer,
-                     lambda text, p: task.is_correct(text, p.answer),
-                     tc.get("gen_length", 48), batches, 2048, temperature, lm.device, dtype)
-
-
-def qwen_preset(model: str) -> dict:
-    """``bench passk --model qwen-coder-*``'s defaults: no small-AR part, k up to 16, the
-    samplers of the real-model study, sampling temperature 0.7, the instruct protocol's token
-    budget on GSM8K; problem counts sized to an hour per workload on 2 CPU cores."""
-    from parasample.tasks.gsm8k import PROTOCOL_TOKENS
-
-    small = model == "qwen-coder-0.5b"
-    return {"ar_problems": 0, "k_max": 16, "lm_temperature": 0.7,
-            "samplers": ("iid", "arithmetic", "lattice", "stratified", "sobol"),
-            "gsm8k_tokens": PROTOCOL_TOKENS, "add_problems": 128 if small else 64,
-            "gsm8k_problems": 8 if small else 3}
-
-
-def short_task(model: str = "smollm2"):
-    """The short-answer task of a chat model, sized so that its pass@1 sits inside (0, 1) with
-    room for k samples to help: SmolLM2 gets single-digit additions (pass@1 about 0.3 at T =
-    0.7), the Qwen-Coder models two-digit products."""
-    from parasample.tasks.arith import SimpleAddTask
-
-    return SimpleAddTask() if model == "smollm2" else SimpleAddTask(99, "*", 11)
-
-
-def smollm2_add_task(n: int, seed: int, temperature: float, model: str = "smollm2",
-                     device=torch.device("cpu"), dtype: torch.dtype = torch.float32
-                     ) -> PasskTask:
-    """A chat model (SmolLM2-135M-Instruct by default) on its short-answer task
-    (:func:`short_task`; 10 new tokens, 12 for products)."""
-    from parasample.targets.named import lm_label, load_lm
-
-    lm, task = load_lm(model, dtype, device), short_task(model)
-    return PasskTask(task.name, lm_label(model), lm, task.problems(n, seed=seed),
-                     lambda ps: lm.encode_prompts([p.prompt for p in ps]), lm.decode,
-                     task.answer, lambda text, p: task.is_correct(text, p.answer),
-                     10 if task.op == "+" else 12, 1, 64, temperature, lm.device, dtype)
-
-
-def smollm2_gsm8k_task(n: int, max_new_tokens: int, temperature: float,
-                       data: str | None = None, model: str = "smollm2",
-                       device=torch.device("cpu"), dtype: torch.dtype = torch.float32
-                       ) -> PasskTask:
-    """A chat model on GSM8K test problems through its chat template: SmolLM2 with the short
-    step-by-step prompt, every other model with the instruct protocol
-    (:func:`~parasample.tasks.gsm8k.protocol_prompt`)."""
-    from parasample.targets.named import lm_label, load_lm
-    from parasample.tasks.gsm8k import (
-        extract_answer,
-        format_prompt,
-        is_correct,
-        load_gsm8k,
-        protocol_prompt,
-    )
-
-    lm = load_lm(model, dtype, device)
-    prompt = format_prompt if model == "smollm2" else protocol_prompt
-    return PasskTask("gsm8k", lm_label(model), lm, load_gsm8k(data, limit=n) if n else [],
-                     lambda ps: lm.encode_prompts([prompt(p.question) for p in ps]),
-                     lm.decode, extract_answer, lambda text, p: is_correct(text, p.answer),
-                     max_new_tokens, 1, 64, temperature, lm.device, dtype)
 
 
 def own_groups(sampler: str, cfg: PasskBenchConfig) -> bool:
@@ -341,108 +232,6 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
                    "answers": [[b[at:at + k] for b in prob] for prob in res["answers"]]}
         at += k
     return {**by_k[K], "by_k": by_k, "wall_s": res["wall_s"]}
-
-
-class TaskSpec(NamedTuple):
-    """What builds a :class:`PasskTask` (picklable: a Ray worker builds its own): ``kind`` is
-    ``ar`` (args: n, batches, seed, model, temperature), ``add`` (n, seed, temperature, model)
-    or ``gsm8k`` (n, max_new_tokens, temperature, data, model)."""
-
-    kind: str
-    args: tuple
-    device: str = "cpu"
-    dtype: str = "float32"
-
-
-@functools.lru_cache(maxsize=8)
-def build_task(spec: TaskSpec) -> PasskTask:
-    """The task of ``spec`` (cached per process: a worker loads its model once)."""
-    from parasample.devices import resolve_device, resolve_dtype
-
-    dev = resolve_device(spec.device)
-    dt = resolve_dtype(spec.dtype, dev)
-    make = {"ar": ar_chain_task, "add": smollm2_add_task, "gsm8k": smollm2_gsm8k_task}
-    return make[spec.kind](*spec.args, device=dev, dtype=dt)
-
-
-def _device_fields(device, dtype) -> dict:
-    f = machine_fields(device, dtype)
-    return {"device": f["device"], "dtype": f["dtype"]}
-
-
-def corr_passk(res: dict, ks: list[int], iid: bool) -> torch.Tensor:
-    """Per-problem pass@k ``[P, len(ks)]`` of a sampler's draws: from the first k samples of
-    each k_max-group, or from its own k-groups where it has them (``by_k``)."""
-    if "by_k" not in res:
-        return per_problem_passk(res["correct"], ks, iid=iid)
-    return torch.stack([per_problem_passk(res["by_k"][k]["correct"], [k], iid=iid)[:, 0]
-                        for k in ks], dim=1)
-
-
-def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[dict]:
-    """``passk.csv`` rows of one sampler on one task (``wall_s``: the whole draw's seconds).
-
-    ``pass_at_k``, ``stderr``: the first k samples of each batch (i.i.d.: the unbiased estimator
-    over all samples), SE over problems. ``sampling_se``: the first-k estimator's SE from the
-    sampling alone, given the problems (from the R batches; blank when R = 1). ``stride_*``: the
-    same from the stride estimator, every aligned k-block of a batch (where the sampler's
-    batches split into k-blocks; else the first k again). ``zero_variance``: the fraction of
-    k-blocks all correct or all wrong (a GRPO group of k with no signal), SE over problems."""
-    K = res["correct"].shape[-1]
-    per = corr_passk(res, ks, iid=sampler == "iid")  # [P, len(ks)]
-    rows = []
-    for j, k in enumerate(ks):
-        own = res.get("by_k", {}).get(k, res)  # the sampler's own k-groups, where it has them
-        distinct = [len({a for a in batch[:k] if a is not None})
-                    for prob in own["answers"] for batch in prob]
-        mean, se = mean_and_se(per[:, j])
-        blocks = "by_k" not in res and source_class(sampler).splits_into(K, k)
-        prefix_v = batch_values(own["correct"], k, blocks=False)  # [P, R]
-        stride_v = batch_values(own["correct"], k, blocks=blocks)  # [P, R]
-        s_mean, s_se = mean_and_se(stride_v.mean(1))
-        zv, zv_se = mean_and_se(batch_values(own["correct"], k, blocks, "constant").mean(1))
-        mc, s_mc = sampling_se(prefix_v), sampling_se(stride_v)
-        rows.append({"sampler": sampler, "model": task.model_name, "task": task.name, "k": k,
-                     "pass_at_k": round(mean, 5), "stderr": round(se, 5),
-                     "sampling_se": "" if mc is None else round(mc, 6),
-                     "stride_pass_at_k": round(s_mean, 5), "stride_stderr": round(s_se, 5),
-                     "stride_sampling_se": "" if s_mc is None else round(s_mc, 6),
-                     "zero_variance": round(zv, 5), "zero_variance_se": round(zv_se, 5),
-                     "distinct_answers": round(statistics.fmean(distinct), 4),
-                     "n_problems": per.shape[0], "tokens": int(own["tokens"][:, :, :k].sum()),
-                     "wall_s": round(res["wall_s"], 2),
-                     **_device_fields(getattr(task, "device", None),
-                                      getattr(task, "dtype", torch.float32))})
-    return rows
-
-
-def summary_rows(task: PasskTask, results: dict[str, dict], ks: list[int], n_boot: int,
-                 seed: int) -> tuple[list[dict], dict[str, tuple]]:
-    """Samples saved at matched pass@k for every correlated sampler against i.i.d., the i.i.d.
-    curve read at every integer count (:func:`~parasample.metrics.passk.samples_saved`).
-
-    Returns the ``summary.csv`` rows (a k left out names why in ``dropped``) and, per sampler,
-    (mean saved over k >= 2, its SE, the ks left out of that mean).
-    """
-    K = results["iid"]["correct"].shape[-1]
-    iid = iid_curve(results["iid"]["correct"], K)  # [P, K]
-    rows, heads = [], {}
-    for sampler, res in results.items():
-        if sampler == "iid":
-            continue
-        corr = corr_passk(res, ks, iid=False)
-        g = derive_generator(seed, "boot", task.name, sampler)
-        saved, se, head, head_se, dropped = samples_saved_bootstrap(ks, iid, corr,
-                                                                    n_boot=n_boot, generator=g)
-        heads[sampler] = (head, head_se, sorted(k for k in dropped if k >= 2))
-        for j, k in enumerate(ks):
-            rows.append({"sampler": sampler, "model": task.model_name, "task": task.name, "k": k,
-                         "pass_at_k": round(float(corr[:, j].mean()), 5),
-                         "iid_pass_at_k": round(float(iid[:, k - 1].mean()), 5),
-                         "samples_saved": "" if saved[j] is None else round(saved[j], 4),
-                         "samples_saved_se": "" if se[j] is None else round(se[j], 4),
-                         "dropped": dropped.get(k, "")})
-    return rows, heads
 
 
 def measure_throughput(lm, prompt: str, cfg: PasskBenchConfig, samplers=SAMPLERS,

@@ -29,8 +29,15 @@ __all__ = ["app"]
 
 app = typer.Typer(
     cls=OneLineErrorsGroup,
-    help="parasample: parallel sampling from language models (correlated ancestral sampling, "
-         "MCMC/SMC, masked-diffusion parallel decoding) and benchmarks that compare them.",
+    help="parasample: exact parallel sampling from language models, and benchmarks that "
+         "compare samplers on equal compute.\n\n"
+         "Families: correlated ancestral sampling (sample --sampler; bench passk), exact "
+         "speculative decoding for AR LMs (sample --speculative; bench spec) and for masked "
+         "diffusion LMs (bench dllm --part spec), masked-diffusion parallel decoding (bench "
+         "dllm), MCMC / SMC for energies and reward-tilted LMs (bench mcmc, bench align), GRPO "
+         "with correlated groups (train rl, bench rl), engines and bridges (bench engines: "
+         "transformers, vLLM; --ray on the sweeps), real models (models; bench gsm8k).\n\n"
+         "Run 'parasample COMMAND --help' for every option.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

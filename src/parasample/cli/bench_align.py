@@ -6,26 +6,18 @@ from __future__ import annotations
 
 import typer
 
-from parasample.cli.common import (
-    config,
-    console,
-    device_opt,
-    dtype_opt,
-    greater_than,
-    out_opt,
-    progress,
-    quick_opt,
-    seed_opt,
-    setup,
-    threads_opt,
-)
+from parasample.cli.common import BenchRun, bench_options, config, console, greater_than, progress
 from parasample.errors import MissingInputError
 
 __all__ = ["bench_align"]
 
 
+@bench_options("align", quick="toy: 256 outputs, 2 budgets, 2 seeds; SmolLM2: 2 questions, small "
+               "samplers; cache: 2 chains, 8 tokens, 3 moves",
+               seed="the starting sequences and every move")
 def bench_align(
     ctx: typer.Context,
+    run: BenchRun,
     toy_samples: int = typer.Option(4096, "--toy-samples", min=1, help="(a) Outputs per sampler "
                                     "(chains, resampling sets or SMC systems)."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="(a) Seeds per sampler (SEs are over "
@@ -54,15 +46,10 @@ def bench_align(
     beta: float = typer.Option(0.5, "--beta", callback=greater_than(0.0), help="Tilt (> 0) of "
                                "the reward: pi ~ p_LM exp(r / beta) (toy: count of token 1; "
                                "SmolLM2: tokens containing a digit)."),
-    out: str = out_opt("align"),
-    quick: bool = quick_opt("toy: 256 outputs, 2 budgets, 2 seeds; SmolLM2: 2 questions, small "
-                            "samplers; cache: 2 chains, 8 tokens, 3 moves"),
-    seed: int = seed_opt(0, "the starting sequences and every move"),
-    device: str = device_opt(),
-    dtype: str = dtype_opt(),
-    threads: int = threads_opt(2),
 ):
-    """(a) Importance resampling (i.i.d. / arithmetic draws), QUEST, multiple-try QUEST
+    """Measures samplers of reward-tilted LM targets against model calls and wallclock.
+
+    (a) Importance resampling (i.i.d. / arithmetic draws), QUEST, multiple-try QUEST
     (i.i.d. / lattice / antithetic tries, K = 4, 16), token SMC, resample-move SMC (QUEST
     rejuvenation) and p-NCG on the exact toy
     tilted LM: TVD against model calls and wallclock (align_toy.png), calls and seconds to a
@@ -74,8 +61,6 @@ def bench_align(
     SmolLM2-135M-Instruct from the same uniforms: calls and seconds per move, speedup,
     identical chains (quest_cache.csv). Resumes when rerun.
     """
-    from pathlib import Path
-
     from parasample.bench.align import (
         CacheBenchConfig,
         LMAlignConfig,
@@ -86,7 +71,7 @@ def bench_align(
     )
     from parasample.bench.plots import align_lm_plot, align_toy_plot
 
-    dev, dt = setup(threads, device, dtype)
+    dev, dt, quick, seed = run.device, run.dtype, run.quick, run.seed
     lm_cfg = config(ctx, quick, CacheBenchConfig, dict(chains=tuple(chains), length=length,
                                                       moves=moves, beta=beta, seed=seed))
     toy_cfg = config(ctx, quick, ToyAlignConfig, dict(
@@ -101,8 +86,9 @@ def bench_align(
             smollm2_path()  # before anything runs
         except FileNotFoundError as e:
             raise MissingInputError(f"{e} Or pass --skip-lm to run part (a) without it.") from None
-    out_dir = Path(out or ("results/align-quick" if quick else "results/align"))
-    console.print(f"bench align -> {out_dir}, {dev}, {dtype}, {threads} threads", highlight=False)
+    out_dir = run.out()
+    console.print(f"bench align -> {out_dir}, {dev}, {run.dtype_name}, {run.threads} threads",
+                  highlight=False)
     if not skip_toy:
         console.print(f"  (a) toy tilted LM: {len(toy_cfg.units())} samplers x {toy_cfg.seeds} "
                       f"seeds, {toy_cfg.samples} outputs each, moves {list(toy_cfg.moves)}",

@@ -7,17 +7,11 @@ from enum import StrEnum
 import typer
 
 from parasample.cli.common import (
+    BenchRun,
+    bench_options,
     console,
-    device_opt,
-    dtype_opt,
     explicit,
-    out_opt,
     progress,
-    quick_opt,
-    ray_opt,
-    seed_opt,
-    setup,
-    threads_opt,
 )
 from parasample.errors import InputError
 
@@ -48,8 +42,13 @@ class CacheName(StrEnum):
 DEFAULT_MODELS = {"chain": "dllm-chain", "arith-short": "dllm-arith"}
 
 
+@bench_options("dllm",
+               quick="4 problems, batch 4, pass@k on 2 problems with k <= 4",
+               seed="the held-out problems and every sampled draw",
+               ray=True)
 def bench_dllm(
     ctx: typer.Context,
+    run: BenchRun,
     task: DLLMTaskName = typer.Option(DLLMTaskName.chain, "--task", help="chain (default): "
                                       "held-out 14-operation chains with restated rules, answers "
                                       "of 170 characters (66% of the 256-position window), model "
@@ -87,20 +86,15 @@ def bench_dllm(
                                      "sweep (the guide's stages and the temperature rows, "
                                      "results.csv), temperature (the temperature rows alone), "
                                      "passk, spec, paired. Default: all."),
-    seed: int = seed_opt(0, "the held-out problems and every sampled draw"),
     data: str = typer.Option(None, "--data", help="GSM8K JSONL (default: "
                              "../shared/data/gsm8k/test.jsonl or $PARASAMPLE_GSM8K); checked "
                              "before the model loads."),
     mask_id: int = typer.Option(None, "--mask-id", min=0, help="Mask token id when the model's "
                                 "tokenizer/config does not name one (LLaDA: 126336)."),
-    out: str = out_opt("dllm"),
-    quick: bool = quick_opt("4 problems, batch 4, pass@k on 2 problems with k <= 4"),
-    device: str = device_opt(),
-    dtype: str = dtype_opt(),
-    ray: str = ray_opt(),
-    threads: int = threads_opt(2),
 ):
-    """Masked-diffusion parallel decoding (seed 004): block sweep (threshold 0.9) and step sweep
+    """Measures masked-diffusion parallel decoding: accuracy and throughput, exact speculation.
+
+    Masked-diffusion parallel decoding (seed 004): block sweep (threshold 0.9) and step sweep
     (B = 32) with each block cache, threshold decoding at T = 0.5 and 1, and pass@k of k
     correlated samples per problem.
 
@@ -109,16 +103,14 @@ def bench_dllm(
     passk.png, and prints a summary with each row's speedup over the sequential reference
     (stage2-S256: one token per step, no cache).
     """
-    from pathlib import Path
 
     from parasample.bench import dllm as bd
     from parasample.bench import dllm_spec as bds
-    from parasample.bench.executor import make_executor
     from parasample.bench.plots import dllm_plots, passk_plot
 
-    dev, dt = setup(threads, device, dtype)
-    executor = make_executor(ray, threads)  # a cluster that does not answer fails here
-    ctx.call_on_close(executor.close)
+    dev, quick, seed, threads, dtype = (run.device, run.quick, run.seed, run.threads,
+                                        run.dtype_name)
+    executor = run.executor(ctx)  # a cluster that does not answer fails here
     if quick:  # the quick preset, except for what the user typed
         typed = explicit(ctx)
         n_problems = n_problems if "n_problems" in typed else 4
@@ -138,7 +130,7 @@ def bench_dllm(
     cfg = bd.DLLMBenchConfig(n_problems=n_problems, batch_size=batch_size, seed=seed,
                              caches=tuple(dict.fromkeys(c.value for c in cache)),
                              passk_problems=passk_problems, k_max=k_max)
-    out_dir = Path(out or ("results/dllm-quick" if quick else "results/dllm"))
+    out_dir = run.out()
     n_load = max(n_problems, passk_problems, spec_problems, paired_problems)
     part = bds.SpecPartConfig(problems=spec_problems, paired_problems=paired_problems)
     tspec = bd.TaskSpec("gsm8k" if task is DLLMTaskName.gsm8k else "arith", model, n_load, seed,

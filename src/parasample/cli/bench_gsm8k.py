@@ -6,22 +6,20 @@ from __future__ import annotations
 import typer
 
 from parasample.cli.common import (
+    BenchRun,
+    bench_options,
     config,
     console,
-    device_opt,
-    dtype_opt,
-    out_opt,
     progress,
-    quick_opt,
-    setup,
-    threads_opt,
 )
 
 __all__ = ["bench_gsm8k"]
 
 
+@bench_options("gsm8k", quick="4 problems, 48 tokens", seed=None, out_default="gsm8k/<model>")
 def bench_gsm8k(
     ctx: typer.Context,
+    run: BenchRun,
     model: str = typer.Option("qwen-coder-1.5b", "--model", "-m", help="The chat model: "
                               "qwen-coder-1.5b, qwen-coder-0.5b, smollm2, or a local HF model "
                               "directory or .gguf file."),
@@ -34,30 +32,27 @@ def bench_gsm8k(
                                    "call (left-padded)."),
     data: str = typer.Option(None, "--data", help="GSM8K test JSONL (default: "
                              "../shared/data/gsm8k/test.jsonl or $PARASAMPLE_GSM8K)."),
-    out: str = out_opt("gsm8k/<model>"),
-    quick: bool = quick_opt("4 problems, 48 tokens"),
-    device: str = device_opt(),
-    dtype: str = dtype_opt(),
-    threads: int = threads_opt(2),
 ):
-    """Measures greedy GSM8K pass@1 of a chat model: the protocol's prompt (reason in words,
+    """Measures greedy GSM8K pass@1 of a chat model.
+
+    Greedy GSM8K pass@1 of a chat model: the protocol's prompt (reason in words,
     final number as '#### N') through the chat template, greedy decoding, the answer extracted
     from the text these models write (#### / 'answer is' / boxed / last number outside code).
     Writes greedy.csv (every output), batches.csv and summary.csv (pass@1 +- SE, tokens/s);
     resumes when rerun.
     """
-    from pathlib import Path
 
     from parasample.bench import gsm8k as bg
     from parasample.targets.named import lm_label, load_lm
     from parasample.tasks.gsm8k import load_gsm8k
 
-    dev, dt = setup(threads, device, dtype)
+    dev, dt, quick, threads, dtype = (run.device, run.dtype, run.quick, run.threads,
+                                     run.dtype_name)
     cfg = config(ctx, quick, bg.GSM8KBenchConfig, dict(
         problems=problems, max_new_tokens=max_new_tokens, batch_size=batch_size))
     load_gsm8k(data, limit=cfg.problems)  # checked before the model loads
     label = lm_label(model)
-    out_dir = Path(out or (f"results/gsm8k-quick/{label}" if quick else f"results/gsm8k/{label}"))
+    out_dir = run.out(label)
     with console.status(f"loading {model} ..."):
         lm = load_lm(model, dt, dev)
     console.print(f"bench gsm8k: {model}, {cfg.problems} problems, greedy, <= "

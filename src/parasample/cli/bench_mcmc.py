@@ -5,50 +5,41 @@ from __future__ import annotations
 import typer
 
 from parasample.cli.common import (
+    BenchRun,
+    bench_options,
     console,
-    dtype_opt,
-    out_opt,
-    quick_opt,
-    ray_opt,
-    seed_opt,
-    setup,
-    threads_opt,
 )
 from parasample.errors import MissingInputError
 
 __all__ = ["bench_mcmc"]
 
 
+@bench_options("mcmc",
+               quick="n = 4, 100 steps, 10 trials, small LM part",
+               seed="every chain",
+               ray=True, device_where="for part (c), SmolLM2; parts (a) and (b) are exactly "
+               "enumerable toys computed on the CPU (a GPU would only add kernel-launch latency "
+               "to their tiny tensors)")
 def bench_mcmc(
     ctx: typer.Context,
-    out: str = out_opt("mcmc"),
-    quick: bool = quick_opt("n = 4, 100 steps, 10 trials, small LM part"),
+    run: BenchRun,
     skip_lm: bool = typer.Option(False, "--skip-lm", help="Skip part (c), the SmolLM2 energy "
                                  "model."),
-    seed: int = seed_opt(0, "every chain"),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present, else CPU), "
-                               "cpu, cuda or cuda:i for part (c), SmolLM2; parts (a) and (b) "
-                               "are exactly enumerable toys computed on the CPU (a GPU would "
-                               "only add kernel-launch latency to their tiny tensors)."),
-    dtype: str = dtype_opt(),
-    ray: str = ray_opt(),
-    threads: int = threads_opt(2),
 ):
-    """MCMC and SMC samplers: (a) the research log's Ising table with the i.i.d. floor, its
+    """Measures MCMC and SMC samplers against exact targets (TVD, mixing).
+
+    MCMC and SMC samplers: (a) the research log's Ising table with the i.i.d. floor, its
     tuned settings scored on held-out chains at equal steps and at equal gradient evaluations,
     and the exact t-step marginal TVD, (b) QUEST / SMC / p-NCG against the exact tilted toy LM,
     (c) SmolLM2 energy traces (mixing.png). Writes ising.csv, held_out.csv, marginal.csv,
     toy.csv, smollm2.csv, smollm2_traces.csv; resumes when rerun.
     """
-    from pathlib import Path
 
     from parasample.bench import mcmc as bm
     from parasample.bench import mcmc_lm as bl
-    from parasample.bench.executor import make_executor
 
-    dev, dt = setup(threads, device, dtype)
-    executor = make_executor(ray, threads)  # a cluster that does not answer fails here
-    ctx.call_on_close(executor.close)
+    dev, dt, quick, seed = run.device, run.dtype, run.quick, run.seed
+    executor = run.executor(ctx)  # a cluster that does not answer fails here
     if not skip_lm:  # checked before parts (a) and (b) run, not after
         from parasample.targets.hf import smollm2_path
 
@@ -65,7 +56,7 @@ def bench_mcmc(
                                 smc_particles=4, seed=seed)
     else:
         cfg, lcfg = bm.MCMCBenchConfig(seed=seed), bl.LMBenchConfig(seed=seed)
-    out_dir = Path(out or ("results/mcmc-quick" if quick else "results/mcmc"))
+    out_dir = run.out()
     out_dir.mkdir(parents=True, exist_ok=True)
     log = lambda m: console.print(f"  done: {m}", highlight=False)  # noqa: E731
     console.print(f"bench mcmc -> {out_dir}: (a) Ising n={list(cfg.ns)}, beta={list(cfg.betas)},"

@@ -5,19 +5,13 @@ from __future__ import annotations
 import typer
 
 from parasample.cli.common import (
+    BenchRun,
+    bench_options,
     config,
     console,
-    device_opt,
-    dtype_opt,
     explicit,
     greater_than,
-    out_opt,
     progress,
-    quick_opt,
-    ray_opt,
-    seed_opt,
-    setup,
-    threads_opt,
 )
 from parasample.errors import InputError
 
@@ -28,8 +22,13 @@ SAMPLERS_DEFAULT = ("iid", "sobol", "lattice", "antithetic", "arithmetic")
 __all__ = ["bench_passk"]
 
 
+@bench_options("passk",
+               quick="k <= 8, a few problems, no GSM8K, about a minute",
+               seed="the problems and of every source",
+               ray=True)
 def bench_passk(
     ctx: typer.Context,
+    run: BenchRun,
     k_max: int = typer.Option(64, "--k-max", min=2, help="Largest k, a power of two (Sobol and "
                               "lattice batches need one); pass@k for k = 1, 2, 4, ..., k-max."),
     temperature: float = typer.Option(1.0, "--temperature", "-t", callback=greater_than(0.0),
@@ -73,15 +72,10 @@ def bench_passk(
                                "vllm: SmolLM2's samples drawn by vLLM with parasample's logits "
                                "processor, from the same sources (needs vLLM installed; the "
                                "small AR model always runs on parasample's engine)."),
-    out: str = out_opt("passk"),
-    quick: bool = quick_opt("k <= 8, a few problems, no GSM8K, about a minute"),
-    seed: int = seed_opt(0, "the problems and of every source"),
-    device: str = device_opt(),
-    dtype: str = dtype_opt(),
-    ray: str = ray_opt(),
-    threads: int = threads_opt(2),
 ):
-    """Correlated parallel sampling: pass@k of i.i.d., scrambled Sobol, shifted lattice,
+    """Measures pass@k of correlated against i.i.d. samples (samples saved at matched pass@k).
+
+    Correlated parallel sampling: pass@k of i.i.d., scrambled Sobol, shifted lattice,
     antithetic and arithmetic samples on (a) the shipped small AR model on arithmetic chains,
     (b) SmolLM2 on single-digit addition questions, (c) SmolLM2 on GSM8K.
 
@@ -96,18 +90,17 @@ def bench_passk(
     (our engine vs transformers generate at the same batch and length) and passk.png; resumes
     when rerun.
     """
-    from pathlib import Path
 
     from parasample.bench import passk as bp
-    from parasample.bench.executor import make_executor
     from parasample.bench.plots import passk_plot
     from parasample.cli.sample import load_ar_model
 
-    dev, dt = setup(threads, device, dtype)
-    if ray and engine == "vllm":
+    dev, dt, quick, threads, dtype = (run.device, run.dtype, run.quick, run.threads,
+                                     run.dtype_name)
+    seed = run.seed
+    if run.ray and engine == "vllm":
         raise InputError("--engine vllm runs one vLLM engine in this process; drop --ray.")
-    executor = make_executor(ray, threads)  # a cluster that does not answer fails here
-    ctx.call_on_close(executor.close)
+    executor = run.executor(ctx)  # a cluster that does not answer fails here
     kw = dict(k_max=k_max, temperature=temperature, lm_temperature=lm_temperature, top_p=top_p,
               ar_problems=ar_problems, ar_batches=ar_batches, add_problems=add_problems,
               gsm8k_problems=gsm8k_problems, gsm8k_tokens=gsm8k_tokens,
@@ -119,7 +112,7 @@ def bench_passk(
         kw = {**kw, **{k: v for k, v in bp.qwen_preset(model).items() if k not in typed}}
         skip_throughput = skip_throughput or "skip_throughput" not in typed
     cfg = config(ctx, quick, bp.PasskBenchConfig, kw)  # --quick: typed options still apply
-    out_dir = Path(out or ("results/passk-quick" if quick else "results/passk"))
+    out_dir = run.out()
     # every input is checked before a model loads (SmolLM2 takes 20-50 s)
     if engine not in ("parasample", "vllm"):
         raise InputError(f"--engine {engine!r}: choose parasample or vllm.")

@@ -5,27 +5,18 @@ from __future__ import annotations
 
 import typer
 
-from parasample.cli.common import (
-    config,
-    console,
-    device_opt,
-    dtype_opt,
-    greater_than,
-    out_opt,
-    progress,
-    quick_opt,
-    seed_opt,
-    setup,
-    threads_opt,
-)
+from parasample.cli.common import BenchRun, bench_options, config, console, greater_than, progress
 from parasample.cli.sample import Sampler
 from parasample.errors import MissingInputError
 
 __all__ = ["bench_spec"]
 
 
+@bench_options("spec", quick="1 prompt per task, k = 4, 24 tokens, 2 toy prompts, 1 repetition, "
+               "a 1-question identity table", seed="the prompts and the uniform sources")
 def bench_spec(
     ctx: typer.Context,
+    run: BenchRun,
     prompts: int = typer.Option(4, "--prompts", min=1, help="SmolLM2 prompts per task at batch "
                                 "1 (GSM8K test questions; arithmetic chains in words)."),
     k: int = typer.Option(16, "-k", min=2, help="Samples per prompt of the k-sample groups."),
@@ -52,15 +43,10 @@ def bench_spec(
     identity_prompts: int = typer.Option(5, "--identity-prompts", min=0, help="Unseen GSM8K "
                                          "questions of the float32 identity table "
                                          "(identity.csv; 0 skips it)."),
-    out: str = out_opt("spec"),
-    quick: bool = quick_opt("1 prompt per task, k = 4, 24 tokens, 2 toy prompts, 1 repetition, "
-                            "a 1-question identity table"),
-    seed: int = seed_opt(0, "the prompts and the uniform sources"),
-    device: str = device_opt(),
-    dtype: str = dtype_opt(),
-    threads: int = threads_opt(2),
 ):
-    """Exact speculative decoding against sequential sampling from the same source, in one run:
+    """Measures exact speculative decoding against sequential sampling (calls, tokens/s).
+
+    Exact speculative decoding against sequential sampling from the same source, in one run:
     the toy pair ar-arith (target) / ar-arith-draft (draft model) on arithmetic chains at batch
     1 and k samples; SmolLM2-135M-Instruct on GSM8K and arithmetic prompts at batch 1 (n-gram
     drafts) and k samples (n-gram and sibling drafts); identical and rejection verifiers; and
@@ -77,7 +63,6 @@ def bench_spec(
     carry a residual (a near-tie), frequent for arithmetic and stratified sampling, whose carried
     residual is divided by p(token) at every token (identity.csv measures both).
     """
-    from pathlib import Path
 
     from parasample.bench.plots import spec_plot
     from parasample.bench.spec import (
@@ -88,7 +73,9 @@ def bench_spec(
         spec_rows,
     )
 
-    dev, dt = setup(threads, device, dtype)
+    dev, dt, quick, threads, dtype = (run.device, run.dtype, run.quick, run.threads,
+                                     run.dtype_name)
+    seed = run.seed
     cfg = config(ctx, quick, SpecBenchConfig, dict(
         prompts=prompts, k=k, k_prompts=k_prompts, toy_prompts=toy_prompts,
         max_new_tokens=max_new_tokens, draft_len=draft_len, temperature=temperature,
@@ -101,7 +88,7 @@ def bench_spec(
             smollm2_path()
         except FileNotFoundError as e:
             raise MissingInputError(f"{e} Or pass --skip-lm for the toy pair only.") from None
-    out_dir = Path(out or ("results/spec-quick" if quick else "results/spec"))
+    out_dir = run.out()
     console.print(f"bench spec -> {out_dir}, {dev}, {dtype}, {threads} threads, "
                   f"{len(groups(cfg))} groups, draft length {cfg.draft_len}", highlight=False)
     with progress() as bar:

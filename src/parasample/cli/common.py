@@ -17,11 +17,16 @@ The guard has two halves:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -36,7 +41,9 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 __all__ = ["console", "err_console", "OneLineErrorsGroup", "friendly_errors", "fail",
            "explicit", "progress", "set_threads", "setup", "greater_than", "threads_opt",
-           "seed_opt", "out_opt", "quick_opt", "device_opt", "dtype_opt", "ray_opt"]
+           "seed_opt", "out_opt", "quick_opt", "device_opt", "dtype_opt", "ray_opt", "BenchRun",
+           "bench_options", "wrote", "config", "tracked", "updates_opt", "grpo_lr_opt",
+           "eval_opts"]
 
 console = Console()
 # Errors are one unbroken line whatever the terminal: no wrapping at 80 columns when stderr is a
@@ -188,9 +195,9 @@ def out_opt(bench: str):
                         "resumes there.")
 
 
-def device_opt():
+def device_opt(where: str = "where models, caches and sampler state live"):
     return typer.Option("auto", "--device", help="auto (CUDA when present, else CPU), cpu, "
-                        "cuda or cuda:i: where models, caches and sampler state live.")
+                        f"cuda or cuda:i: {where}.")
 
 
 def dtype_opt():
@@ -215,6 +222,127 @@ def ray_opt():
                         "rows as without --ray. Each worker uses --threads threads.")
 
 
+# GRPO's options, shared by `train rl` and `bench rl`
+
+def updates_opt():
+    return typer.Option(1, "--updates-per-batch", min=1, help="Optimiser updates on each "
+                        "step's batch (GRPO's inner iterations; > 1 lets the clip act).")
+
+
+def grpo_lr_opt(note: str):
+    return typer.Option(3e-5, "--lr", callback=greater_than(0.0, 1.0), help="AdamW peak "
+                        f"learning rate in (0, 1) ({note}).")
+
+
+def eval_opts(every: int, problems: int):
+    """``--eval-every``, ``--eval-problems``, ``--eval-samples`` (held-out pass@1 and pass@G)."""
+    return (typer.Option(every, "--eval-every", min=1, help="Steps between held-out "
+                         "evaluations (pass@1 and pass@G) and checkpoints."),
+            typer.Option(problems, "--eval-problems", min=1, help="Held-out problems per "
+                         "evaluation."),
+            typer.Option(4, "--eval-samples", min=1, help="i.i.d. samples per held-out problem "
+                         "for pass@1 (more: a smaller variance)."))
+
+
 def quick_opt(what: str):
     return typer.Option(False, "--quick", help=f"A reduced run ({what}) for smoke checks; "
                         "options you type still apply.")
+
+
+# -- what every benchmark command shares, declared once ------------------------------------
+
+@dataclass(frozen=True)
+class BenchRun:
+    """The options every ``parasample bench`` command takes, resolved (see :func:`bench_options`).
+
+    ``device`` and ``dtype`` are torch objects (checked usable here); ``dtype_name`` is the
+    option as typed; ``seed`` is None for a benchmark without randomness; ``ray`` is None where
+    the benchmark has no ``--ray``."""
+
+    name: str
+    out_arg: str | None
+    quick: bool
+    seed: int | None
+    device: Any
+    dtype: Any
+    dtype_name: str
+    threads: int
+    ray: str | None = None
+
+    def out(self, sub: str | None = None) -> Path:
+        """``--out``, or ``results/<name>[-quick][/<sub>]``."""
+        if self.out_arg:
+            return Path(self.out_arg)
+        base = Path("results") / (f"{self.name}-quick" if self.quick else self.name)
+        return base / sub if sub else base
+
+    @property
+    def autocast(self):
+        """The dtype to autocast to (None for float32: weights and compute stay float32)."""
+        import torch
+
+        return None if self.dtype is torch.float32 else self.dtype
+
+    def executor(self, ctx: typer.Context):
+        """The executor behind ``--ray`` (local without it), closed when the command ends; a
+        cluster that does not answer fails here, before anything is written."""
+        from parasample.bench.executor import make_executor
+
+        ex = make_executor(self.ray, self.threads)
+        ctx.call_on_close(ex.close)
+        return ex
+
+
+def bench_options(name: str, *, quick: str, seed: str | None = "every random draw",
+                  ray: bool = False, out_default: str | None = None,
+                  device_where: str | None = None):
+    """Give a benchmark command the shared options, declared here once: ``--out`` (default
+    ``results/<name>``, or ``out_default`` as shown in the help), ``--quick`` (``quick``: what
+    the reduced run does), ``--seed`` (of ``seed``; None: no seed), ``--device`` (what it
+    places: ``device_where``), ``--dtype``,
+    ``--ray`` (when ``ray``) and ``--threads``. The command is written as ``fn(ctx, run:
+    BenchRun, **its own options)``; typer sees its own options followed by the shared ones,
+    and ``run`` arrives resolved (threads applied, device and dtype checked)."""
+    shared = [("out", str, out_opt(out_default or name)), ("quick", bool, quick_opt(quick))]
+    if seed is not None:
+        shared.append(("seed", int, seed_opt(0, seed)))
+    device = device_opt(device_where) if device_where else device_opt()
+    shared += [("device", str, device), ("dtype", str, dtype_opt())]
+    if ray:
+        shared.append(("ray", str, ray_opt()))
+    shared.append(("threads", int, threads_opt(2)))
+
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != "run"]
+        extra = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d,
+                                   annotation=t) for n, t, d in shared]
+
+        @functools.wraps(fn)
+        def command(*args, **kw):
+            values = {n: kw.pop(n) for n, _, _ in shared}
+            dev, dt = setup(values["threads"], values["device"], values["dtype"])
+            run = BenchRun(name, values["out"], values["quick"], values.get("seed"), dev, dt,
+                           values["dtype"], values["threads"], values.get("ray"))
+            return fn(*args, run=run, **kw)
+
+        command.__signature__ = sig.replace(parameters=own + extra)
+        command.__annotations__ = {p.name: p.annotation for p in own + extra}
+        return command
+    return decorate
+
+
+def wrote(*paths) -> None:
+    """The closing line of a benchmark: the files it wrote (those that exist)."""
+    there = [str(p) for p in paths if p is not None and Path(p).exists()]
+    if there:
+        console.print(f"wrote {', '.join(there)}", highlight=False)
+
+
+@contextlib.contextmanager
+def tracked(description: str, total: int):
+    """A benchmark's progress bar: yields ``(advance(n=1), log(message))``, the callbacks the
+    harness functions take as ``progress`` and ``log``."""
+    with progress() as bar:
+        job = bar.add_task(description, total=total)
+        yield (lambda n=1: bar.advance(job, n)), (lambda m: bar.console.print(m, highlight=False))

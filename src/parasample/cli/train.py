@@ -8,7 +8,16 @@ from functools import partial
 
 import typer
 
-from parasample.cli.common import console, greater_than, seed_opt, setup, threads_opt
+from parasample.cli.common import (
+    console,
+    eval_opts,
+    greater_than,
+    grpo_lr_opt,
+    seed_opt,
+    setup,
+    threads_opt,
+    updates_opt,
+)
 from parasample.cli.sample import Sampler
 
 __all__ = ["DLLMTrainTask", "DLLM_CHECKPOINTS", "train_dllm", "train_ar", "train_rl"]
@@ -16,6 +25,7 @@ __all__ = ["DLLMTrainTask", "DLLM_CHECKPOINTS", "train_dllm", "train_ar", "train
 STATE_HELP = ("Full training state (weights, optimiser, RNG, curve), saved every 250 steps and on "
               "Ctrl-C; rerunning the same command resumes from it.")
 EXPORT_HELP = "Where to write the small shipped checkpoint (float16) when training ends."
+RL_EVAL = eval_opts(every=25, problems=256)
 
 
 def _train(kind: str, config_cls, train_fn, steps: int | None, seed: int, state: str,
@@ -136,22 +146,15 @@ def train_rl(
                                  "draws problems x G samples)."),
     steps: int = typer.Option(200, "--steps", min=1, help="Steps, one batch each (about 1.1 s "
                               "at 16 x 8 samples on 2 cores)."),
-    updates: int = typer.Option(1, "--updates-per-batch", min=1, help="Optimiser updates on "
-                                "each step's batch (GRPO's inner iterations; > 1 lets the clip "
-                                "act)."),
-    lr: float = typer.Option(3e-5, "--lr", callback=greater_than(0.0, 1.0), help="AdamW peak "
-                             "learning rate in (0, 1) (1e-4 collapses the shipped model's "
-                             "pass@1; 3e-5 is stable)."),
+    updates: int = updates_opt(),
+    lr: float = grpo_lr_opt("1e-4 collapses the shipped model's pass@1; 3e-5 is stable"),
     clip: float = typer.Option(0.2, "--clip", callback=greater_than(0.0, 1.0), help="Policy-ratio "
                                "clip epsilon in (0, 1)."),
     temperature: float = typer.Option(1.0, "--temperature", "-t", callback=greater_than(0.0),
                                       help="Sampling temperature (> 0) of the policy."),
-    eval_every: int = typer.Option(25, "--eval-every", min=1, help="Steps between held-out "
-                                   "evaluations (pass@1 and pass@G) and checkpoints."),
-    eval_problems: int = typer.Option(256, "--eval-problems", min=1, help="Held-out problems per "
-                                      "evaluation."),
-    eval_samples: int = typer.Option(4, "--eval-samples", min=1, help="i.i.d. samples per "
-                                     "held-out problem for pass@1 (more: a smaller variance)."),
+    eval_every: int = RL_EVAL[0],
+    eval_problems: int = RL_EVAL[1],
+    eval_samples: int = RL_EVAL[2],
     model: str = typer.Option("ar-arith", "--model", help="Shipped AR checkpoint name or a .pt "
                               "file from `parasample train ar` to start from."),
     seed: int = seed_opt(0, "the problems and of every group's source"),

@@ -1,5 +1,6 @@
 """All randomness in parasample enters here (see :mod:`parasample.noise.sources`)."""
 
+from parasample.noise.carried import ArithmeticSource, StratifiedSource
 from parasample.noise.categorical import (
     DEEP_LOGQ,
     EPS_UNIFORM,
@@ -9,18 +10,14 @@ from parasample.noise.categorical import (
     icdf_categorical_many,
     icdf_residual,
 )
+from parasample.noise.registry import SOURCES, make_source, source_class
 from parasample.noise.sources import (
-    SOURCES,
     AntitheticSource,
-    ArithmeticSource,
     IIDSource,
     LatticeSource,
     SobolSource,
-    StratifiedSource,
     UniformSource,
     derive_generator,
-    make_source,
-    source_class,
 )
 from parasample.noise.tape import UniformTape
 

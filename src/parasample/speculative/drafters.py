@@ -42,7 +42,8 @@ import torch
 
 from parasample.ancestral import sampling_probs
 from parasample.errors import InputError
-from parasample.speculative.engine import DraftContext, draw_token
+from parasample.speculative.engine import DraftContext
+from parasample.speculative.verify import draw_token
 
 __all__ = ["DRAFTERS", "NGramDrafter", "SiblingDrafter", "ModelDrafter"]
 

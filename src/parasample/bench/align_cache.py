@@ -1,0 +1,114 @@
+"""``parasample bench align`` part (c): cached QUEST on SmolLM2-135M-Instruct against the
+token-by-token move, from the same starting sequences and uniforms (see
+:mod:`parasample.bench.align`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from parasample.ancestral import SamplingConfig, generate
+from parasample.bench.csvlog import ResumableCSV
+from parasample.bench.timing import machine_fields
+from parasample.errors import InputError
+from parasample.mcmc import quest
+from parasample.noise import IIDSource, derive_generator
+
+__all__ = ["CacheBenchConfig", "CACHE_HEADER", "quest_cache_rows"]
+
+CACHE_HEADER = ["sampler", "chains", "length", "moves", "calls_per_move", "wall_per_move_s",
+                "speedup_vs_uncached", "identical_to_uncached", "accept_rate", "mean_reward",
+                "beta", "seed", "model", "device", "dtype", "torch_threads"]
+PROMPT = "Tell me a fun fact about the sea, with a number in it."
+
+
+@dataclass(frozen=True)
+class CacheBenchConfig:
+    """QUEST moves on SmolLM2 with and without the prefix cache.
+
+    chains: batch sizes to run (one row pair each); length: tokens per sequence (the
+    sampler's max_new_tokens); moves: QUEST moves per chain; beta: the tilt of the digit reward
+    r(y) = number of tokens containing a digit.
+    """
+
+    chains: tuple[int, ...] = (1, 8)
+    length: int = 32
+    moves: int = 12
+    beta: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.chains or any(c < 1 for c in self.chains):
+            raise InputError(f"chains={self.chains}: give batch sizes >= 1.")
+        for name in ("length", "moves"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        if not self.beta > 0:
+            raise InputError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
+
+    @classmethod
+    def quick(cls, **kw) -> CacheBenchConfig:
+        return cls(**{"chains": (2,), "length": 8, "moves": 3, **kw})
+
+
+def _chain(lm, y0, ids, mask, reward, cfg, sampling, C, cached):
+    """``moves`` QUEST moves from ``y0``: (states after each move, calls, wall s, accepted)."""
+    src = IIDSource(C, generator=derive_generator(cfg.seed, "align", "cache", C, "moves"))
+    st = quest.init(y0, reward, lm, ids, mask, sampling)
+    states, calls, wall, acc = [], 0, 0.0, 0.0
+    for _ in range(cfg.moves):
+        u = src.uniform(cfg.length + 2)
+        t0 = time.perf_counter()
+        st, info = quest.step(u, st, lm, ids, mask, reward, cfg.beta, sampling, cached=cached)
+        wall += time.perf_counter() - t0
+        calls += info.nfe
+        acc += float(info.accepted.double().mean())
+        states.append(st.y.clone())
+    return states, calls, wall, acc / cfg.moves, float(st.reward.mean())
+
+
+def quest_cache_rows(cfg: CacheBenchConfig, out, progress=None, device="cpu",
+                     dtype=torch.float32) -> list[dict]:
+    """Run (or resume) the cache comparison; writes ``quest_cache.csv`` and returns its rows."""
+    from parasample.bench.mcmc_lm import DigitReward
+    from parasample.targets.hf import smollm2
+
+    csv = ResumableCSV(out / "quest_cache.csv", CACHE_HEADER, ["sampler", "chains", "length",
+                                                              "seed"])
+    lm, rows = None, []
+    for C in cfg.chains:
+        key = {"chains": C, "length": cfg.length, "seed": cfg.seed}
+        plain, fast = (csv.done({**key, "sampler": s}) for s in ("quest", "quest-cached"))
+        if plain is None or fast is None:
+            if lm is None:
+                lm = smollm2(dtype, device)
+                reward = DigitReward(lm.tokenizer, lm.vocab_size)
+                sampling = SamplingConfig(max_new_tokens=cfg.length)
+            ids, mask = lm.encode_prompts([PROMPT] * C)
+            start = IIDSource(C, generator=derive_generator(cfg.seed, "align", "cache", C))
+            y0 = generate(lm, ids, mask, start, sampling).tokens  # exact draws from p_LM
+            y0 = torch.nn.functional.pad(y0, (0, cfg.length - y0.shape[1]), value=lm.eos_id)
+            runs = {c: _chain(lm, y0, ids, mask, reward, cfg, sampling, C, c)
+                    for c in (False, True)}
+            same = sum(torch.equal(a, b) for a, b in zip(runs[False][0], runs[True][0],
+                                                          strict=True)) / cfg.moves
+            base = {**key, "moves": cfg.moves, "beta": cfg.beta, "model": "smollm2",
+                    **machine_fields(lm.device, dtype)}
+            pair = []
+            for cached, name in ((False, "quest"), (True, "quest-cached")):
+                _, calls, wall, acc, r = runs[cached]
+                pair.append({**base, "sampler": name,
+                             "calls_per_move": round(calls / cfg.moves, 2),
+                             "wall_per_move_s": round(wall / cfg.moves, 4),
+                             "speedup_vs_uncached": round(runs[False][2] / wall, 3),
+                             "identical_to_uncached": "" if not cached else round(same, 4),
+                             "accept_rate": round(acc, 4), "mean_reward": round(r, 3)})
+            for row in pair:  # both rows together: a unit is on disk whole or not at all
+                csv.append(row)
+            plain, fast = (csv.done({**key, "sampler": s}) for s in ("quest", "quest-cached"))
+        rows += [plain, fast]
+        if progress:
+            progress(f"quest cache, {C} chain(s)")
+    return rows

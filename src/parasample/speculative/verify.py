@@ -1,0 +1,92 @@
+"""The verification pass of exact speculative decoding (see :mod:`parasample.speculative.engine`
+for both verifiers and the proof of exactness): the token sequential sampling draws at a
+position (:func:`draw_token`), and the window of tokens a row emits after one verification
+forward (:func:`verify_window`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from parasample.ancestral import AncestralState, SamplingConfig, sampling_probs
+from parasample.ancestral import step as ancestral_step
+from parasample.noise import icdf_categorical
+
+if TYPE_CHECKING:  # annotations only: the engine imports this module
+    from parasample.speculative.engine import DraftContext, SpecConfig, SpecNoise
+
+__all__ = ["draw_token", "verify_window", "rejection_token"]
+
+
+def draw_token(u: torch.Tensor, logits: torch.Tensor, logq: torch.Tensor,
+               residual: torch.Tensor | None, done: torch.Tensor, model,
+               config: SamplingConfig, forced: torch.Tensor | None = None,
+               carry_bits: int | None = None) -> AncestralState:
+    """One token per row exactly as sequential sampling draws it: :func:`ancestral.step` with
+    no model call, on ``logits [B, V]`` and the row's running ``logq [B]`` and ``residual``.
+    Returns the one-token state (``tokens [B, 1]``, ``logprobs [B, 1]``, done, residual)."""
+    state = AncestralState(tokens=logits.new_empty(logits.shape[0], 0, dtype=torch.long),
+                           logprobs=logq[:, None], logits=logits, cache=None, done=done,
+                           residual=residual, carry_bits=carry_bits)
+    new, _ = ancestral_step(u, state, model, config, advance=False, forced=forced)
+    return new._replace(logprobs=new.logprobs[:, 1:])
+
+
+def verify_window(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, draft: torch.Tensor,
+            q: torch.Tensor | None, noise: SpecNoise, model, spec: SpecConfig):
+    """The tokens each running row emits this step: ``window [B', D+1]`` with ``n_new [B']``
+    valid, their log q, the drafts kept ``[B']`` (an accepted EOS ends the row, so kept may
+    equal n_new), and the row's done flag and residual after them."""
+    B, D = draft.shape
+    dev, config = logits.device, ctx.config
+    n = ctx.count[:, None] + torch.arange(D + 1, device=dev)  # [B', D+1] token indices
+    u_draw = noise.draw(n, rows).to(dev)
+    u_test = noise.test(n, rows).to(dev) if spec.verify == "rejection" else None
+    logq, residual, done = ctx.logq, ctx.residual, ctx.done
+    taking = torch.ones(B, dtype=torch.bool, device=dev)  # the row still accepts tokens
+    n_new = torch.zeros(B, dtype=torch.long, device=dev)
+    kept = torch.zeros(B, dtype=torch.long, device=dev)
+    window, window_lq = [], []
+    for j in range(D + 1):
+        forced = None
+        if spec.verify == "rejection" and j < D:
+            forced = rejection_token(sampling_probs(logits[:, j], config), draft[:, j],
+                                      None if q is None else q[:, j], u_test[:, j], u_draw[:, j])
+        one = draw_token(u_draw[:, j], logits[:, j], logq, residual, done, model, config,
+                         forced, noise.carry_bits)
+        tok = one.tokens[:, 0]
+        window.append(tok)
+        window_lq.append(one.logprobs[:, 0])
+        n_new += taking.long()
+        logq = torch.where(taking, logq + one.logprobs[:, 0], logq)
+        if residual is not None:
+            residual = torch.where(taking, one.residual, residual)
+        done = torch.where(taking, one.done, done)
+        if j < D:
+            kept += (taking & (tok == draft[:, j])).long()
+            taking = taking & (tok == draft[:, j]) & ~one.done
+            if not bool(taking.any()):  # every row has its tokens: skip the rest of the window
+                break
+    pad = D + 1 - len(window)  # columns no row takes
+    window = torch.stack(window, 1)
+    window_lq = torch.stack(window_lq, 1)
+    if pad:
+        window = torch.cat([window, window.new_zeros(B, pad)], 1)
+        window_lq = torch.cat([window_lq, window_lq.new_zeros(B, pad)], 1)
+    return window, window_lq, n_new, kept, done, residual
+
+
+def rejection_token(p: torch.Tensor, d: torch.Tensor, q: torch.Tensor | None,
+                     u_test: torch.Tensor, u_draw: torch.Tensor) -> torch.Tensor:
+    """Speculative sampling's token at one position: ``d [B]`` if ``u_test < p(d) / q(d)``,
+    else a draw from (p - q)+ (``q [B, V]``; None: the point mass at d)."""
+    if q is None:
+        q = torch.zeros_like(p).scatter(1, d[:, None], 1.0)
+    q = q.to(p.dtype)
+    pd, qd = p.gather(1, d[:, None])[:, 0], q.gather(1, d[:, None])[:, 0]
+    keep = u_test * qd < pd  # u < min(1, p/q), without dividing by a zero q
+    residual = (p - q).clamp(min=0.0)
+    # p = q leaves no residual mass; the draft is then always kept and this draw is unused
+    residual = torch.where(residual.sum(1, keepdim=True) > 0, residual, p)
+    return torch.where(keep, d, icdf_categorical(residual, u_draw))
