@@ -40,3 +40,10 @@ def brute_force_ar(model, length, config):
                 logits, state = model.advance(state, torch.tensor([tok]))
         probs[i] = p
     return probs
+
+
+def design_power(n: int, df: int, tvd: float, level: float = 1e-3) -> float:
+    """Power of a chi-square test at ``level`` with n draws against any law at TVD ``tvd``:
+    sum (p' - p)^2 / p >= (sum |p' - p|)^2 = 4 tvd^2 (Cauchy-Schwarz, sum p = 1), so the
+    noncentrality is at least 4 n tvd^2."""
+    return float(stats.ncx2.sf(stats.chi2.isf(level, df), df, 4 * n * tvd ** 2))

@@ -11,7 +11,7 @@ from parasample.noise import SOURCES, make_source
 from parasample.speculative import ModelDrafter, NGramDrafter, SiblingDrafter, SpecConfig
 from parasample.speculative import generate as spec_generate
 from parasample.targets import NFECounter, ToyARLM, state_index
-from tests.helpers import brute_force_ar, chi2_pvalue
+from tests.helpers import brute_force_ar, chi2_pvalue, design_power
 from tests.test_targets import _tiny_llama
 
 FIVE = ["iid", "sobol", "lattice", "antithetic", "arithmetic"]
@@ -129,15 +129,6 @@ def test_identical_verifier_on_smollm2():
 REJECTION_CASES = [(2, 4, 1.0, 1.0, None), (3, 3, 0.7, 0.8, 2), (3, 3, 1.5, 1.0, 2)]
 
 
-def _design_power(n: int, df: int, tvd: float, level: float = 1e-3) -> float:
-    """Power of a chi-square test at ``level`` with n draws against any law at TVD ``tvd``:
-    sum (p' - p)^2 / p >= (sum |p' - p|)^2 = 4 tvd^2 (Cauchy-Schwarz, sum p = 1), so the
-    noncentrality is at least 4 n tvd^2."""
-    from scipy import stats
-
-    return float(stats.ncx2.sf(stats.chi2.isf(level, df), df, 4 * n * tvd ** 2))
-
-
 @pytest.mark.parametrize("case", REJECTION_CASES,
                          ids=lambda c: f"V{c[0]}-T{c[2]}-p{c[3]}-eos{c[4]}")
 @pytest.mark.parametrize("drafter", ["ngram", "sibling", "model"])
@@ -164,7 +155,7 @@ def test_rejection_verifier_samples_the_exact_law(name, drafter, case):
     counts = torch.bincount(state_index(out.tokens[rows], V), minlength=V ** L)
     exact = brute_force_ar(model, L, config)
     support = int((exact > 0).sum())
-    assert support <= 16 and _design_power(groups, support - 1, 0.01) >= 0.98
+    assert support <= 16 and design_power(groups, support - 1, 0.01) >= 0.98
     assert chi2_pvalue(counts, exact) > 1e-3
     assert 0 < out.accepted < out.proposed
 

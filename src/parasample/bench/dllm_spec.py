@@ -7,7 +7,10 @@ token per step, B = 32, no cache, with low-confidence remasking at T = 0 (stage2
 configuration) and top-probability remasking at T = 1 (low confidence reads the draw, which is
 biased at T > 0). ``sequential`` runs S; ``spec-kK`` drafts K of S's steps per call, ``spec-
 adaptive`` grows / shrinks K. Every row decodes the same problems with the same source and
-seed, so ``identical_to_sequential`` is the fraction of rows whose tokens equal S's. The call
+seed, so ``identical_to_sequential`` is the fraction of rows whose tokens equal S's.
+``spec-rejection-kK`` (T > 0) is the law-exact variant: S's law, not S's tokens, so its
+identical fraction and accuracy are those of other exact samples; its calls per token and
+``mean_committed`` sit beside ``spec-kK``'s (the acceptance of the two verifiers). The call
 count and forward rows are exact counts; wallclock is one timed pass after a warm-up decode
 (on a CPU a call over k + 1 contexts costs about k + 1 rows, so speculation saves calls, not
 seconds; a GPU runs the k + 1 rows for about the price of one).
@@ -59,12 +62,14 @@ PAIRED_HEADER = [
 @dataclass(frozen=True)
 class SpecPartConfig:
     """problems: problems decoded by every speculative row (0 skips the part); draft_lens: the
-    fixed k of the ``spec-kK`` rows; temperatures: S's temperatures; paired_problems: problems
-    of the paired cache comparison (0 skips it)."""
+    fixed k of the ``spec-kK`` rows; rejection_draft_lens: the k of the law-exact
+    ``spec-rejection-kK`` rows (at T > 0); temperatures: S's temperatures; paired_problems:
+    problems of the paired cache comparison (0 skips it)."""
 
     problems: int = 16
     draft_lens: tuple[int, ...] = (2, 4, 8)
     adaptive: bool = True
+    rejection_draft_lens: tuple[int, ...] = (4,)
     temperatures: tuple[float, ...] = (0.0, 1.0)
     paired_problems: int = 256
 
@@ -72,7 +77,7 @@ class SpecPartConfig:
         if self.problems < 0 or self.paired_problems < 0:
             raise InputError(f"problems={self.problems} and paired_problems="
                              f"{self.paired_problems} must be >= 0 (0 skips the part).")
-        for k in self.draft_lens:
+        for k in self.draft_lens + self.rejection_draft_lens:
             speculative.SpecDecodeConfig(k)  # validates the range with its own message
 
 
@@ -83,12 +88,17 @@ def sequential_config(gen_length: int, block: int, temperature: float) -> Decode
                         temperature=temperature, cache=make_cache("none"))
 
 
-def spec_runs(part: SpecPartConfig) -> list[tuple[str, speculative.SpecDecodeConfig | None]]:
-    """(name, speculative config or None for S) in run order: S first, then each k, adaptive."""
+def spec_runs(part: SpecPartConfig, temperature: float
+              ) -> list[tuple[str, speculative.SpecDecodeConfig | None]]:
+    """(name, speculative config or None for S) in run order: S first, then each k, adaptive,
+    and at T > 0 the law-exact rows."""
     runs = [("sequential", None)]
     runs += [(f"spec-k{k}", speculative.SpecDecodeConfig(k)) for k in part.draft_lens]
     if part.adaptive:
         runs.append(("spec-adaptive", speculative.SpecDecodeConfig(2, adaptive=True)))
+    if temperature > 0:
+        runs += [(f"spec-rejection-k{k}", speculative.SpecDecodeConfig(k, verify="rejection"))
+                 for k in part.rejection_draft_lens]
     return runs
 
 
@@ -148,7 +158,7 @@ def spec_table(task, part: SpecPartConfig, gen_length: int, block: int, batch_si
         speculative.decode(task.model, warm, dc, speculative.SpecDecodeConfig(2),
                            _source(dc, seed, T, -1, 1))
         seq_row = None
-        for name, spec in spec_runs(part):
+        for name, spec in spec_runs(part, T):
             key = {"run_name": name, "temperature": T, "n_problems": len(problems),
                    "batch_size": batch_size, "seed": seed, "gen_length": gen_length,
                    "block_length": block, **where}

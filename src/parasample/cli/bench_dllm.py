@@ -77,7 +77,8 @@ def bench_dllm(
     spec_problems: int = typer.Option(16, "--spec-problems", min=0, help="Problems decoded by "
                                       "the speculative rows (spec.csv: one-token-per-step "
                                       "decoding and its exact speculative decoder with k = 2, "
-                                      "4, 8 and adaptive, at T = 0 and 1; 0 skips them)."),
+                                      "4, 8 and adaptive, at T = 0 and 1, and at T = 1 the "
+                                      "law-exact rejection variant at k = 4; 0 skips them)."),
     paired_problems: int = typer.Option(256, "--paired-problems", min=0, help="Problems "
                                         "decoded with and without the dual cache "
                                         "(cache_paired.csv: threshold decoding at B = 32, the "
@@ -159,8 +160,8 @@ def bench_dllm(
                                     progress=lambda n: bar.advance(job, n), task_spec=tspec,
                                     stages=stages)
         if spec_problems:
-            sjob = bar.add_task("speculative rows", total=spec_problems * len(
-                bds.spec_runs(part)) * len(part.temperatures))
+            sjob = bar.add_task("speculative rows", total=spec_problems * sum(
+                len(bds.spec_runs(part, T)) for T in part.temperatures))
             spec_rows = bds.spec_table(t, part, cfg.gen_length, cfg.stage2_block, batch_size,
                                        seed, out_dir, log=log,
                                        progress=lambda n: bar.advance(sjob, n))
