@@ -71,8 +71,8 @@ from parasample.speculative.verify import rejection_token
 
 VERIFIERS = ("identical", "rejection")
 
-__all__ = ["VERIFIERS", "SpecDecodeConfig", "SpecDecodeState", "SpecDecodeInfo", "SpecDecoded", "check",
-           "init", "step", "decode", "stale_drafter"]
+__all__ = ["VERIFIERS", "SpecDecodeConfig", "SpecDecodeState", "SpecDecodeInfo", "SpecDecoded",
+           "check", "init", "step", "decode", "stale_drafter"]
 
 
 @dataclass(frozen=True)
