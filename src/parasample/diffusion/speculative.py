@@ -327,7 +327,8 @@ def step(tape: UniformTape | None, state: SpecDecodeState, model, cfg: DecodeCon
 def decode(model, prompt: torch.Tensor, cfg: DecodeConfig, spec: SpecDecodeConfig,
            source: UniformSource | None = None, attention_mask: torch.Tensor | None = None,
            progress=None, drafter=stale_drafter) -> SpecDecoded:
-    """Speculative :func:`parasample.diffusion.decode`: the same arguments, S's tokens."""
+    """Speculative :func:`parasample.diffusion.decode`: the same arguments; S's tokens
+    (``spec.verify == "identical"``) or a draw of S's law (``"rejection"``)."""
     check(cfg, spec)
     B = prompt.shape[0]
     check_source(cfg, source, B)
