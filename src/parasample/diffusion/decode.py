@@ -207,6 +207,14 @@ def _draw(probs: torch.Tensor, u: torch.Tensor, commit: torch.Tensor, residual, 
     return tok, residual, logq
 
 
+def proposal_logits(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """float32 logits with the mask token at -inf: the mask is never a proposal (committing it
+    would leave the position undecided). Shared by :func:`choose` and the speculative
+    decoder's rejection verifier."""
+    return logits.to(torch.float32).index_fill(
+        -1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+
+
 def choose(u: torch.Tensor, xb: torch.Tensor, logits: torch.Tensor, cfg: DecodeConfig,
            mask_id: int, select, residual=None, logq=None, carry_bits=None):
     """One step's decision on a block, given its logits: which masked positions are committed
@@ -217,9 +225,7 @@ def choose(u: torch.Tensor, xb: torch.Tensor, logits: torch.Tensor, cfg: DecodeC
     [B, Lb]) -> [B, Lb]`` bool is the transfer rule's choice. Returns ``commit [B, Lb]`` bool,
     ``tokens [B, Lb]`` (valid where committed) and the carried residual and log q.
     """
-    # The mask token is never a proposal: committing it would leave the position undecided.
-    logits = logits.to(torch.float32).index_fill(
-        -1, torch.tensor([mask_id], device=logits.device), float("-inf"))  # [B, Lb, V]
+    logits = proposal_logits(logits, mask_id)  # [B, Lb, V]
     masked = xb == mask_id
     if cfg.temperature == 0:
         probs = torch.softmax(logits, dim=-1)

@@ -63,7 +63,7 @@ import torch
 
 from parasample.devices import model_device
 from parasample.diffusion.caches import NoCache
-from parasample.diffusion.decode import DecodeConfig, check_source, choose
+from parasample.diffusion.decode import DecodeConfig, check_source, choose, proposal_logits
 from parasample.diffusion.rules import FixedSteps
 from parasample.errors import InputError
 from parasample.noise import IIDSource, UniformSource, UniformTape, icdf_categorical
@@ -212,9 +212,7 @@ def stale_drafter(stale: torch.Tensor) -> torch.Tensor:
 def _tempered(logits: torch.Tensor, cfg: DecodeConfig, mask_id: int) -> torch.Tensor:
     """``[R, V]`` float64 tempered probabilities of one position, the mask token excluded (as
     :func:`~parasample.diffusion.decode.choose` draws)."""
-    logits = logits.float().index_fill(-1, torch.tensor([mask_id], device=logits.device),
-                                       float("-inf"))
-    return torch.softmax(logits.double() / cfg.temperature, dim=-1)
+    return torch.softmax(proposal_logits(logits, mask_id).double() / cfg.temperature, dim=-1)
 
 
 def _rejection_step(u: torch.Tensor, pos: torch.Tensor, draft, true_logits: torch.Tensor,
