@@ -152,6 +152,25 @@ def _ordered(executor, fn, todo: list[tuple]):
     return (executor or LocalExecutor()).map(fn, todo)
 
 
+def _resumed_rows(csv: ResumableCSV, settings: list[tuple], key, fn, cfg, executor, progress,
+                  label) -> list[dict]:
+    """One row per setting, in order: the row ``csv`` already holds for ``key(*setting)``, else
+    ``fn(*setting, cfg)`` (here or on Ray) appended as it arrives; ``label(setting)`` names the
+    setting in the progress line."""
+    todo = [(*s, cfg) for s in settings if csv.done(key(*s)) is None]
+    results = _ordered(executor, fn, todo)
+    rows = []
+    for s in settings:
+        row = csv.done(key(*s))
+        if row is None:
+            row = next(results)
+            csv.append(row)
+        rows.append(row)
+        if progress:
+            progress(label(s))
+    return rows
+
+
 def ising_table(cfg: MCMCBenchConfig, out, progress=None, executor=None) -> list[dict]:
     csv = ResumableCSV(out / "ising.csv", ISING_HEADER,
                        ["sampler", "n", "beta", "alpha", "tries", "p", "steps", "trials", "seed"])
@@ -160,18 +179,8 @@ def ising_table(cfg: MCMCBenchConfig, out, progress=None, executor=None) -> list
         return {"sampler": sampler, "n": n, "beta": beta, "alpha": alpha, "tries": k,
                 "p": cfg.p, "steps": cfg.steps, "trials": cfg.trials, "seed": cfg.seed}
 
-    todo = [(*s, cfg) for s in ising_sweep(cfg) if csv.done(key(*s)) is None]
-    results = _ordered(executor, ising_row, todo)
-    rows = []
-    for sampler, n, beta, alpha, k in ising_sweep(cfg):
-        row = csv.done(key(sampler, n, beta, alpha, k))
-        if row is None:
-            row = next(results)
-            csv.append(row)
-        rows.append(row)
-        if progress:
-            progress(f"ising {sampler} n={n} beta={beta} alpha={alpha} tries={k}")
-    return rows
+    return _resumed_rows(csv, list(ising_sweep(cfg)), key, ising_row, cfg, executor, progress,
+                         lambda s: f"ising {s[0]} n={s[1]} beta={s[2]} alpha={s[3]} tries={s[4]}")
 
 
 def best_settings(rows: list[dict], max_tries: int | None = None,
@@ -234,19 +243,9 @@ def held_out_table(cfg: MCMCBenchConfig, rows: list[dict], out, progress=None,
                 "alpha": alpha, "tries": k, "steps": steps, "trials": cfg.trials,
                 "selection_seed": cfg.seed, "p": cfg.p}
 
-    settings = held_out_settings(cfg, rows)
-    todo = [(*s, cfg) for s in settings if csv.done(key(*s)) is None]
-    results = _ordered(executor, _held_out_row, todo)
-    out_rows = []
-    for s in settings:
-        row = csv.done(key(*s))
-        if row is None:
-            row = next(results)
-            csv.append(row)
-        out_rows.append(row)
-        if progress:
-            progress(f"held-out {s[0]} {s[1]} n={s[2]} beta={s[3]} tries={s[5]}")
-    return out_rows
+    return _resumed_rows(csv, list(held_out_settings(cfg, rows)), key, _held_out_row, cfg,
+                         executor, progress,
+                         lambda s: f"held-out {s[0]} {s[1]} n={s[2]} beta={s[3]} tries={s[5]}")
 
 
 def marginal_rows(sampler: str, n: int, beta: float, alpha: float, k: int,
