@@ -214,7 +214,25 @@ class TinyTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-class MaskedLMAdapter:
+class _Adapter:
+    """What both views of a TinyTransformer share: the model in eval mode, its tokenizer, sizes
+    and device. ``causal`` is the attention the view needs; the other kind is refused."""
+
+    def __init__(self, model: TinyTransformer, tokenizer, causal: bool):
+        if model.cfg.causal != causal:
+            raise ValueError("a causal transformer is not a masked LM; train it with "
+                             "causal=False." if model.cfg.causal else "a bidirectional "
+                             "transformer is not an AR LM; train it with causal=True.")
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.vocab_size = model.cfg.vocab_size
+        self.max_length = model.cfg.max_len
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed.weight.device
+
+
+class MaskedLMAdapter(_Adapter):
     """:class:`~parasample.targets.MaskedModel` view of a bidirectional TinyTransformer, with the
     block-cache hooks (``logits_and_kv``, ``logits_window``) that diffusion decoding's prefix and
     dual caches use.
@@ -224,16 +242,8 @@ class MaskedLMAdapter:
 
     def __init__(self, model: TinyTransformer, mask_id: int, eos_id: int | None = None,
                  tokenizer=None):
-        if model.cfg.causal:
-            raise ValueError("a causal transformer is not a masked LM; train it with causal=False.")
-        self.model, self.mask_id, self.eos_id, self.tokenizer = model.eval(), mask_id, eos_id, \
-            tokenizer
-        self.vocab_size = model.cfg.vocab_size
-        self.max_length = model.cfg.max_len
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.embed.weight.device
+        super().__init__(model, tokenizer, causal=False)
+        self.mask_id, self.eos_id = mask_id, eos_id
 
     @torch.inference_mode()
     def logits(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -252,7 +262,7 @@ class MaskedLMAdapter:
         return self.model.forward_window(tokens.to(self.device), start, kv)
 
 
-class CausalLMAdapter:
+class CausalLMAdapter(_Adapter):
     """:class:`~parasample.targets.ARModel` view of a causal TinyTransformer on the
     arithmetic-chain layout (prompts left-padded to a fixed region, so all rows share positions).
 
@@ -262,17 +272,9 @@ class CausalLMAdapter:
 
     def __init__(self, model: TinyTransformer, eos_id: int, tokenizer=None,
                  use_cache: bool = True):
-        if not model.cfg.causal:
-            raise ValueError("a bidirectional transformer is not an AR LM; train it with "
-                             "causal=True.")
-        self.model, self.eos_id, self.tokenizer = model.eval(), eos_id, tokenizer
+        super().__init__(model, tokenizer, causal=True)
+        self.eos_id = eos_id
         self.use_cache = use_cache  # the KV cache is written in place (see KVCache)
-        self.vocab_size = model.cfg.vocab_size
-        self.max_length = model.cfg.max_len
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.embed.weight.device
 
     @torch.inference_mode()
     def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):

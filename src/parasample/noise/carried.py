@@ -12,7 +12,20 @@ from parasample.noise.sources import UniformSource, _check_bits, _nested_pow2, l
 __all__ = ["ArithmeticSource", "StratifiedSource"]
 
 
-class ArithmeticSource(UniformSource):
+class _CarriedSource(UniformSource):
+    """A source whose code point (dimension 0) drives the row's whole sequence: the sampler
+    carries the residual (``carries_residual``), optionally only its top ``carry_bits`` bits.
+    ``_dim`` counts the dimensions drawn so far (the streams are dimension-major)."""
+
+    carries_residual = True
+
+    def __init__(self, n, k=None, *, generator, carry_bits: int | None = None):
+        super().__init__(n, k, generator=generator)
+        self.carry_bits = _check_bits(carry_bits)
+        self._dim = 0
+
+
+class ArithmeticSource(_CarriedSource):
     """Arithmetic sampling (Vilnis et al., 2023): one code point per row drives its whole sequence.
 
     Dimension 0 of a group is the randomly shifted grid ``frac(i/k + Delta)`` (rows in
@@ -36,17 +49,11 @@ class ArithmeticSource(UniformSource):
     """
 
     name = "arithmetic"
-    carries_residual = True
 
     @classmethod
     def splits_into(cls, k: int, m: int) -> bool:
         # block c: code points frac(t / m + c' / k + Delta), a shifted m-point grid
         return _nested_pow2(k, m)
-
-    def __init__(self, n, k=None, *, generator, carry_bits: int | None = None):
-        super().__init__(n, k, generator=generator)
-        self.carry_bits = _check_bits(carry_bits)
-        self._dim = 0
 
     def _next(self, d: int) -> torch.Tensor:
         # dimension-major, one shift per (dimension, group) -- per (dimension, row) after the
@@ -68,7 +75,7 @@ class ArithmeticSource(UniformSource):
                                                                   dtype=torch.float64)
 
 
-class StratifiedSource(UniformSource):
+class StratifiedSource(_CarriedSource):
     """Stratified sampling of code points (QuasiMoTTo): row i of a group starts from
     ``(pi(i) + v_i) / k`` with pi a uniformly random permutation of the k strata and independent
     jitters v_i ~ U[0, 1); every later dimension is an independent uniform per row.
@@ -84,12 +91,6 @@ class StratifiedSource(UniformSource):
     """
 
     name = "stratified"
-    carries_residual = True
-
-    def __init__(self, n, k=None, *, generator, carry_bits: int | None = None):
-        super().__init__(n, k, generator=generator)
-        self.carry_bits = _check_bits(carry_bits)
-        self._dim = 0
 
     def _next(self, d: int) -> torch.Tensor:
         first = []
