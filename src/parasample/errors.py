@@ -9,7 +9,7 @@ never reads as the user's fault.
 
 from __future__ import annotations
 
-__all__ = ["InputError", "MissingInputError"]
+__all__ = ["InputError", "MissingInputError", "require_at_least"]
 
 
 class InputError(ValueError):
@@ -19,3 +19,11 @@ class InputError(ValueError):
 
 class MissingInputError(InputError, FileNotFoundError):
     """A file, model or package the caller must provide is not there."""
+
+
+def require_at_least(config, least: int, *names: str) -> None:
+    """Raise :class:`InputError` naming the first of ``config``'s fields ``names`` below
+    ``least`` (the range check every frozen config repeats for its counts)."""
+    for name in names:
+        if getattr(config, name) < least:
+            raise InputError(f"{name}={getattr(config, name)} must be >= {least}.")

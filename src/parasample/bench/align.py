@@ -50,7 +50,7 @@ from parasample.bench.align_toy import (
 )
 from parasample.bench.csvlog import ResumableCSV
 from parasample.bench.timing import machine_fields
-from parasample.errors import InputError
+from parasample.errors import InputError, require_at_least
 from parasample.mcmc import quest
 from parasample.noise import IIDSource, derive_generator
 
@@ -86,9 +86,7 @@ class LMAlignConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("problems", "length", "chains", "particles", "seeds"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        require_at_least(self, 1, "problems", "length", "chains", "particles", "seeds")
         if not self.beta > 0:
             raise InputError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
         if not self.moves or min(self.moves) < 1:

@@ -12,7 +12,7 @@ import torch
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
 from parasample.bench.timing import machine_fields
-from parasample.errors import InputError
+from parasample.errors import InputError, require_at_least
 from parasample.mcmc import quest
 from parasample.noise import IIDSource, derive_generator
 
@@ -42,9 +42,7 @@ class CacheBenchConfig:
     def __post_init__(self):
         if not self.chains or any(c < 1 for c in self.chains):
             raise InputError(f"chains={self.chains}: give batch sizes >= 1.")
-        for name in ("length", "moves"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        require_at_least(self, 1, "length", "moves")
         if not self.beta > 0:
             raise InputError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
 

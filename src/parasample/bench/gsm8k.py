@@ -21,7 +21,7 @@ import torch
 
 from parasample.bench.csvlog import ResumableCSV, write_csv
 from parasample.bench.timing import machine_fields
-from parasample.errors import InputError
+from parasample.errors import require_at_least
 
 __all__ = ["GSM8KBenchConfig", "GREEDY_HEADER", "SUMMARY_HEADER", "run_greedy", "summary"]
 
@@ -43,9 +43,7 @@ class GSM8KBenchConfig:
         return cls(**{"problems": 4, "max_new_tokens": 48, **kw})
 
     def __post_init__(self):
-        for name in ("problems", "max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        require_at_least(self, 1, "problems", "max_new_tokens", "batch_size")
 
 
 @torch.inference_mode()

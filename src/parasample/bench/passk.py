@@ -45,7 +45,7 @@ from parasample.bench.passk_tasks import (
     smollm2_gsm8k_task,
 )
 from parasample.bench.timing import machine_fields
-from parasample.errors import InputError
+from parasample.errors import InputError, require_at_least
 from parasample.noise import derive_generator, make_source, source_class
 
 __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
@@ -106,10 +106,8 @@ class PasskBenchConfig:
                              f">= 2; use {1 << max(1, (self.k_max - 1).bit_length())}.")
         SamplingConfig(temperature=self.temperature, top_p=self.top_p)  # validates them
         SamplingConfig(temperature=self.lm_temperature)
-        for name in ("ar_batches", "gsm8k_tokens", "throughput_batch", "throughput_tokens",
-                     "throughput_reps", "n_boot"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        require_at_least(self, 1, "ar_batches", "gsm8k_tokens", "throughput_batch",
+                         "throughput_tokens", "throughput_reps", "n_boot")
         for name in ("ar_problems", "add_problems", "gsm8k_problems"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name}={getattr(self, name)} must be >= 0 (0 skips the task).")

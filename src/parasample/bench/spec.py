@@ -31,7 +31,7 @@ import torch
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
 from parasample.bench.timing import machine_fields
-from parasample.errors import InputError
+from parasample.errors import InputError, require_at_least
 from parasample.noise import SOURCES, derive_generator, make_source
 from parasample.speculative import ModelDrafter, NGramDrafter, SiblingDrafter, SpecConfig
 from parasample.speculative import generate as spec_generate
@@ -81,10 +81,8 @@ class SpecBenchConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("prompts", "k", "k_prompts", "max_new_tokens", "draft_len", "toy_prompts",
-                     "reps", "identity_k", "identity_tokens"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        require_at_least(self, 1, "prompts", "k", "k_prompts", "max_new_tokens", "draft_len",
+                         "toy_prompts", "reps", "identity_k", "identity_tokens")
         if self.identity_prompts < 0:
             raise InputError(f"identity_prompts={self.identity_prompts} must be >= 0 (0 skips "
                              "the identity table).")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from parasample.errors import InputError
+from parasample.errors import InputError, require_at_least
 from parasample.models.data import PROMPT_LEN, encode_answers, encode_prompts
 from parasample.models.trainer import export_checkpoint, run_training
 from parasample.models.transformer import CausalLMAdapter, TinyTransformer, TransformerConfig
@@ -44,9 +44,7 @@ class ARTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "gen_length", "warmup"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        require_at_least(self, 1, "steps", "batch_size", "gen_length", "warmup")
         if not 0 < self.lr < 1:
             raise InputError(f"lr={self.lr} must be in (0, 1).")
         ArithChainTask(n_ops=self.n_ops, max_operand=self.max_operand, max_value=self.max_value)

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from parasample.errors import InputError
+from parasample.errors import InputError, require_at_least
 from parasample.models.data import PROMPT_LEN, encode_answers, encode_prompts, result_positions
 from parasample.models.trainer import export_checkpoint, run_training
 from parasample.models.transformer import TinyTransformer, TransformerConfig
@@ -77,10 +77,8 @@ class DLLMTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "gen_length", "short_gen", "long_every", "max_ops",
-                     "prompt_len"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        require_at_least(self, 1, "steps", "batch_size", "gen_length", "short_gen", "long_every",
+                         "max_ops", "prompt_len")
         if not 0 < self.lr < 1:
             raise InputError(f"lr={self.lr} must be in (0, 1).")
         if self.pad_weight < 0 or self.result_weight <= 0:

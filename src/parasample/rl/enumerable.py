@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from parasample.ancestral import SamplingConfig, generate
-from parasample.errors import InputError
+from parasample.errors import InputError, require_at_least
 from parasample.noise import SOURCES, derive_generator, make_source
 from parasample.rl.grpo import clipped_objective, group_advantages
 
@@ -177,9 +177,7 @@ class EnumGRPOConfig:
             raise InputError(f"samples_per_step={self.samples_per_step} with G="
                              f"{self.group_size}: give a multiple of G, so each step has whole "
                              "groups.")
-        for name in ("steps", "warmup", "seeds"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        require_at_least(self, 1, "steps", "warmup", "seeds")
         if not 0 < self.lr < 1 or not 0 < self.clip < 1:
             raise InputError(f"lr={self.lr} and clip={self.clip} must lie in (0, 1).")
 

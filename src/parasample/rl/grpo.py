@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from parasample.ancestral import SamplingConfig, generate
-from parasample.errors import InputError
+from parasample.errors import InputError, require_at_least
 from parasample.models.data import PROMPT_LEN, encode_prompts
 from parasample.noise import SOURCES, derive_generator, make_source
 
@@ -72,10 +72,8 @@ class GRPOConfig:
     def __post_init__(self):
         if self.sampler not in SOURCES:
             raise InputError(f"sampler {self.sampler!r}: choose one of {', '.join(SOURCES)}.")
-        for name in ("group_size", "problems_per_step", "updates_per_batch", "steps", "warmup",
-                     "eval_every", "eval_problems", "eval_samples"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)} must be >= 1.")
+        require_at_least(self, 1, "group_size", "problems_per_step", "updates_per_batch", "steps",
+                         "warmup", "eval_every", "eval_problems", "eval_samples")
         if self.group_size < 2:
             raise InputError(f"group_size={self.group_size}: a group-relative advantage needs "
                              "G >= 2 samples per problem.")
