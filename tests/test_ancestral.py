@@ -85,6 +85,72 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert sampling_probs(logits, SamplingConfig(top_p=1e-9))[0].tolist() == [0, 1, 0, 0]
 
 
+def _top_p_by_full_sort(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The top-p rule by its definition: one stable sort of the whole vocabulary."""
+    sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+    before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass strictly before each token
+    keep_sorted = before < top_p
+    keep_sorted[..., 0] = True
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+
+
+@pytest.mark.parametrize("first", [1, 2, 64])
+def test_top_p_mask_equals_the_full_sort_rule(monkeypatch, first):
+    """Exhaustive on small vocabularies: every weight vector in {0..3}^V (V <= 5; ties, zeros,
+    one-hot) at every top_p in a grid that includes each vector's own cumulative masses (the
+    boundary cases) keeps the full stable sort's set, so every uniform draws the same token.
+    ``first`` candidates: 1 and 2 run the growth rounds, 64 the first round alone."""
+    import itertools
+
+    from parasample.ancestral import engine
+
+    monkeypatch.setattr(engine, "TOP_P_FIRST_CANDIDATES", first)
+    grid = [0.01, 0.1, 0.25, 1 / 3, 0.5, 0.6, 2 / 3, 0.75, 0.9, 0.99, 0.999999]
+    for V in range(1, 6):
+        w = torch.tensor(list(itertools.product(range(4), repeat=V)), dtype=torch.float64)
+        probs = w[w.sum(1) > 0]
+        probs = probs / probs.sum(1, keepdim=True)  # [N, V]
+        masses = torch.unique(torch.cumsum(torch.sort(probs, 1, descending=True).values, 1))
+        for top_p in [*grid, *[float(m) for m in masses if 0 < m < 1]]:
+            assert torch.equal(engine.top_p_mask(probs, top_p),
+                               _top_p_by_full_sort(probs, top_p)), (V, top_p)
+
+
+@pytest.mark.parametrize("first", [8, 64])
+def test_top_p_mask_equals_the_full_sort_rule_on_a_49k_vocabulary(monkeypatch, first):
+    """SmolLM2's vocabulary size (49,152) with logits rounded to bfloat16, as a bfloat16 model's
+    are (many exact ties), at temperatures from sharp to flat and top_p from 0.1 to 0.99: the
+    rows range from one candidate to thousands (the growth rounds and the full-sort fallback)."""
+    from parasample.ancestral import engine
+
+    monkeypatch.setattr(engine, "TOP_P_FIRST_CANDIDATES", first)
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(16, 49152, generator=g)).to(torch.bfloat16)  # [16, V]
+    logits[0, :5] = 20.0  # a five-way tie at the top
+    for temperature in (0.3, 1.0, 3.0):
+        for top_p in (0.1, 0.5, 0.9, 0.95, 0.99):
+            probs = torch.softmax(logits.to(torch.float64) / temperature, -1)
+            assert torch.equal(engine.top_p_mask(probs, top_p),
+                               _top_p_by_full_sort(probs, top_p)), (temperature, top_p)
+
+
+@pytest.mark.slow
+def test_top_p_mask_equals_the_full_sort_rule_on_smollm2_logits():
+    """SmolLM2-135M's own next-token logits (float32 and bfloat16 weights) after three prompts."""
+    from parasample.ancestral import top_p_mask
+    from parasample.targets.hf import smollm2
+
+    for dtype in (torch.float32, torch.bfloat16):
+        lm = smollm2(dtype=dtype)
+        ids, mask = lm.encode_prompts(["Natalia sold clips to 48 of her friends.",
+                                       "def fibonacci(n):", "The capital of France is"])
+        logits, _ = lm.start(ids, mask)  # [3, V]
+        for temperature in (0.5, 1.0, 2.0):
+            probs = torch.softmax(logits.to(torch.float64) / temperature, -1)
+            for top_p in (0.5, 0.9, 0.95, 0.99):
+                assert torch.equal(top_p_mask(probs, top_p), _top_p_by_full_sort(probs, top_p))
+
+
 def test_rows_stop_at_eos_and_are_padded(gen):
     model = ToyARLM(4, 5, generator=gen, eos_id=0)
     out = _draw(model, "iid", 4, 50, SamplingConfig(max_new_tokens=5), seed=0)

@@ -13,8 +13,9 @@ from parasample.ancestral.engine import (
     sampling_probs,
     select_rows,
     step,
+    top_p_mask,
 )
 
 __all__ = ["AncestralState", "Generation", "SamplingConfig", "StepInfo", "check_batch",
            "generate", "init", "lengths_with_eos", "prefill", "sampling_probs", "select_rows",
-           "step"]
+           "step", "top_p_mask"]
