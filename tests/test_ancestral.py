@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from parasample.ancestral import SamplingConfig, generate, sampling_probs
+from parasample.ancestral import SamplingConfig, generate, sampling_probs, top_p_mask_by_sort
 from parasample.noise import SOURCES as ALL_SOURCES
 from parasample.noise import make_source
 from parasample.targets import ToyARLM, exact_distribution, state_index
@@ -85,15 +85,6 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert sampling_probs(logits, SamplingConfig(top_p=1e-9))[0].tolist() == [0, 1, 0, 0]
 
 
-def _top_p_by_full_sort(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """The top-p rule by its definition: one stable sort of the whole vocabulary."""
-    sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-    before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass strictly before each token
-    keep_sorted = before < top_p
-    keep_sorted[..., 0] = True
-    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
-
-
 @pytest.mark.parametrize("first", [1, 2, 64])
 def test_top_p_mask_equals_the_full_sort_rule(monkeypatch, first):
     """Exhaustive on small vocabularies: every weight vector in {0..3}^V (V <= 5; ties, zeros,
@@ -113,7 +104,7 @@ def test_top_p_mask_equals_the_full_sort_rule(monkeypatch, first):
         masses = torch.unique(torch.cumsum(torch.sort(probs, 1, descending=True).values, 1))
         for top_p in [*grid, *[float(m) for m in masses if 0 < m < 1]]:
             assert torch.equal(engine.top_p_mask(probs, top_p),
-                               _top_p_by_full_sort(probs, top_p)), (V, top_p)
+                               top_p_mask_by_sort(probs, top_p)), (V, top_p)
 
 
 @pytest.mark.parametrize("first", [8, 64])
@@ -131,7 +122,7 @@ def test_top_p_mask_equals_the_full_sort_rule_on_a_49k_vocabulary(monkeypatch, f
         for top_p in (0.1, 0.5, 0.9, 0.95, 0.99):
             probs = torch.softmax(logits.to(torch.float64) / temperature, -1)
             assert torch.equal(engine.top_p_mask(probs, top_p),
-                               _top_p_by_full_sort(probs, top_p)), (temperature, top_p)
+                               top_p_mask_by_sort(probs, top_p)), (temperature, top_p)
 
 
 @pytest.mark.slow
@@ -148,7 +139,34 @@ def test_top_p_mask_equals_the_full_sort_rule_on_smollm2_logits():
         for temperature in (0.5, 1.0, 2.0):
             probs = torch.softmax(logits.to(torch.float64) / temperature, -1)
             for top_p in (0.5, 0.9, 0.95, 0.99):
-                assert torch.equal(top_p_mask(probs, top_p), _top_p_by_full_sort(probs, top_p))
+                assert torch.equal(top_p_mask(probs, top_p), top_p_mask_by_sort(probs, top_p))
+
+
+def test_bench_engines_topp_table_times_both_rules_on_the_models_distribution(tmp_path):
+    """topp.csv: one row per (rows, T, top_p), both rules keep the same tokens, the nucleus
+    size is the model's (here a stub LM whose next-token logits are fixed)."""
+    import csv
+
+    from parasample.bench.topp import TOPP_HEADER, topp_rows
+
+    class StubLM:
+        name, device = "stub", torch.device("cpu")
+        model = torch.nn.Linear(1, 1)
+
+        def encode_prompts(self, prompts):
+            return torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long)
+
+        def start(self, ids, mask):
+            return 2 * torch.randn(1, 1000, generator=torch.Generator().manual_seed(0)), None
+
+    rows = topp_rows(StubLM(), "hi", tmp_path, rows=(1, 4), temperatures=(1.0,),
+                     top_ps=(0.5, 0.9), reps=2)
+    with open(tmp_path / "topp.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == TOPP_HEADER and len(table) == len(rows) == 4
+    assert all(r["same_mask"] == "True" and float(r["ms_sort"]) > 0 for r in table)
+    kept = {(r["rows"], r["top_p"]): float(r["kept"]) for r in table}
+    assert kept[("1", "0.5")] == kept[("4", "0.5")] < kept[("1", "0.9")]
 
 
 def test_rows_stop_at_eos_and_are_padded(gen):

@@ -14,8 +14,9 @@ from parasample.ancestral.engine import (
     select_rows,
     step,
     top_p_mask,
+    top_p_mask_by_sort,
 )
 
 __all__ = ["AncestralState", "Generation", "SamplingConfig", "StepInfo", "check_batch",
            "generate", "init", "lengths_with_eos", "prefill", "sampling_probs", "select_rows",
-           "step", "top_p_mask"]
+           "step", "top_p_mask", "top_p_mask_by_sort"]

@@ -21,8 +21,8 @@ from parasample.errors import InputError
 from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
 
 __all__ = ["SamplingConfig", "AncestralState", "StepInfo", "Generation", "sampling_probs",
-           "top_p_mask", "init", "prefill", "step", "generate", "check_batch", "lengths_with_eos",
-           "select_rows"]
+           "top_p_mask", "top_p_mask_by_sort", "init", "prefill", "step", "generate",
+           "check_batch", "lengths_with_eos", "select_rows"]
 
 
 def lengths_with_eos(tokens: torch.Tensor, eos_id: int | None) -> torch.Tensor:
@@ -165,6 +165,16 @@ def top_p_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     tie = probs == last  # [B, V]
     room = kept - above.sum(-1, keepdim=True)  # [B, 1] tied tokens that still fit
     return above | (tie & (torch.cumsum(tie.long(), dim=-1) <= room))
+
+
+def top_p_mask_by_sort(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The rule of :func:`top_p_mask` by its definition, one stable sort of the whole
+    vocabulary per row: the reference its tests and ``parasample bench engines`` compare with."""
+    sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # [B, V]
+    before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass strictly before each token
+    keep_sorted = before < top_p
+    keep_sorted[..., 0] = True
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
 
 
 def select_rows(model, state: AncestralState, rows: torch.Tensor) -> AncestralState:

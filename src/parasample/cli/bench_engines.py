@@ -38,7 +38,9 @@ def bench_engines(
 
     Engines drawing the same samples: parasample's engine, transformers generate (own RNG
     and with parasample's logits processor) and vLLM (own n-sample request and with parasample's
-    V1 logits processor), tokens/s and ratios in one run. Writes engines.csv.
+    V1 logits processor), tokens/s and ratios in one run. Writes engines.csv, and topp.csv: one
+    top-p nucleus by topk candidates against a full sort of the vocabulary, on the model's own
+    next-token distribution (milliseconds per draw; both keep the same tokens).
 
     The headline ratio to transformers is parasample's engine prefilling the prompt once per
     row, as generate(num_return_sequences=n) does (equal work); the engine's shared prefill
@@ -93,7 +95,12 @@ def bench_engines(
     with tracked("timing runs", n_engines * reps * len(cfg.samples)) as (advance, log):
         rows = be.run_benchmark(lm, llm, cfg, out_dir, progress=advance, log=log)
     _summary(rows)
-    wrote(out_dir / "engines.csv")
+    from parasample.bench.topp import topp_rows
+
+    with console.status("timing top-p: topk candidates against a full sort ..."):
+        topp = topp_rows(lm, be.PROMPT, out_dir, reps=3 if run.quick else 20)
+    _topp_summary(topp)
+    wrote(out_dir / "engines.csv", out_dir / "topp.csv")
 
 
 def _summary(rows: list[dict]) -> None:
@@ -106,4 +113,16 @@ def _summary(rows: list[dict]) -> None:
                   str(r["tokens_per_s"]), f"{r['vs_vllm']}x" if r["vs_vllm"] != "" else "-",
                   f"{r['vs_transformers']}x",
                   f"{float(r['agreement']):.1%}" if r["agreement"] != "" else "-")
+    console.print(t)
+
+
+def _topp_summary(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table("rows", "T", "top_p", "kept", "full sort ms", "candidates ms", "speedup",
+              "same tokens", title=f"top-p nucleus per draw ({rows[0]['vocab_size']} tokens)")
+    for r in rows:
+        t.add_row(str(r["rows"]), str(r["temperature"]), str(r["top_p"]), str(r["kept"]),
+                  str(r["ms_sort"]), str(r["ms_candidates"]), f"{r['speedup']}x",
+                  "yes" if r["same_mask"] else "NO")
     console.print(t)
