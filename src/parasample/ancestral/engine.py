@@ -143,9 +143,15 @@ def top_p_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     largest probabilities (m = 64, then 8x more until they hold ``top_p`` in every row; a full
     sort only if that reaches a quarter of V), their cumulative sum finds the last kept value
     v and how many tokens are kept, and a token is kept when its probability exceeds v or equals
-    it and it is among the lowest ids of that tie. The kept set is that of a full stable sort
-    for every row (``tests/test_ancestral.py::test_top_p_mask_equals_the_full_sort_rule``,
-    exhaustively on small vocabularies and sampled on SmolLM2's 49k).
+    it and it is among the lowest ids of that tie.
+
+    On the CPU the kept set is that of a full stable sort for every row
+    (``tests/test_ancestral.py::test_top_p_mask_equals_the_full_sort_rule*``: exhaustive on
+    small vocabularies, 49k bfloat16 ties, SmolLM2's logits). It rests on a prefix of
+    ``cumsum`` equalling the full ``cumsum``'s to the last bit, which a parallel CUDA scan need
+    not keep: there a row whose cumulative mass meets ``top_p`` within rounding may keep one
+    token more or fewer than the full sort (untested on CUDA). The coverage check is one host
+    sync per call.
     """
     B, V = probs.shape
     m = min(V, TOP_P_FIRST_CANDIDATES)

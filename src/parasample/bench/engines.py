@@ -33,7 +33,7 @@ import torch
 
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
-from parasample.bench.timing import machine_fields
+from parasample.bench.timing import machine_fields, sync
 from parasample.errors import InputError
 from parasample.noise import derive_generator, make_source
 
@@ -163,12 +163,10 @@ def run_benchmark(lm, llm, cfg: EnginesBenchConfig, out: Path, *, progress=None,
         walls = {name: [] for name in runs}
         for rep in range(1, cfg.reps + 1):
             for name, fn in runs.items():
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
+                sync(lm.device)
                 t0 = time.perf_counter()
                 fn(rep)
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
+                sync(lm.device)
                 walls[name].append(time.perf_counter() - t0)
                 if progress:
                     progress(1)

@@ -30,7 +30,7 @@ import torch
 
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
-from parasample.bench.timing import machine_fields
+from parasample.bench.timing import machine_fields, sync
 from parasample.errors import InputError, require_at_least
 from parasample.noise import SOURCES, derive_generator, make_source
 from parasample.speculative import ModelDrafter, NGramDrafter, SiblingDrafter, SpecConfig
@@ -168,11 +168,6 @@ def _drafter(name: str, lm, draft_lm):
     return {"ngram": NGramDrafter, "sibling": SiblingDrafter}[name]()
 
 
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _tokens(out) -> int:
     """Tokens a run emitted: rows up to and including their EOS (ours) or a list of them."""
     if isinstance(out, int):
@@ -213,10 +208,10 @@ def run_group(group: Group, cfg: SpecBenchConfig, *, device="cpu", dtype=torch.f
     for rep in range(cfg.reps):
         order = names[rep // 2 % len(names):] + names[:rep // 2 % len(names)]
         for name in (order if rep % 2 == 0 else order[::-1]):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             outs[name] = [runs[name](i, ids, mask) for i, (ids, mask) in enumerate(prompts)]
-            _sync(device)
+            sync(device)
             walls[name].append(time.perf_counter() - t0)
         if progress is not None:
             progress(len(runs) / cfg.reps)

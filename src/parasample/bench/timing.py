@@ -6,7 +6,7 @@ import torch
 
 from parasample.devices import dtype_name
 
-__all__ = ["device_name", "machine_fields"]
+__all__ = ["device_name", "machine_fields", "sync"]
 
 
 def device_name(device: str | torch.device | None = None) -> str:
@@ -20,3 +20,10 @@ def machine_fields(device: str | torch.device | None = None,
     """``device``, ``dtype`` and ``torch_threads`` columns of a benchmark row."""
     return {"device": device_name(device), "dtype": dtype_name(dtype),
             "torch_threads": torch.get_num_threads()}
+
+
+def sync(device: str | torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA runs asynchronously), so a wall-clock timer around
+    a call measures the call; nothing on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

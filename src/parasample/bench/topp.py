@@ -18,7 +18,7 @@ import torch
 
 from parasample.ancestral import top_p_mask, top_p_mask_by_sort
 from parasample.bench.csvlog import write_csv
-from parasample.bench.timing import machine_fields
+from parasample.bench.timing import machine_fields, sync
 
 __all__ = ["TOPP_HEADER", "topp_rows"]
 
@@ -28,13 +28,11 @@ TOPP_HEADER = ["model", "vocab_size", "rows", "temperature", "top_p", "kept", "m
 
 
 def _ms(rule, probs: torch.Tensor, top_p: float) -> float:
-    """Milliseconds of one ``rule(probs, top_p)`` (the device synchronised around it)."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    """Milliseconds of one ``rule(probs, top_p)``."""
+    sync(probs.device)
     t0 = time.perf_counter()
     rule(probs, top_p)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync(probs.device)
     return 1000 * (time.perf_counter() - t0)
 
 
