@@ -21,8 +21,9 @@ environment (it pins transformers < 5.20).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -58,15 +59,27 @@ def _base():
 
 @dataclass
 class _Row:
-    """One request's state: uniforms ``[T]``, settings, and the running output (a reference to
-    vLLM's list, whose length is the step), arithmetic sampling's residual and log q."""
+    """One request: its settings, vLLM's running output list (whose length is the request's
+    step), and its slot in the processor's state tensors."""
 
-    u: torch.Tensor
     config: SamplingConfig
     output: list[int]
-    residual: float | None
-    carry_bits: int | None = None
-    logq: float = 0.0
+    slot: int
+    carry: bool
+
+
+class _Group(NamedTuple):
+    """The batch rows sharing one sampling config, rebuilt only when the batch changes:
+    ``index`` selects them in the logits (a slice when they are the whole batch), ``rows [b]``
+    their batch indices, ``slots [b]`` their state slots, ``outputs`` vLLM's output lists,
+    ``carry [b]`` which rows carry arithmetic sampling's residual (None: none does)."""
+
+    config: SamplingConfig
+    index: slice | torch.Tensor
+    rows: torch.Tensor
+    slots: torch.Tensor
+    outputs: list[list[int]]
+    carry: torch.Tensor | None
 
 
 def request_args(u: torch.Tensor, config: SamplingConfig, carry: bool,
@@ -77,10 +90,24 @@ def request_args(u: torch.Tensor, config: SamplingConfig, carry: bool,
 
 
 class ParasampleLogitsProcessor(_base()):
-    """vLLM V1 logits processor: force each parasample request's token (see module doc)."""
+    """vLLM V1 logits processor: force each parasample request's token (see module doc).
+
+    Per-request state lives in tensors indexed by a slot that a request keeps while it runs
+    (uniforms ``[slots, T]``, arithmetic sampling's residual and log q ``[slots]``),
+    written once when vLLM adds the request. The per-token path is batched: per sampling
+    config, one gather of each row's uniform at its step, one draw, one scatter of the forced
+    tokens. Its only per-request work is ``map(len, outputs)``, a C-level pass that reads each
+    request's step from vLLM's own output list (a counter kept here would drift when vLLM
+    samples and discards a token for a partly prefilled request)."""
 
     def __init__(self, vllm_config=None, device=None, is_pin_memory: bool = False):
         self.rows: dict[int, _Row] = {}
+        self._u = torch.zeros(0, 0, dtype=torch.float64)  # [slots, T]
+        self._residual = torch.zeros(0, dtype=torch.float64)  # [slots], NaN: fresh
+        self._logq = torch.zeros(0, dtype=torch.float64)  # [slots]
+        self._free: list[int] = []
+        self._bits: int | None = None  # one source per engine run
+        self._groups: tuple[int, list[_Group]] | None = None  # (batch size, groups)
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
@@ -95,58 +122,92 @@ class ParasampleLogitsProcessor(_base()):
     def is_argmax_invariant(self) -> bool:
         return False  # it decides the token
 
+    def _slot(self, u: list[float]) -> int:
+        """A free slot holding the request's uniforms; the state tensors double when full."""
+        if not self._free:
+            n, T = self._u.shape
+            grow = max(n, 8)
+            self._u = torch.cat([self._u, self._u.new_zeros(grow, T)])
+            self._residual = torch.cat([self._residual, self._residual.new_zeros(grow)])
+            self._logq = torch.cat([self._logq, self._logq.new_zeros(grow)])
+            self._free = list(range(n + grow - 1, n - 1, -1))
+        if len(u) > self._u.shape[1]:
+            self._u = torch.nn.functional.pad(self._u, (0, len(u) - self._u.shape[1]))
+        slot = self._free.pop()
+        self._u[slot, :len(u)] = torch.tensor(u, dtype=torch.float64)
+        self._residual[slot], self._logq[slot] = math.nan, 0.0
+        return slot
+
+    def _drop(self, i: int) -> None:
+        row = self.rows.pop(i, None)
+        if row is not None:
+            self._free.append(row.slot)
+
     def update_state(self, batch_update) -> None:
         if not batch_update:
             return
+        self._groups = None
         for i in batch_update.removed:
-            self.rows.pop(i, None)
+            self._drop(i)
         for i, params, _prompt, output in batch_update.added:
+            self._drop(i)
             spec = (params.extra_args or {}).get(EXTRA_KEY)
             if spec is None:
-                self.rows.pop(i, None)
                 continue
             cfg = SamplingConfig(temperature=spec["temperature"], top_p=spec["top_p"])
-            self.rows[i] = _Row(torch.tensor(spec["u"], dtype=torch.float64), cfg, output,
-                                float("nan") if spec["carry"] else None, spec.get("carry_bits"))
+            if spec["carry"]:
+                self._bits = spec.get("carry_bits")
+            self.rows[i] = _Row(cfg, output, self._slot(spec["u"]), bool(spec["carry"]))
         for a, b, direction in batch_update.moved:
             ra, rb = self.rows.pop(a, None), self.rows.pop(b, None)
             if ra is not None:
                 self.rows[b] = ra
-            if rb is not None and direction.name == "SWAP":
-                self.rows[a] = rb
+            if rb is not None:
+                if direction.name == "SWAP":
+                    self.rows[a] = rb
+                else:  # a one-way move overwrites b
+                    self._free.append(rb.slot)
+
+    def _batch_groups(self, n: int, device) -> list[_Group]:
+        """The rows grouped by config for a batch of ``n`` logits rows (cached until the batch
+        changes); the state tensors move to the logits' device once."""
+        if self._groups is not None and self._groups[0] == n:
+            return self._groups[1]
+        if self._u.device != torch.device(device):
+            self._u, self._residual, self._logq = (
+                x.to(device) for x in (self._u, self._residual, self._logq))
+        by_config: dict[SamplingConfig, list[int]] = {}
+        for i in sorted(self.rows):
+            by_config.setdefault(self.rows[i].config, []).append(i)
+        groups = []
+        for config, idx in by_config.items():
+            rows = torch.tensor(idx, device=device)
+            carry = [self.rows[i].carry for i in idx]
+            # all rows (the common case): a slice, not a gathered copy of the logits
+            groups.append(_Group(config, slice(None) if idx == list(range(n)) else rows, rows,
+                                 torch.tensor([self.rows[i].slot for i in idx], device=device),
+                                 [self.rows[i].output for i in idx],
+                                 torch.tensor(carry, device=device) if any(carry) else None))
+        self._groups = (n, groups)
+        return groups
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
             return logits
-        by_config: dict[SamplingConfig, list[int]] = {}
-        for i, row in self.rows.items():
-            by_config.setdefault(row.config, []).append(i)
-        for config, idx in by_config.items():
-            rows = [self.rows[i] for i in idx]
-            # all rows (the common case): a slice, not a gathered copy of the logits
-            index = (slice(None) if idx == list(range(logits.shape[0]))
-                     else torch.tensor(idx, device=logits.device))
-            probs = sampling_probs(logits[index], config)  # [b, V] float64
-            u = torch.stack([r.u[len(r.output)] for r in rows]).to(logits.device)
-            carry = [r.residual is not None for r in rows]
-            if any(carry):
-                res = torch.tensor([r.residual if c else float("nan")
-                                    for r, c in zip(rows, carry, strict=True)],
-                                   dtype=torch.float64, device=logits.device)
-                logq = torch.tensor([r.logq for r in rows], dtype=torch.float64,
-                                    device=logits.device)
-                bits = rows[carry.index(True)].carry_bits  # one source per engine run
-                u = torch.where(torch.tensor(carry, device=logits.device),
-                                carry_code_point(res, u, logq, bits), u)
+        for g in self._batch_groups(logits.shape[0], logits.device):
+            step = torch.tensor(list(map(len, g.outputs)), device=logits.device)  # [b]
+            u = self._u[g.slots, step]  # [b] each row's uniform at its step
+            probs = sampling_probs(logits[g.index], g.config)  # [b, V] float64
+            if g.carry is not None:
+                res, logq = self._residual[g.slots], self._logq[g.slots]
+                u = torch.where(g.carry, carry_code_point(res, u, logq, self._bits), u)
             tok = icdf_categorical(probs, u)  # [b]
-            if any(carry):
-                new_res = icdf_residual(probs, u, tok).tolist()
-                new_logq = torch.log(probs.gather(1, tok[:, None]))[:, 0].tolist()
-                for r, c, nr, lq in zip(rows, carry, new_res, new_logq, strict=True):
-                    if c:
-                        r.residual, r.logq = nr, r.logq + lq
-            logits[index] = float("-inf")
-            logits[torch.arange(logits.shape[0], device=logits.device)[index], tok] = 0.0
+            if g.carry is not None:
+                p_tok = probs.gather(1, tok[:, None])[:, 0]
+                self._residual[g.slots] = torch.where(g.carry, icdf_residual(probs, u, tok), res)
+                self._logq[g.slots] = torch.where(g.carry, logq + torch.log(p_tok), logq)
+            logits[g.index] = float("-inf")
+            logits[g.rows, tok] = 0.0
         return logits
 
 
