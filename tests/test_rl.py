@@ -40,7 +40,20 @@ def test_clipped_objective_is_the_policy_gradient_at_ratio_one_and_clips_beyond(
     assert torch.all(logp.grad == 0)
 
 
+def test_token_averaged_objective_weighs_every_token_alike():
+    logp = torch.log(torch.tensor([[0.5, 0.2], [0.4, 0.9]])).requires_grad_()
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    clipped_objective(logp, logp.detach(), torch.tensor([1.0, -2.0]), mask, 0.2,
+                      average="token").backward()
+    # d/dlogp of -sum_{i,t} A_i logp / (real tokens = 3): -A_i / 3 on real tokens
+    want = torch.tensor([[-1 / 3, -1 / 3], [2 / 3, 0.0]])
+    assert torch.allclose(logp.grad, want)
+    with pytest.raises(ValueError, match="choose one of"):
+        clipped_objective(logp, logp.detach(), torch.ones(2), mask, 0.2, average="batch")
+
+
 @pytest.mark.parametrize("kw,message", [
+    (dict(loss_average="mean"), "loss_average='mean': choose one of"),
     (dict(sampler="sobol", group_size=6), "power-of-two"),
     (dict(sampler="antithetic", group_size=5), "must be even"),
     (dict(group_size=1), "G >= 2"),

@@ -15,6 +15,7 @@ from parasample.cli.common import (
     explicit,
     greater_than,
     grpo_lr_opt,
+    loss_average_opt,
     tracked,
     updates_opt,
     wrote,
@@ -51,6 +52,7 @@ def bench_rl(
                                 "same for every G: samples / G problems of G samples each (a "
                                 "multiple of every G)."),
     updates: int = updates_opt(),
+    loss_average: str = loss_average_opt(),
     lr: float = grpo_lr_opt("the same for every sampler; 1e-4 collapses the shipped model"),
     eval_every: int = EVAL[0],
     eval_problems: int = EVAL[1],
@@ -102,8 +104,8 @@ def bench_rl(
     from parasample.rl.enumerable import EnumGRPOConfig
 
     quick, seed = run.quick, run.seed
-    run_kw = dict(steps=steps, updates_per_batch=updates, lr=lr, eval_every=eval_every,
-               eval_problems=eval_problems, eval_samples=eval_samples)
+    run_kw = dict(steps=steps, updates_per_batch=updates, loss_average=loss_average, lr=lr,
+                  eval_every=eval_every, eval_problems=eval_problems, eval_samples=eval_samples)
     kw = dict(samplers=tuple(s.value for s in samplers), group_sizes=tuple(group_sizes),
               seeds=seeds, seed=seed, target=target, samples_per_step=samples)
     names = {"samples_per_step": "samples", "updates_per_batch": "updates"}

@@ -229,6 +229,13 @@ def updates_opt():
                         "step's batch (GRPO's inner iterations; > 1 lets the clip act).")
 
 
+def loss_average_opt():
+    return typer.Option("sample", "--loss-average", help="How GRPO's clipped objective "
+                        "averages: 'sample' (each sample's token mean, then over samples; "
+                        "GRPO's paper) or 'token' (one mean over the batch's tokens, DAPO / "
+                        "Dr. GRPO: long samples are not down-weighted).")
+
+
 def grpo_lr_opt(note: str):
     return typer.Option(3e-5, "--lr", callback=greater_than(0.0, 1.0), help="AdamW peak "
                         f"learning rate in (0, 1) ({note}).")

@@ -13,6 +13,7 @@ from parasample.cli.common import (
     eval_opts,
     greater_than,
     grpo_lr_opt,
+    loss_average_opt,
     seed_opt,
     setup,
     threads_opt,
@@ -147,6 +148,7 @@ def train_rl(
     steps: int = typer.Option(200, "--steps", min=1, help="Steps, one batch each (about 1.1 s "
                               "at 16 x 8 samples on 2 cores)."),
     updates: int = updates_opt(),
+    loss_average: str = loss_average_opt(),
     lr: float = grpo_lr_opt("1e-4 collapses the shipped model's pass@1; 3e-5 is stable"),
     clip: float = typer.Option(0.2, "--clip", callback=greater_than(0.0, 1.0), help="Policy-ratio "
                                "clip epsilon in (0, 1)."),
@@ -186,9 +188,9 @@ def train_rl(
     state = state or f"results/train/rl-{sampler.value}-G{group_size}-seed{seed}.state.pt"
     final = _train("rl", GRPOConfig, fn, steps, seed, state, None, threads, device, dtype,
                    sampler=sampler.value, group_size=group_size, problems_per_step=problems,
-                   updates_per_batch=updates, lr=lr, clip=clip, temperature=temperature,
-                   eval_every=eval_every, eval_problems=eval_problems, eval_samples=eval_samples,
-                   model=model)
+                   updates_per_batch=updates, loss_average=loss_average, lr=lr, clip=clip,
+                   temperature=temperature, eval_every=eval_every, eval_problems=eval_problems,
+                   eval_samples=eval_samples, model=model)
     path = Path(out) if out else Path(state).with_suffix("").with_suffix(".csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_csv(path, RL_HEADER, curve_rows(final["train_config"], final))

@@ -27,7 +27,11 @@ from parasample.errors import InputError, require_at_least
 from parasample.models.data import PROMPT_LEN, encode_prompts
 from parasample.noise import SOURCES, derive_generator, make_source
 
-__all__ = ["GRPOConfig", "group_advantages", "clipped_objective", "train_rl"]
+__all__ = ["GRPOConfig", "LOSS_AVERAGES", "group_advantages", "clipped_objective", "train_rl"]
+
+
+#: How the clipped objective averages over tokens (:func:`clipped_objective`).
+LOSS_AVERAGES = ("sample", "token")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class GRPOConfig:
         steps, lr, warmup, weight_decay: the optimiser (AdamW, linear warm-up, cosine to lr/10,
             gradient norm clipped at 1: :mod:`parasample.models.trainer`).
         clip: the policy-ratio clip epsilon.
+        loss_average: ``sample`` (each sample's token mean, then the mean over samples) or
+            ``token`` (one mean over the batch's tokens): see :func:`clipped_objective`.
         temperature: of the sampling policy (1: the model's own distribution).
         eval_every, eval_problems, eval_samples: every ``eval_every`` steps, held-out pass@1
             (the fraction correct of ``eval_samples`` i.i.d. samples per problem: an unbiased
@@ -62,6 +68,7 @@ class GRPOConfig:
     warmup: int = 1
     weight_decay: float = 0.0
     clip: float = 0.2
+    loss_average: str = "sample"
     temperature: float = 1.0
     eval_every: int = 25
     eval_problems: int = 256
@@ -87,6 +94,9 @@ class GRPOConfig:
             raise InputError(f"lr={self.lr} must be in (0, 1).")
         if not 0 < self.clip < 1:
             raise InputError(f"clip={self.clip} must be in (0, 1).")
+        if self.loss_average not in LOSS_AVERAGES:
+            raise InputError(f"loss_average={self.loss_average!r}: choose one of "
+                             f"{', '.join(LOSS_AVERAGES)}.")
         SamplingConfig(temperature=self.temperature)  # validates it
 
 
@@ -97,16 +107,23 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
 
 
 def clipped_objective(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
-                      mask: torch.Tensor, clip: float) -> torch.Tensor:
-    """The GRPO loss to minimise: ``-mean_i mean_t min(ratio A_i, clip(ratio) A_i)``.
+                      mask: torch.Tensor, clip: float, average: str = "sample") -> torch.Tensor:
+    """The GRPO loss to minimise, ``-mean min(ratio A_i, clip(ratio) A_i)`` over tokens:
+    ``average="sample"`` means over each sample's tokens, then over samples (GRPO's paper);
+    ``"token"`` one mean over every token of the batch (DAPO, Dr. GRPO), so a long sample's
+    tokens weigh as much as a short one's instead of being diluted by its length.
 
     ``logp, old_logp, mask [N, T]`` (current and sampling log-probs of the sampled tokens, 1 on
     real tokens), ``adv [N]``.
     """
+    if average not in LOSS_AVERAGES:
+        raise InputError(f"average={average!r}: choose one of {', '.join(LOSS_AVERAGES)}.")
     ratio = torch.exp(logp - old_logp)  # [N, T]
     a = adv[:, None]
-    surrogate = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
-    per_sample = (surrogate * mask).sum(1) / mask.sum(1).clamp(min=1)  # [N]
+    surrogate = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a) * mask  # [N, T]
+    if average == "token":
+        return -surrogate.sum() / mask.sum().clamp(min=1)
+    per_sample = surrogate.sum(1) / mask.sum(1).clamp(min=1)  # [N]
     return -per_sample.mean()
 
 
@@ -158,7 +175,8 @@ def train_rl(cfg: GRPOConfig, state_path: Path, *, progress=None, log=None, devi
             -1, b["tokens"].to(dev)[..., None])[..., 0]  # [B G, T]
         mask = (torch.arange(T)[None] < b["lengths"][:, None]).float().to(dev)  # [B G, T]
         adv = group_advantages(b["rewards"]).reshape(-1).to(dev)  # [B G]
-        value = clipped_objective(logp, b["old_logp"].to(dev), adv, mask, cfg.clip)
+        value = clipped_objective(logp, b["old_logp"].to(dev), adv, mask, cfg.clip,
+                                  cfg.loss_average)
         r = b["rewards"]
         constant = (r.min(1).values == r.max(1).values).double()
         return value, {"reward": float(r.mean()), "zero_variance": float(constant.mean())}
