@@ -18,9 +18,9 @@ def test_bench_align_quick_writes_identical_chains_and_a_rerun_computes_nothing(
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(open(tmp_path / "quest_cache.csv")))
-    assert [r["sampler"] for r in rows] == ["quest", "quest-cached"]
-    plain, cached = rows
-    assert cached["identical_to_uncached"] == "1.0"
+    assert [r["sampler"] for r in rows] == ["quest", "quest-cached", "quest-kept"]
+    plain, cached, kept = rows
+    assert cached["identical_to_uncached"] == kept["identical_to_uncached"] == "1.0"
     assert float(cached["calls_per_move"]) <= float(plain["calls_per_move"])
     toy = list(csv.DictReader(open(tmp_path / "toy.csv")))
     assert {r["sampler"] for r in toy} == {"importance-resampling", "quest", "mt-quest", "smc",

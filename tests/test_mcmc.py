@@ -280,9 +280,11 @@ def test_bad_input(call, message):
                                                    (1.0, 1.0, None)])
 def test_cached_quest_gives_the_chain_of_token_by_token_quest_in_fewer_calls(temperature, top_p,
                                                                              eos):
-    """Prefilling the kept prefix with the prompt (one call) draws the same suffixes from the
-    same uniforms as feeding it back token by token; a batch of chains whose prompts differ in
-    length (left padding), with EOS, temperature and top-p."""
+    """Prefilling the kept prefix with the prompt (one call), and attending to it in the cache
+    kept across moves (``keep_cache``: ragged cuts by masks, rejected proposals dropped, the
+    cache compacted as it grows), draw the same suffixes from the same uniforms as feeding it
+    back token by token; a batch of chains whose prompts differ in length (left padding), with
+    EOS, temperature and top-p."""
     from types import SimpleNamespace
 
     from parasample.targets.hf import HFCausalLM
@@ -301,20 +303,27 @@ def test_cached_quest_gives_the_chain_of_token_by_token_quest_in_fewer_calls(tem
     def reward(y):  # EOS padding (token 2) counts: the tilt favours sequences that end early
         return (y % 3 == 2).sum(-1).double()
 
-    chains, calls = {}, {}
-    for cached in (False, True):
-        st = quest.init(y0, reward, lm, ids, mask, cfg)
+    chains, calls, widths = {}, {}, []
+    for cached in (False, True, "kept"):
+        st = quest.init(y0, reward, lm, ids, mask, cfg, keep_cache=cached == "kept")
         src = make_source("iid", B, generator=torch.Generator().manual_seed(2))
         traj, calls[cached] = [], 0
         for _ in range(12):
             st, info = quest.step(src.uniform(L + 2), st, lm, ids, mask, reward, 0.5, cfg,
-                                  cached=cached)
+                                  cached=cached is True)
             traj.append((st.y.clone(), info.accepted.clone()))
             calls[cached] += info.nfe
+            if st.cache is not None:
+                widths.append(st.cache.width)
         chains[cached] = (traj, st)
-    for (y_a, acc_a), (y_b, acc_b) in zip(chains[False][0], chains[True][0], strict=True):
-        assert torch.equal(y_a, y_b) and torch.equal(acc_a, acc_b)
+    for other in (True, "kept"):
+        for (y_a, acc_a), (y_b, acc_b) in zip(chains[False][0], chains[other][0], strict=True):
+            assert torch.equal(y_a, y_b) and torch.equal(acc_a, acc_b)
     assert any(bool(a.any()) for _, a in chains[True][0])  # the chains move
+    assert calls["kept"] == calls[True]  # one re-fed token per row instead of the prefill
+    # the cache grows by each move's fed tokens and is compacted back to prompt + L columns
+    drops = [b == 5 + L < a for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    assert max(widths) > 2 * (5 + L) and any(drops)
     if eos is not None:
         assert bool((chains[True][1].length < L).any())  # and some end before L
     if not cfg.q_is_p:  # the kept log-probs carry over exactly where they matter

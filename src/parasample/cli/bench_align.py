@@ -35,6 +35,8 @@ def bench_align(
                                           "several."),
     skip_toy: bool = typer.Option(False, "--skip-toy", help="Skip part (a)."),
     skip_lm: bool = typer.Option(False, "--skip-lm", help="Skip parts (b) and (c), SmolLM2."),
+    skip_samplers: bool = typer.Option(False, "--skip-samplers", help="Skip part (b), SmolLM2's "
+                                       "sampler comparison (part (c) still runs)."),
     problems: int = typer.Option(8, "--problems", min=1, help="(b) Addition questions."),
     lm_seeds: int = typer.Option(2, "--lm-seeds", min=1, help="(b) Seeds per sampler."),
     chains: list[int] = typer.Option([1, 8], "--chains", "-c", min=1, help="(c) QUEST chains "
@@ -56,10 +58,11 @@ def bench_align(
     TVD (toy_summary.csv), correlated tries against i.i.d. (toy_tries.csv). (b) SmolLM2 on
     addition questions, reward = right number + format: expected reward of importance
     resampling, QUEST, SMC and resample-move SMC against calls and wallclock (lm.csv,
-    lm_summary.csv, align_lm.png). (c) Cached QUEST
-    (the kept prefix prefilled with the prompt in one call) against token-by-token QUEST on
-    SmolLM2-135M-Instruct from the same uniforms: calls and seconds per move, speedup,
-    identical chains (quest_cache.csv). Resumes when rerun.
+    lm_summary.csv, align_lm.png). (c) QUEST with the kept prefix prefilled with the prompt in
+    one call per move (quest-cached), and attended to in a KV cache kept across moves
+    (quest-kept), against token-by-token QUEST on SmolLM2-135M-Instruct from the same
+    uniforms: calls and seconds per move, speedup, identical chains (quest_cache.csv).
+    Resumes when rerun.
     """
     from parasample.bench.align import (
         CacheBenchConfig,
@@ -93,11 +96,12 @@ def bench_align(
         console.print(f"  (a) toy tilted LM: {len(toy_cfg.units())} samplers x {toy_cfg.seeds} "
                       f"seeds, {toy_cfg.samples} outputs each, moves {list(toy_cfg.moves)}",
                       highlight=False)
-    if not skip_lm:
+    if not skip_lm and not skip_samplers:
         console.print(f"  (b) SmolLM2 additions: {len(lm_b.units())} samplers x {lm_b.seeds} "
                       f"seeds, {lm_b.problems} questions, {lm_b.length} tokens, beta "
                       f"{lm_b.beta}", highlight=False)
-        console.print(f"  (c) SmolLM2: QUEST cached vs token by token, chains "
+    if not skip_lm:
+        console.print(f"  (c) SmolLM2: QUEST prefilled / kept cache vs token by token, chains "
                       f"{list(lm_cfg.chains)}, {lm_cfg.length} tokens, {lm_cfg.moves} moves, "
                       f"beta {lm_cfg.beta}", highlight=False)
     with progress() as bar:
@@ -105,17 +109,19 @@ def bench_align(
             job = bar.add_task("(a) toy curves", total=len(toy_cfg.units()) * toy_cfg.seeds)
             toy_rows(toy_cfg, out_dir, progress=lambda _: bar.advance(job))
             align_toy_plot(out_dir)
-        if not skip_lm:
+        if not skip_lm and not skip_samplers:
             job = bar.add_task("(b) SmolLM2 samplers", total=len(lm_b.units()) * lm_b.seeds)
             lm_rows(lm_b, out_dir, progress=lambda _: bar.advance(job), device=dev, dtype=dt)
             align_lm_plot(out_dir)
+        if not skip_lm:
             job = bar.add_task("(c) SmolLM2 units", total=len(lm_cfg.chains))
             rows = quest_cache_rows(lm_cfg, out_dir, progress=lambda _: bar.advance(job),
                                     device=dev, dtype=dt)
     if not skip_toy:
         _toy_tables(out_dir)
-    if not skip_lm:
+    if not skip_lm and not skip_samplers:
         _lm_table(out_dir)
+    if not skip_lm:
         _table(rows)
     console.print(f"wrote {', '.join(p.name for p in sorted(out_dir.glob('*.csv')))} and "
                   f"{', '.join(p.name for p in sorted(out_dir.glob('*.png')))} in {out_dir}")

@@ -229,6 +229,42 @@ class HFCausalLM:
                 kv = kv[:, :keep]
         return kv, mask, last
 
+    def refeed(self, state, keep: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor):
+        """Feed ``tokens [B]`` at ``positions [B]``, each row attending only to the cache
+        columns where ``keep [B, S]`` is true -> (next-token logits ``[B, V]``, state). The
+        cache is append-only, so a row can continue from any prefix whose keys and values it
+        holds, in increasing columns (QUEST's kept cache: a chain's current sequence and its
+        proposal share one cache). Exact for the same reason as left padding: masked columns
+        weigh nothing and positions are explicit."""
+        kv, _, _ = state
+        keep = keep.to(self.device).long()
+        return self.advance((kv, keep, positions.to(self.device) - 1), tokens)
+
+    def gather_columns(self, state, src: torch.Tensor):
+        """The state whose cache column j of row b is column ``src[b, j]`` of ``state``'s
+        (``src [B, S']``): compacts an append-only cache. Every column of the result is kept
+        in its mask; callers mask by their own bookkeeping (:meth:`refeed`)."""
+        kv, _, last = state
+        src = src.to(self.device)
+        if not self.use_cache:
+            return kv.gather(1, src), torch.ones_like(src), last
+        for layer in kv.layers:
+            B, H, _, D = layer.keys.shape
+            ix = src[:, None, :, None].expand(B, H, src.shape[1], D)
+            layer.keys, layer.values = layer.keys.gather(2, ix), layer.values.gather(2, ix)
+        return kv, torch.ones_like(src), last
+
+    @property
+    def keeps_columns(self) -> bool:
+        """Whether :meth:`refeed` and :meth:`gather_columns` apply: every cache layer holds
+        full keys and values (no sliding window or recurrent state)."""
+        config = self.model.config
+        layers = getattr(config, "layer_types", None)
+        if layers is None:  # older configs: a sliding window is a window unless switched off
+            return not (getattr(config, "sliding_window", None)
+                        and getattr(config, "use_sliding_window", True))
+        return all(t == "full_attention" for t in layers)
+
     def reorder(self, state, index: torch.Tensor):
         """Rows ``index [B']`` of the state; B' may exceed B (rows repeated: k samples from one
         prefill). The KV cache is reordered in place: states are not shared afterwards."""
