@@ -146,8 +146,9 @@ def test_resample_move_smc_is_properly_weighted_and_its_evidence_unbiased(tries,
 
 
 def test_resample_move_prefilled_and_fed_back_give_the_same_particles():
-    """With a transformers model the moved prefixes are prefilled in one call; fed back token by
-    token they give the same particles, weights and evidence."""
+    """With a transformers model the moved prefixes are prefilled in one call, or the moves run
+    on the particles' own kept cache (reordered by resampling, gathered back after the moves);
+    fed back token by token they give the same particles, weights and evidence."""
     from types import SimpleNamespace
 
     from parasample.smc import resample_move as rm
@@ -165,10 +166,13 @@ def test_resample_move_prefilled_and_fed_back_give_the_same_particles():
     R, N, L, beta = 2, 4, 5, 0.5
     cfg = smc.SMCConfig(n_particles=N, beta=beta)
     sampling = SamplingConfig(temperature=0.8, max_new_tokens=L)
-    ids = torch.randint(3, 50, (R * N, 4), generator=torch.Generator().manual_seed(0))
+    # the N particles of a system share its prompt (resampling moves caches within a system)
+    ids = torch.randint(3, 50, (R, 4), generator=torch.Generator().manual_seed(0))
+    ids = ids.repeat_interleave(N, dim=0)
     mask = torch.ones_like(ids)
+    mask[:N, :1] = 0  # the first system's prompt is one token shorter (left padding)
     runs = {}
-    for cached in (False, True):
+    for cached in (False, True, "kept"):
         st = smc.init(lm, ids, mask, cfg, Threes())
         src = make_source("iid", R * N, generator=torch.Generator().manual_seed(1))
         res = make_source("iid", R, generator=torch.Generator().manual_seed(2))
@@ -176,9 +180,11 @@ def test_resample_move_prefilled_and_fed_back_give_the_same_particles():
             st, _ = smc.step(src.uniform(), res.uniform(smc.noise_dims(cfg)), st, lm, Threes(),
                              cfg, sampling, advance=t < L - 1)
             st, _ = rm.rejuvenate(src.uniform(rm.noise_dims(t + 1)), st, lm, ids, mask,
-                                  Threes(), beta, sampling, cached=cached, advance=t < L - 1)
+                                  Threes(), beta, sampling, cached=cached is True,
+                                  keep_cache=cached == "kept", advance=t < L - 1)
         runs[cached] = st
-    a, b = runs[False], runs[True]
-    assert torch.equal(a.ar.tokens, b.ar.tokens)
-    assert torch.allclose(a.logw, b.logw, atol=1e-4)
-    assert torch.allclose(smc.final_log_evidence(a), smc.final_log_evidence(b), atol=1e-4)
+    for other in (True, "kept"):
+        a, b = runs[False], runs[other]
+        assert torch.equal(a.ar.tokens, b.ar.tokens)
+        assert torch.allclose(a.logw, b.logw, atol=1e-4)
+        assert torch.allclose(smc.final_log_evidence(a), smc.final_log_evidence(b), atol=1e-4)

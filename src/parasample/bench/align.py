@@ -16,18 +16,20 @@ and how long correlated tries take to reach i.i.d. tries' final TVD, with SEs ov
 
 Part (b), **SmolLM2-135M-Instruct with a verifiable reward** on single-digit additions (r = 1
 for the right number + 0.5 for the number only, beta = 0.5): the expected reward of importance
-resampling, QUEST (cached), token SMC and resample-move SMC against model calls and wallclock,
-with SMC's log-evidence and KL-to-base estimates; ``lm_summary.csv`` compares each sampler's
+resampling, QUEST, token SMC and resample-move SMC against model calls and wallclock, QUEST
+and the moves of resample-move SMC on the KV cache kept across moves (``keep_cache``), with
+SMC's log-evidence and KL-to-base estimates; ``lm_summary.csv`` compares each sampler's
 wallclock to the time QUEST takes to reach the same reward.
 
 Part (c), **cached QUEST** on SmolLM2-135M-Instruct. QUEST's move keeps a prefix
 y_<i of the current sequence and regenerates the suffix; the token-by-token implementation feeds
-the kept prefix back one model call per token, the cached one prefills it with the prompt in one
-call (:func:`parasample.mcmc.quest.step`, ``cached``). Both run here from the same starting
-sequences and the same uniforms, so they must visit the same states: the CSV records the
-fraction of moves whose every chain is token-identical, the model calls and the wall time per
-move, and the speedup. Each (chains, seed) unit runs both variants and writes their two rows
-together, so an interrupted run leaves no half unit and a rerun computes only the missing ones.
+the kept prefix back one model call per token, the prefilled one prefills it with the prompt in
+one call (``cached``), the kept one attends to it in the cache kept across moves (``keep_cache``;
+:func:`parasample.mcmc.quest.step`). All three run here from the same starting sequences and
+the same uniforms, so they must visit the same states: the CSV records the fraction of moves
+whose every chain is token-identical, the model calls and the wall time per move, and the
+speedup. Each (chains, seed) unit runs the three variants and writes their rows together, so an
+interrupted run leaves no half unit and a rerun computes only the missing ones.
 """
 
 from __future__ import annotations
@@ -172,7 +174,8 @@ def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int,
     elif sampler == "quest":
         out = generate(lm, ids, mask, IIDSource(P * size, generator=g), sampling,
                        samples_per_prompt=size)
-        st = quest.init(pad(out.tokens), reward, lm, rep(ids), rep(mask), sampling)
+        st = quest.init(pad(out.tokens), reward, lm, rep(ids), rep(mask), sampling,
+                        keep_cache=lm.keeps_columns)
         src = IIDSource(P * size, generator=g)
         calls, wall = out.nfe, time.perf_counter() - t0
         for m in range(1, max(cfg.moves) + 1):
@@ -195,8 +198,8 @@ def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int,
             calls += info.nfe
             u_move = tok.uniform(rm.noise_dims(t + 1))  # drawn every step: the same streams
             if sampler == "resample-move-smc" and bool(info.resampled.any()):
-                st, moved = rm.rejuvenate(u_move, st, lm, rep(ids),
-                                          rep(mask), reward, cfg.beta, sampling,
+                st, moved = rm.rejuvenate(u_move, st, lm, rep(ids), rep(mask), reward,
+                                          cfg.beta, sampling, keep_cache=lm.keeps_columns,
                                           advance=t < L - 1)
                 calls += moved.nfe
         w = torch.softmax(st.logw, -1)  # [P, N]

@@ -10,6 +10,12 @@ bridge between p-NCG's cheap blind moves and QUEST's coherent expensive ones). T
 are then prefilled again (one call when the model honours left padding, ``pads_exactly``; t calls
 fed back otherwise) so that SMC continues from them; the evidence estimate is unchanged (moves
 do not touch the weights), so it stays unbiased.
+
+``keep_cache=True`` (QUEST moves, models with ``keeps_columns``) prefills nothing: the moves run
+on the particles' own KV cache, which SMC's steps and resampling (a reorder by index) have kept
+with token s of (last prompt token, y_0, ...) in column P - 1 + s (:class:`KeptCache`), and the
+moved particles' columns are gathered back into that layout, their last token fed again (one
+call of one token instead of a prefill of prompt + prefix).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from parasample.ancestral import AncestralState, SamplingConfig, lengths_with_eo
 from parasample.ancestral import step as ar_step
 from parasample.errors import InputError
 from parasample.mcmc import mtquest, quest
-from parasample.mcmc.quest import _prefix_prompts, _start
+from parasample.mcmc.quest import KeptCache, _prefix_prompts, _start
 from parasample.smc.smc import SMCState
 
 __all__ = ["MoveInfo", "rejuvenate", "noise_dims"]
@@ -53,10 +59,7 @@ def _replay(model, prompt_ids, attention_mask, y, logq, cached, advance
         full = torch.full((B,), t, dtype=torch.long, device=y.device)
         ar = _start(model, *_prefix_prompts(prompt_ids.to(y.device), attention_mask, y, full),
                     None)
-        eos = model.eos_id
-        done = torch.zeros(B, dtype=torch.bool, device=y.device) if eos is None else \
-            (y == eos).any(1)
-        return ar._replace(tokens=y, logprobs=logq, done=done), 1
+        return ar._replace(tokens=y, logprobs=logq, done=_done(model, y)), 1
     ar, nfe = _start(model, prompt_ids, attention_mask, None), 1
     sampling = SamplingConfig(max_new_tokens=max(t, 1))
     for i in range(t):
@@ -67,17 +70,58 @@ def _replay(model, prompt_ids, attention_mask, y, logq, cached, advance
     return ar._replace(logprobs=logq), nfe
 
 
+def _particles_cache(model_state, model, P: int, B: int, t: int, device) -> KeptCache:
+    """SMC's own cache as QUEST's :class:`KeptCache`: token s of (last prompt token, y_0, ...,
+    y_{t-1}) in column P - 1 + s where it was fed (the prefill's P columns, then one per step)."""
+    width = model.cache_width(model_state)
+    col = P - 1 + torch.arange(t + 1, device=device)
+    cols = torch.where(col < width, col, -1).expand(B, t + 1)
+    return KeptCache(model_state, cols, width)
+
+
+def _done(model, y):
+    eos = model.eos_id
+    return torch.zeros(y.shape[0], dtype=torch.bool, device=y.device) if eos is None else \
+        (y == eos).any(1)
+
+
+def _resume(kc: KeptCache, model, prompt_ids, attention_mask, y, logq
+            ) -> tuple[AncestralState, int]:
+    """The ancestral state after the prompt and ``y [B, t]`` from the moves' kept cache: the
+    prompt's columns and each row's y_<t-1 gathered into the layout of :func:`_particles_cache`
+    (a gather, no forward), then y_{t-1} fed again (one call of one token)."""
+    (B, t), P = y.shape, prompt_ids.shape[1]
+    dev = y.device
+    head = torch.arange(P - 1, device=dev).expand(B, P - 1)
+    state = model.gather_columns(kc.model_state, torch.cat([head, kc.cols[:, :t].clamp(min=0)],
+                                                           dim=1))  # [B, P - 1 + t] columns
+    mask = torch.cat([attention_mask.to(dev).long(), torch.ones(B, t - 1, dtype=torch.long,
+                                                                device=dev)], dim=1)
+    plen = attention_mask.to(dev).long().sum(1)
+    logits, state = model.refeed(state, mask, y[:, t - 1], plen - 1 + t)
+    return AncestralState(tokens=y, logprobs=logq, logits=logits, cache=state,
+                          done=_done(model, y)), 1
+
+
 def rejuvenate(u: torch.Tensor, state: SMCState, model, prompt_ids: torch.Tensor,
                attention_mask: torch.Tensor, reward, beta: float, sampling: SamplingConfig, *,
                moves: int = 1, tries: int = 1, try_source: str = "iid",
-               cached: bool | None = None, advance: bool = True
+               cached: bool | None = None, keep_cache: bool = False, advance: bool = True
                ) -> tuple[SMCState, MoveInfo]:
     """``moves`` QUEST (``tries`` = 1) or mt-QUEST moves of every particle, invariant for the
     current intermediate target; ``u [B, noise_dims(t, moves, tries)]``; ``prompt_ids [B, P]``
     one row per particle. The weights and the evidence are unchanged. ``advance`` as in
-    :func:`parasample.smc.smc.step`: False after the last token (no next-token logits)."""
+    :func:`parasample.smc.smc.step`: False after the last token (no next-token logits).
+    ``keep_cache``: run the moves on the particles' own cache (see the module doc)."""
     if moves < 1:
         raise InputError(f"moves={moves} must be >= 1.")
+    if keep_cache and tries != 1:
+        raise InputError(f"keep_cache=True runs QUEST moves (tries=1), not tries={tries}: use "
+                         "keep_cache=False for multiple-try moves.")
+    if keep_cache and not getattr(model, "keeps_columns", False):
+        raise InputError(f"keep_cache=True needs a model whose cache can be attended to by "
+                         f"columns (keeps_columns); {type(model).__name__} has none: use "
+                         f"keep_cache=False.")
     y = state.ar.tokens  # [B, t]
     B, t = y.shape
     if t == 0:  # nothing generated yet: nothing to move
@@ -93,6 +137,9 @@ def rejuvenate(u: torch.Tensor, state: SMCState, model, prompt_ids: torch.Tensor
     else:  # log p of every token: one teacher-forced pass (t calls)
         st = quest.init(y, twist, model, prompt_ids, attention_mask, qs)
         nfe = t
+    if keep_cache:
+        st = st._replace(cache=_particles_cache(state.ar.cache, model, prompt_ids.shape[1], B,
+                                                t, y.device))
     per = noise_dims(t, 1, tries)
     acc = torch.zeros(B, dtype=torch.float64, device=y.device)
     for m in range(moves):
@@ -105,7 +152,10 @@ def rejuvenate(u: torch.Tensor, state: SMCState, model, prompt_ids: torch.Tensor
                                     tries=tries, source=try_source, cached=cached)
         acc += info.accepted.to(acc.dtype) / moves
         nfe += info.nfe
-    ar, calls = _replay(model, prompt_ids, attention_mask, st.y,
-                        st.logq.to(state.ar.logprobs.dtype), cached, advance)
+    logq = st.logq.to(state.ar.logprobs.dtype)
+    if keep_cache:
+        ar, calls = _resume(st.cache, model, prompt_ids, attention_mask, st.y, logq)
+    else:
+        ar, calls = _replay(model, prompt_ids, attention_mask, st.y, logq, cached, advance)
     moved = SMCState(ar, state.logw, state.log_evidence, twist(st.y).to(torch.float64))
     return moved, MoveInfo(acc, nfe + calls)

@@ -254,6 +254,10 @@ class HFCausalLM:
             layer.keys, layer.values = layer.keys.gather(2, ix), layer.values.gather(2, ix)
         return kv, torch.ones_like(src), last
 
+    def cache_width(self, state) -> int:
+        """Columns the state's cache holds (fed tokens, left padding and masked columns)."""
+        return int(state[1].shape[1])
+
     @property
     def keeps_columns(self) -> bool:
         """Whether :meth:`refeed` and :meth:`gather_columns` apply: every cache layer holds
