@@ -123,8 +123,8 @@ def bench_align(
         _lm_table(out_dir)
     if not skip_lm:
         _table(rows)
-    console.print(f"wrote {', '.join(p.name for p in sorted(out_dir.glob('*.csv')))} and "
-                  f"{', '.join(p.name for p in sorted(out_dir.glob('*.png')))} in {out_dir}")
+    files = [p.name for p in sorted(out_dir.glob("*.csv")) + sorted(out_dir.glob("*.png"))]
+    console.print(f"wrote {', '.join(files)} in {out_dir}")
 
 
 def _toy_tables(out) -> None:

@@ -304,7 +304,8 @@ def step(u: torch.Tensor, state: QuestState, model, prompt_ids: torch.Tensor,
          cached: bool | None = None) -> tuple[QuestState, QuestInfo]:
     """One QUEST move per chain; ``u [B, L + 2]``; ``prompt_ids [B, P]`` one row per chain.
     ``cached``: prefill the kept prefix with the prompt (default: when ``model.pads_exactly``);
-    False feeds it back token by token (the reference; the same chain)."""
+    False feeds it back token by token (the reference; the same chain). A state from
+    ``init(..., keep_cache=True)`` always moves on its kept cache (``cached`` is not used)."""
     if not beta > 0:
         raise InputError(f"beta={beta} must be > 0 (pi ~ p exp(r / beta)).")
     L = state.y.shape[1]
