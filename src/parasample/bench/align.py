@@ -177,7 +177,8 @@ def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int,
         st = quest.init(pad(out.tokens), reward, lm, rep(ids), rep(mask), sampling,
                         keep_cache=lm.keeps_columns)
         src = IIDSource(P * size, generator=g)
-        calls, wall = out.nfe, time.perf_counter() - t0
+        # the kept cache's prefill of prompt + y is one more call, counted (equal work)
+        calls, wall = out.nfe + int(lm.keeps_columns), time.perf_counter() - t0
         for m in range(1, max(cfg.moves) + 1):
             t1 = time.perf_counter()
             st, info = quest.step(src.uniform(L + 2), st, lm, rep(ids), rep(mask), reward,

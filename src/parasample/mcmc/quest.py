@@ -207,12 +207,17 @@ def init(y: torch.Tensor, reward, model, prompt_ids: torch.Tensor,
                       logp, logq, cache)
 
 
-def _kept_start(y, model, prompt_ids, attention_mask) -> KeptCache:
-    """One prefill of prompt + y per chain; y_t sits in column P + t."""
+def require_kept(model) -> None:
+    """Refuse ``keep_cache=True`` for a model without ``keeps_columns``."""
     if not getattr(model, "keeps_columns", False):
         raise InputError(f"keep_cache=True needs a model whose cache can be attended to by "
                          f"columns (keeps_columns: transformers causal LMs with full "
                          f"attention); {type(model).__name__} has none: use keep_cache=False.")
+
+
+def _kept_start(y, model, prompt_ids, attention_mask) -> KeptCache:
+    """One prefill of prompt + y per chain; y_t sits in column P + t."""
+    require_kept(model)
     (B, L), P = y.shape, prompt_ids.shape[1]
     ids = torch.cat([prompt_ids.to(y.device), y], dim=1)
     mask = torch.cat([attention_mask.to(y.device).long(), torch.ones_like(y)], dim=1)

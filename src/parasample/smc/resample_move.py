@@ -118,10 +118,8 @@ def rejuvenate(u: torch.Tensor, state: SMCState, model, prompt_ids: torch.Tensor
     if keep_cache and tries != 1:
         raise InputError(f"keep_cache=True runs QUEST moves (tries=1), not tries={tries}: use "
                          "keep_cache=False for multiple-try moves.")
-    if keep_cache and not getattr(model, "keeps_columns", False):
-        raise InputError(f"keep_cache=True needs a model whose cache can be attended to by "
-                         f"columns (keeps_columns); {type(model).__name__} has none: use "
-                         f"keep_cache=False.")
+    if keep_cache:
+        quest.require_kept(model)
     y = state.ar.tokens  # [B, t]
     B, t = y.shape
     if t == 0:  # nothing generated yet: nothing to move
