@@ -117,7 +117,12 @@ def sample(
                                "from the same source; needs vLLM installed)."),
     speculative: str = typer.Option(None, "--speculative", help=SPECULATIVE_HELP),
     draft_len: int = typer.Option(4, "--draft-len", min=1, help="Tokens drafted per step with "
-                                  "--speculative (>= 1)."),
+                                  "--speculative (>= 1; the first step's with --adaptive-draft)."),
+    adaptive_draft: bool = typer.Option(False, "--adaptive-draft", help="With --speculative: "
+                                        "double the draft length (up to 16) after a step that "
+                                        "kept every draft, halve it after one that kept fewer "
+                                        "than half; the tokens / law stay those of a fixed "
+                                        "length."),
     verify: Verify = typer.Option(Verify.identical, "--verify", help=VERIFY_HELP),
     device: str = device_opt(),
     dtype: str = dtype_opt(),
@@ -163,7 +168,9 @@ def sample(
 
             drafter = make_drafter(speculative, lm, dev, dt)
             out = spec_generate(lm, ids, mask, source, config,
-                                SpecConfig(draft_len=draft_len, verify=verify.value), drafter,
+                                SpecConfig(draft_len=draft_len, verify=verify.value,
+                                           adaptive=adaptive_draft,
+                                           max_draft_len=max(16, draft_len)), drafter,
                                 samples_per_prompt=k)
         else:
             out = generate(lm, ids, mask, source, config, samples_per_prompt=k)

@@ -67,7 +67,7 @@ from parasample.diffusion.decode import DecodeConfig, check_source, choose, prop
 from parasample.diffusion.rules import FixedSteps
 from parasample.errors import InputError
 from parasample.noise import IIDSource, UniformSource, UniformTape, icdf_categorical
-from parasample.speculative.verify import rejection_token
+from parasample.speculative.verify import adapt_draft_len, rejection_token
 
 VERIFIERS = ("identical", "rejection")
 
@@ -311,12 +311,8 @@ def step(tape: UniformTape | None, state: SpecDecodeState, model, cfg: DecodeCon
     if res_all is not None:
         res_all, lq_all = res_all.clone(), lq_all.clone()
         res_all[r], lq_all[r] = new_res, new_lq
-    draft_len = state.draft_len
-    if spec.adaptive and k:
-        if bool((n == k + 1).all()):
-            draft_len = min(spec.max_draft_len, 2 * draft_len)
-        elif bool((n - 1 < (k + 1) // 2).all()):
-            draft_len = max(1, draft_len // 2)
+    draft_len = (adapt_draft_len(state.draft_len, n, k, spec.max_draft_len) if spec.adaptive
+                 else state.draft_len)
     running = r[t_all[r] < G]
     new = SpecDecodeState(x_all, t_all, res_all, lq_all, stale, running, draft_len)
     return new, SpecDecodeInfo(n, k, R * (k + 1), 1)

@@ -62,7 +62,7 @@ from parasample.ancestral import (
 from parasample.devices import model_device
 from parasample.errors import InputError
 from parasample.noise import IIDSource, UniformSource, UniformTape
-from parasample.speculative.verify import draw_token, verify_window
+from parasample.speculative.verify import adapt_draft_len, draw_token, verify_window
 
 __all__ = ["VERIFIERS", "SpecConfig", "SpecNoise", "SpecState", "SpecInfo", "SpecGeneration",
            "DraftContext", "draw_token", "init", "step", "generate"]
@@ -77,20 +77,36 @@ class SpecConfig:
 
     Attributes:
         draft_len: D, drafted tokens per row and step (>= 1); a step feeds D + 1 tokens.
+            With ``adaptive`` it is the first step's D.
         verify: ``identical`` (token-identical to sequential sampling with the same source) or
             ``rejection`` (Chen / Leviathan speculative sampling; exact in law).
+        adaptive: grow / shrink D between 1 and ``max_draft_len`` from step to step by the
+            drafts kept (:func:`~parasample.speculative.verify.adapt_draft_len`, the rule of the
+            masked-diffusion decoder too); the tokens (identical) and the law (rejection) are
+            those of a fixed D.
     """
 
     draft_len: int = 4
     verify: str = "identical"
+    adaptive: bool = False
+    max_draft_len: int = 16
 
     def __post_init__(self):
         if not (isinstance(self.draft_len, int) and self.draft_len >= 1):
             raise InputError(f"draft_len={self.draft_len!r} must be an integer >= 1 (tokens "
                              "drafted per step; 4 to 8 is typical).")
+        if self.adaptive and not (isinstance(self.max_draft_len, int)
+                                  and self.max_draft_len >= self.draft_len):
+            raise InputError(f"max_draft_len={self.max_draft_len!r} must be an integer >= "
+                             f"draft_len={self.draft_len} (the adaptive rule's ceiling).")
         if self.verify not in VERIFIERS:
             raise InputError(f"unknown verifier {self.verify!r}; choose one of "
                              f"{', '.join(VERIFIERS)}.")
+
+    @property
+    def widest(self) -> int:
+        """The largest D a step may draft."""
+        return self.max_draft_len if self.adaptive else self.draft_len
 
 
 class SpecNoise:
@@ -142,6 +158,7 @@ class SpecState(NamedTuple):
         leave the batch, so they cost no compute and never run past the context.
     cache: the target's state for ``rows``: the prompt and every emitted token but the pending.
     draft: the drafter's own state for ``rows``.
+    draft_len: D of the next step (``spec.draft_len`` unless the rule is adaptive).
     """
 
     tokens: torch.Tensor
@@ -152,6 +169,7 @@ class SpecState(NamedTuple):
     rows: torch.Tensor
     cache: Any
     draft: Any
+    draft_len: int
 
 
 class SpecInfo(NamedTuple):
@@ -221,7 +239,7 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, noise: S
     first = prefill(model, prompt_ids, attention_mask, samples_per_prompt,
                     carry=carry and spec.verify == "identical", carry_bits=noise.carry_bits)
     B = first.logits.shape[0]
-    width = config.max_new_tokens + spec.draft_len + 1  # room for a whole window past the end
+    width = config.max_new_tokens + spec.widest + 1  # room for a whole window past the end
     u = noise.first(torch.arange(B)).to(dev)
     one = draw_token(u, first.logits, torch.zeros(B, dtype=torch.float64, device=dev),
                      first.residual, first.done, model, config, carry_bits=noise.carry_bits)
@@ -233,7 +251,8 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, noise: S
     draft = drafter.init(prompt_ids, attention_mask, samples_per_prompt)
     count = torch.ones(B, dtype=torch.long, device=dev)
     return _drop_finished(SpecState(tokens, logprobs, count, one.done, one.residual,
-                                    torch.arange(B, device=dev), first.cache, draft),
+                                    torch.arange(B, device=dev), first.cache, draft,
+                                    spec.draft_len),
                           model, drafter, config)
 
 
@@ -259,7 +278,7 @@ def step(noise: SpecNoise, state: SpecState, model, config: SamplingConfig, spec
     dev = state.count.device
     count = state.count[r]
     # the last fed position stays within what sequential sampling feeds (the context)
-    D = min(spec.draft_len, config.max_new_tokens - 1 - int(count.max()))
+    D = min(state.draft_len, config.max_new_tokens - 1 - int(count.max()))
     tokens = state.tokens[r]  # [B', W]
     pending = tokens.gather(1, (count - 1)[:, None])  # [B', 1]
     n = count[:, None] + torch.arange(D, device=dev)
@@ -290,8 +309,10 @@ def step(noise: SpecNoise, state: SpecState, model, config: SamplingConfig, spec
         new_residual = state.residual.clone()
         new_residual[r] = residual
     dstate = drafter.commit(dstate, count + n_new)
+    draft_len = (adapt_draft_len(state.draft_len, kept + 1, D, spec.max_draft_len)
+                 if spec.adaptive else state.draft_len)
     new = _drop_finished(SpecState(new_tokens, new_logprobs, new_count, new_done, new_residual,
-                                   r, cache, dstate), model, drafter, config)
+                                   r, cache, dstate, draft_len), model, drafter, config)
     return new, SpecInfo(nfe=1, draft_nfe=draft_nfe, proposed=D * r.numel(),
                          accepted=int(kept.sum()), emitted=int(n_new.sum()),
                          n_active=new.rows.numel())

@@ -16,7 +16,22 @@ from parasample.noise import icdf_categorical
 if TYPE_CHECKING:  # annotations only: the engine imports this module
     from parasample.speculative.engine import DraftContext, SpecConfig, SpecNoise
 
-__all__ = ["draw_token", "verify_window", "rejection_token"]
+__all__ = ["draw_token", "verify_window", "rejection_token", "adapt_draft_len"]
+
+
+def adapt_draft_len(draft_len: int, committed: torch.Tensor, drafted: int, max_len: int) -> int:
+    """The adaptive rule of both speculative decoders (autoregressive and masked diffusion):
+    the next call's draft length from this call's ``committed [B']`` tokens per running row
+    (1 .. drafted + 1). Doubles (up to ``max_len``) when every row kept all ``drafted`` drafts,
+    halves (down to 1) when every row kept fewer than half of them, else stays. It reads only
+    the past, so it changes the calls' shapes, never the law or the tokens of either verifier."""
+    if not drafted:
+        return draft_len
+    if bool((committed == drafted + 1).all()):
+        return min(max_len, 2 * draft_len)
+    if bool((committed - 1 < (drafted + 1) // 2).all()):
+        return max(1, draft_len // 2)
+    return draft_len
 
 
 def draw_token(u: torch.Tensor, logits: torch.Tensor, logq: torch.Tensor,
