@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from parasample.bench.spec import SpecBenchConfig, _identity, _rows, groups, identity_sources
+from parasample.errors import InputError
 
 
 def test_identity_counts_equal_rows_and_where_the_others_first_differ():
@@ -25,10 +27,10 @@ def test_speedups_are_per_repetition_ratios_with_their_range():
     group = groups(SpecBenchConfig(skip_lm=True))[0]
     out = SimpleNamespace(lengths=torch.tensor([10]), nfe=10, proposed=0, accepted=0,
                           tokens=torch.zeros(1, 10, dtype=torch.long))
-    runs = {("sequential", "", ""): None, ("speculative", "ngram", "rejection"): None}
+    runs = {("sequential", "", "", ""): None, ("speculative", "ngram", "rejection", "4"): None}
     outs = {name: [out] for name in runs}
-    walls = {("sequential", "", ""): [1.0, 2.0, 1.0],
-             ("speculative", "ngram", "rejection"): [0.5, 1.0, 2.0]}
+    walls = {("sequential", "", "", ""): [1.0, 2.0, 1.0],
+             ("speculative", "ngram", "rejection", "4"): [0.5, 1.0, 2.0]}
     rows = _rows(group, runs, outs, walls, {}, SpecBenchConfig(reps=3))
     spec = rows[1]
     assert spec["speedup_vs_sequential"] == 2.0  # ratios 2, 2, 0.5: the median
@@ -39,3 +41,23 @@ def test_speedups_are_per_repetition_ratios_with_their_range():
 def test_the_identity_sources_include_a_few_carried_bits():
     src = identity_sources(4)
     assert ("arithmetic", None) in src and ("arithmetic", 4) in src and ("stratified", 12) in src
+
+
+def test_a_target_draft_pair_runs_every_drafter_both_verifiers_and_the_three_anchors():
+    """--model qwen-coder-1.5b --draft qwen-coder-0.5b: GSM8K only, no toy pair; the draft
+    model fixed and adaptive; transformers' assisted generation beside prompt lookup."""
+    one, many = groups(SpecBenchConfig(model="qwen-coder-1.5b", draft="qwen-coder-0.5b", k=8))
+    assert (one.model, one.task, one.k, many.k) == ("qwen-coder-1.5b", "gsm8k", 1, 8)
+    both = {"identical", "rejection"}
+    assert {(d, v, a) for d, v, a in one.methods} == (
+        {("ngram", v, False) for v in both} | {("model", v, a) for v in both
+                                               for a in (False, True)})
+    assert {d for d, _, _ in many.methods} == {"ngram", "sibling", "model"}
+    assert one.anchor and one.assisted and not many.anchor
+    no_draft = groups(SpecBenchConfig(model="qwen-coder-1.5b"))[0]
+    assert not no_draft.assisted and {d for d, _, _ in no_draft.methods} == {"ngram"}
+
+
+def test_a_draft_without_a_target_is_refused():
+    with pytest.raises(InputError, match="--draft needs --model"):
+        SpecBenchConfig(draft="qwen-coder-0.5b")

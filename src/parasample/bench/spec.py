@@ -10,6 +10,15 @@ its own generate) *within* a repetition, and the row keeps the median and the ra
 ratios. Each group's rows are appended to ``spec.csv`` when it finishes; a rerun skips finished
 groups.
 
+With ``model`` set to another causal LM (``qwen-coder-1.5b``) and ``draft`` to a draft model
+of its tokenizer (``qwen-coder-0.5b``), the groups are that model on GSM8K under the instruct
+protocol at batch 1 (the anchor: transformers' plain generate, prompt lookup and assisted
+generation with the draft) and at k samples per prompt; every drafter (n-gram, sibling at k, the
+draft model) with both verifiers, the draft model also with the adaptive draft length. ``costs.csv``
+holds the cost model of each drafter: seconds per call of the target and the draft fed 1 and
+D + 1 tokens at each batch, so that a drafter's speedup can be read as accepted tokens per call
+over (verify cost + D x draft cost), both relative to one target token.
+
 ``identity.csv`` answers when speculative output is token-identical in float32: for every
 source (and arithmetic / stratified sampling carrying only a few bits of their residual, see
 :func:`~parasample.noise.carry_code_point`) the fraction of SmolLM2 rows (unseen GSM8K
@@ -36,14 +45,18 @@ from parasample.noise import SOURCES, derive_generator, make_source
 from parasample.speculative import ModelDrafter, NGramDrafter, SiblingDrafter, SpecConfig
 from parasample.speculative import generate as spec_generate
 
-__all__ = ["SPEC_HEADER", "IDENTITY_HEADER", "SpecBenchConfig", "Group", "groups", "run_group",
-           "spec_rows", "identity_rows", "n_steps"]
+__all__ = ["SPEC_HEADER", "IDENTITY_HEADER", "COST_HEADER", "SpecBenchConfig", "Group",
+           "groups", "real_model_preset", "run_group", "spec_rows", "identity_rows", "cost_rows",
+           "n_steps"]
 
 SPEC_HEADER = ["method", "drafter", "verify", "sampler", "model", "task", "batch", "draft_len",
                "tokens", "nfe", "tokens_per_nfe", "acceptance", "wall_s", "tokens_per_s",
                "speedup_vs_sequential", "speedup_min", "speedup_max", "reps",
                "identical_to_sequential", "device", "torch_threads"]
 _KEY = ["method", "drafter", "verify", "sampler", "model", "task", "batch", "draft_len"]
+COST_HEADER = ["model", "role", "batch", "tokens_fed", "seconds_per_call", "relative_to_target",
+               "reps", "device", "torch_threads", "dtype"]
+_COST_KEY = ["model", "role", "batch", "tokens_fed"]
 IDENTITY_HEADER = ["model", "task", "sampler", "carry_bits", "drafter", "temperature", "top_p",
                    "k", "rows", "identical_rows", "identical_fraction",
                    "mean_first_difference", "max_new_tokens", "dtype", "device"]
@@ -66,6 +79,8 @@ class SpecBenchConfig:
 
     prompts: int = 4
     k: int = 16
+    model: str = "smollm2"
+    draft: str | None = None
     k_prompts: int = 1
     max_new_tokens: int = 128
     draft_len: int = 4
@@ -83,14 +98,30 @@ class SpecBenchConfig:
     def __post_init__(self):
         require_at_least(self, 1, "prompts", "k", "k_prompts", "max_new_tokens", "draft_len",
                          "toy_prompts", "reps", "identity_k", "identity_tokens")
+        if self.draft is not None and self.smollm2:
+            raise InputError("--draft needs --model (a target with the draft's tokenizer, e.g. "
+                             "--model qwen-coder-1.5b --draft qwen-coder-0.5b).")
         if self.identity_prompts < 0:
             raise InputError(f"identity_prompts={self.identity_prompts} must be >= 0 (0 skips "
                              "the identity table).")
+
+    @property
+    def smollm2(self) -> bool:
+        """The default study (toy pair and SmolLM2) rather than one target / draft pair."""
+        return self.model == "smollm2"
 
     @classmethod
     def quick(cls, **kw) -> SpecBenchConfig:
         return replace(cls(prompts=1, k=4, max_new_tokens=24, toy_prompts=2, reps=1,
                            identity_prompts=1, identity_k=2, identity_tokens=12), **kw)
+
+
+def real_model_preset() -> dict:
+    """``bench spec --model`` (a model other than SmolLM2)'s defaults, sized to about 40
+    minutes for the 1.5B target and 0.5B draft on 2 CPU cores: 2 GSM8K prompts at batch 1, one
+    prompt at 8 samples, 128 new tokens, 2 timed repetitions, no identity table."""
+    return {"prompts": 2, "k": 8, "k_prompts": 1, "max_new_tokens": 128, "reps": 2,
+            "identity_prompts": 0}
 
 
 @dataclass(frozen=True)
@@ -100,8 +131,9 @@ class Group:
     model: str
     task: str
     k: int  # samples per prompt (1: batch 1)
-    methods: tuple[tuple[str, str], ...]
+    methods: tuple[tuple[str, str, bool], ...]  # (drafter, verify, adaptive draft length)
     anchor: bool = False  # also time transformers' generate with / without prompt lookup
+    assisted: bool = False  # and with the draft model as its assistant_model
 
     @property
     def batch(self) -> str:
@@ -110,11 +142,20 @@ class Group:
 
 def groups(cfg: SpecBenchConfig) -> list[Group]:
     both = ("identical", "rejection")
-    single = tuple(("ngram", v) for v in both)
-    many = single + tuple(("sibling", v) for v in both)
-    toy = tuple(("model", v) for v in both) + (("ngram", "identical"),)
+    single = tuple((d, v, False) for d in ("ngram",) for v in both)
+    many = single + tuple(("sibling", v, False) for v in both)
+    if not cfg.smollm2:  # one target (/ draft) pair on GSM8K
+        model = ()
+        if cfg.draft:
+            model = tuple(("model", v, a) for a in (False, True) for v in both)
+        from parasample.targets.named import lm_label
+
+        name = lm_label(cfg.model)
+        return [Group(name, "gsm8k", 1, single + model, anchor=True, assisted=bool(cfg.draft)),
+                Group(name, "gsm8k", cfg.k, many + model)]
+    toy = tuple(("model", v, False) for v in both) + (("ngram", "identical", False),)
     out = [Group("ar-arith", "arith", 1, toy), Group("ar-arith", "arith", cfg.k,
-                                                     toy + (("sibling", "identical"),))]
+                                                     toy + (("sibling", "identical", False),))]
     if not cfg.skip_lm:
         out += [Group("smollm2", "gsm8k", 1, single, anchor=True),
                 Group("smollm2", "arith", 1, single),
@@ -127,9 +168,10 @@ def _texts(task: str, n: int, cfg: SpecBenchConfig, offset: int = 0) -> list[str
     from parasample.tasks.arith import ArithChainTask
 
     if task == "gsm8k":
-        from parasample.tasks.gsm8k import format_prompt, load_gsm8k
+        from parasample.tasks.gsm8k import format_prompt, load_gsm8k, protocol_prompt
 
-        return [format_prompt(p.question) for p in load_gsm8k(limit=offset + n)[offset:]]
+        prompt = format_prompt if cfg.smollm2 else protocol_prompt
+        return [prompt(p.question) for p in load_gsm8k(limit=offset + n)[offset:]]
     return [ARITH_INSTRUCTION.format(prompt=p.prompt)
             for p in ArithChainTask().problems(offset + n, split="test", seed=cfg.seed)[offset:]]
 
@@ -151,14 +193,15 @@ def _prompts(group: Group, cfg: SpecBenchConfig, lm) -> list[tuple[torch.Tensor,
 def _models(group: Group, cfg: SpecBenchConfig, device, dtype):
     """(target, draft model or None, sampling config) of a group."""
     from parasample.models.registry import load_ar
-    from parasample.targets.hf import smollm2
+    from parasample.targets.named import load_lm
 
     if group.model == "ar-arith":
         lm = load_ar(device=device, dtype=dtype)
         draft = load_ar("ar-arith-draft", device=device, dtype=dtype)
         return lm, draft, SamplingConfig(temperature=1.0, max_new_tokens=lm.train_config.get(
             "gen_length", 48))
-    return smollm2(dtype, device), None, SamplingConfig(
+    draft = load_lm(cfg.draft, dtype, device) if cfg.draft else None
+    return load_lm(cfg.model, dtype, device), draft, SamplingConfig(
         temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
 
 
@@ -189,19 +232,21 @@ def run_group(group: Group, cfg: SpecBenchConfig, *, device="cpu", dtype=torch.f
         return make_source(cfg.sampler, group.k, group.k, generator=derive_generator(
             cfg.seed, group.model, group.task, group.k, i))
 
-    runs: dict[tuple[str, str, str], Callable] = {
-        ("sequential", "", ""): lambda i, ids, mask: generate(
+    # a run: (i, ids, mask, config) -> its output; keyed (method, drafter, verify, draft_len)
+    runs: dict[tuple[str, str, str, str], Callable] = {
+        ("sequential", "", "", ""): lambda i, ids, mask, config: generate(
             lm, ids, mask, source(i), config, samples_per_prompt=group.k)}
-    for drafter, verify in group.methods:
-        spec = SpecConfig(draft_len=cfg.draft_len, verify=verify)
-        runs[("speculative", drafter, verify)] = (
-            lambda i, ids, mask, spec=spec, drafter=drafter: spec_generate(
+    for drafter, verify, adaptive in group.methods:
+        spec = SpecConfig(draft_len=cfg.draft_len, verify=verify, adaptive=adaptive)
+        runs[("speculative", drafter, verify, _draft_label(cfg, adaptive))] = (
+            lambda i, ids, mask, config, spec=spec, drafter=drafter: spec_generate(
                 lm, ids, mask, source(i), config, spec, _drafter(drafter, lm, draft_lm),
                 samples_per_prompt=group.k))
     if group.anchor:
-        runs.update(_anchor_runs(lm, config, cfg))
+        runs.update(_anchor_runs(lm, draft_lm if group.assisted else None, cfg))
+    warm = replace(config, max_new_tokens=min(config.max_new_tokens, 16))
     for fn in runs.values():  # warm-up: first calls allocate, load kernels, fill caches
-        fn(0, *prompts[0])
+        fn(0, *prompts[0], warm)
     walls: dict[tuple, list[float]] = {name: [] for name in runs}
     outs: dict[tuple, list] = {}
     names = list(runs)
@@ -210,7 +255,8 @@ def run_group(group: Group, cfg: SpecBenchConfig, *, device="cpu", dtype=torch.f
         for name in (order if rep % 2 == 0 else order[::-1]):
             sync(device)
             t0 = time.perf_counter()
-            outs[name] = [runs[name](i, ids, mask) for i, (ids, mask) in enumerate(prompts)]
+            outs[name] = [runs[name](i, ids, mask, config)
+                          for i, (ids, mask) in enumerate(prompts)]
             sync(device)
             walls[name].append(time.perf_counter() - t0)
         if progress is not None:
@@ -220,13 +266,13 @@ def run_group(group: Group, cfg: SpecBenchConfig, *, device="cpu", dtype=torch.f
 
 def _rows(group: Group, runs, outs, walls, base, cfg) -> list[dict]:
     """One CSV row per run: medians over the repetitions, speedups as per-repetition ratios."""
-    seq = ("sequential", "", "")
+    seq = ("sequential", "", "", "")
     tokens = {name: sum(_tokens(o) for o in outs[name]) for name in runs}
     tps = {name: [tokens[name] / w for w in walls[name]] for name in runs}
     rows = []
     for name in runs:
-        method, drafter, verify = name
-        ref = ("transformers", "", "") if method == "transformers" else seq
+        method, drafter, verify, draft_len = name
+        ref = ("transformers", "", "", "") if method == "transformers" else seq
         ratios = [a / b for a, b in zip(tps[name], tps[ref], strict=True)]
         out = outs[name]
         spec = method == "speculative"
@@ -237,7 +283,7 @@ def _rows(group: Group, runs, outs, walls, base, cfg) -> list[dict]:
         if spec and verify == "identical":
             same = _identical_fraction(outs[seq], out, group.k)
         rows.append({**base, "method": method, "drafter": drafter, "verify": verify,
-                     "draft_len": cfg.draft_len if drafter else "", "tokens": tokens[name],
+                     "draft_len": draft_len, "tokens": tokens[name],
                      "nfe": nfe, "tokens_per_nfe": round(tokens[name] / nfe, 3) if nfe else "",
                      "acceptance": round(accepted / proposed, 4) if proposed else "",
                      "wall_s": round(statistics.median(walls[name]), 3),
@@ -257,15 +303,20 @@ def _identical_fraction(seq_outs, spec_outs, k: int) -> float:
     return round(sum(same) / len(same), 4)
 
 
-def _anchor_runs(lm, config: SamplingConfig, cfg: SpecBenchConfig) -> dict:
-    """transformers' ``generate(do_sample=True)`` with and without ``prompt_lookup_num_tokens``
-    (its own RNG, seeded per prompt, so neither is identical to ours): each returns the tokens
-    it emitted (up to and including EOS)."""
-    kw = dict(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0,
-              max_new_tokens=config.max_new_tokens, pad_token_id=lm.pad_id)
+def _draft_label(cfg: SpecBenchConfig, adaptive: bool) -> str:
+    """The ``draft_len`` cell of a speculative row: D, or ``adaptive`` (from D)."""
+    return "adaptive" if adaptive else str(cfg.draft_len)
+
+
+def _anchor_runs(lm, draft_lm, cfg: SpecBenchConfig) -> dict:
+    """transformers' ``generate(do_sample=True)`` plain, with ``prompt_lookup_num_tokens`` and
+    (given a draft model) with ``assistant_model`` (its own RNG, seeded per prompt, so none is
+    identical to ours): each returns the tokens it emitted (up to and including EOS)."""
 
     def run(extra):
-        def fn(i, ids, mask):
+        def fn(i, ids, mask, config):
+            kw = dict(do_sample=True, temperature=config.temperature, top_p=config.top_p,
+                      top_k=0, max_new_tokens=config.max_new_tokens, pad_token_id=lm.pad_id)
             torch.manual_seed(cfg.seed + i)  # transformers samples from the global RNG
             out = lm.model.generate(input_ids=ids.to(lm.device),
                                     attention_mask=mask.to(lm.device), **kw, **extra)
@@ -273,9 +324,13 @@ def _anchor_runs(lm, config: SamplingConfig, cfg: SpecBenchConfig) -> dict:
             return new.index(lm.eos_id) + 1 if lm.eos_id in new else len(new)
         return fn
 
-    return {("transformers", "", ""): run({}),
-            ("transformers", "prompt-lookup", "multinomial"): run(
+    runs = {("transformers", "", "", ""): run({}),
+            ("transformers", "prompt-lookup", "multinomial", str(cfg.draft_len)): run(
                 {"prompt_lookup_num_tokens": cfg.draft_len})}
+    if draft_lm is not None:  # transformers' own schedule of draft lengths
+        runs[("transformers", "assisted", "multinomial", "transformers")] = run(
+            {"assistant_model": draft_lm.model})
+    return runs
 
 
 def spec_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.float32,
@@ -296,7 +351,59 @@ def spec_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.floa
 
 
 def _runs(group: Group) -> int:
-    return len(group.methods) + 1 + 2 * group.anchor
+    return len(group.methods) + 1 + 2 * group.anchor + group.assisted
+
+
+def cost_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.float32,
+              reps: int = 5) -> list[dict]:
+    """``costs.csv``, the cost model of the drafters (real-model runs only): seconds per call
+    of the target and the draft model fed 1 and ``draft_len + 1`` tokens after a GSM8K prompt,
+    at batch 1 and k (median of ``reps`` after a warm-up), and each relative to the target's
+    one-token call at that batch. A step of the model drafter costs one verification of D + 1
+    tokens and D draft calls of about one token each."""
+    from parasample.targets.named import lm_label, load_lm
+
+    log = ResumableCSV(out / "costs.csv", COST_HEADER, _COST_KEY)
+    if cfg.smollm2:
+        return log.rows
+    fields = machine_fields(device, dtype)
+    models = [(cfg.model, "target")] + ([(cfg.draft, "draft")] if cfg.draft else [])
+    for batch in (1, cfg.k):
+        if log.done({"model": lm_label(models[-1][0]), "role": models[-1][1], "batch": batch,
+                     "tokens_fed": cfg.draft_len + 1}):
+            continue
+        base = None
+        for name, role in models:
+            lm = load_lm(name, dtype, device)
+            ids, mask = lm.encode_prompts(_texts("gsm8k", 1, cfg))
+            ids, mask = ids.expand(batch, -1), mask.expand(batch, -1)
+            for fed in (1, cfg.draft_len + 1):
+                sec = _call_seconds(lm, ids, mask, fed, reps, device)
+                base = sec if base is None else base
+                log.append({"model": lm_label(name), "role": role, "batch": batch,
+                            "tokens_fed": fed,
+                            "seconds_per_call": round(sec, 5),
+                            "relative_to_target": round(sec / base, 3), "reps": reps,
+                            **fields})
+    return log.rows
+
+
+def _call_seconds(lm, ids, mask, fed: int, reps: int, device) -> float:
+    """Median seconds of ``lm.extend`` by ``fed`` tokens after the prompt (rolled back after
+    each call, so every call sees the same context)."""
+    _, cache = lm.start(ids, mask)
+    tokens = ids[:, -fed:].contiguous()
+    drop = torch.full((ids.shape[0],), fed, dtype=torch.long)
+    walls = []
+    for rep in range(reps + 1):  # the first is the warm-up
+        sync(device)
+        t0 = time.perf_counter()
+        _, cache = lm.extend(cache, tokens)
+        sync(device)
+        if rep:
+            walls.append(time.perf_counter() - t0)
+        cache = lm.rollback(cache, drop.to(ids.device))
+    return statistics.median(walls)
 
 
 #: sources of the identity table: (name, carry_bits); the carrying ones whole and to a few bits
@@ -309,10 +416,11 @@ def identity_sources(k: int) -> list[tuple[str, int | None]]:
 
 def identity_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.float32,
                   progress=None) -> list[dict]:
-    """``identity.csv``: per source x drafter x sampling setting, the fraction of SmolLM2 rows
-    whose ``identical``-verifier output equals sequential sampling's (float32 unless --dtype
-    says otherwise), and where the differing rows first differ."""
-    from parasample.targets.hf import smollm2
+    """``identity.csv``: per source x drafter x sampling setting, the fraction of the model's
+    rows (SmolLM2 or ``cfg.model``) whose ``identical``-verifier output equals sequential
+    sampling's (float32 unless --dtype says otherwise), and where the differing rows first
+    differ."""
+    from parasample.targets.named import lm_label, load_lm
 
     log = ResumableCSV(out / "identity.csv", IDENTITY_HEADER, _IDENTITY_KEY)
     if cfg.skip_lm or cfg.identity_prompts == 0:
@@ -327,7 +435,7 @@ def identity_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.
                 continue
             seq = None  # sequential sampling once per source, for both drafters
             for drafter in ("ngram", "sibling"):
-                key = {"model": "smollm2", "task": "gsm8k", "sampler": name,
+                key = {"model": lm_label(cfg.model), "task": "gsm8k", "sampler": name,
                        "carry_bits": "" if bits is None else bits, "drafter": drafter,
                        "temperature": temperature, "top_p": top_p, "k": k,
                        "max_new_tokens": T, "dtype": fields["dtype"]}
@@ -336,7 +444,7 @@ def identity_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.
                         progress(1)
                     continue
                 if lm is None:
-                    lm = smollm2(dtype, device)
+                    lm = load_lm(cfg.model, dtype, device)
                     # unseen questions: after the ones the timing groups use
                     texts = _texts("gsm8k", cfg.identity_prompts, cfg, offset=cfg.prompts)
                     ids, mask = lm.encode_prompts(texts)

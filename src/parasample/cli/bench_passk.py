@@ -120,16 +120,10 @@ def bench_passk(
         from parasample.integrations.vllm import require_vllm
 
         require_vllm()
-    uses_lm = bool(cfg.add_problems or cfg.gsm8k_problems or not skip_throughput)
-    if uses_lm and model == "smollm2":
-        from parasample.targets.hf import smollm2_path
+    if cfg.add_problems or cfg.gsm8k_problems or not skip_throughput:
+        from parasample.targets.named import require_lm
 
-        smollm2_path()
-    elif uses_lm and model in PINNED:
-        from parasample.targets.pinned import part_paths, state
-
-        if state(PINNED[model]) != "verified":
-            part_paths(PINNED[model])  # not installed: one line with the install command
+        require_lm(model)  # not installed: one line with the install command
     if cfg.gsm8k_problems:
         from parasample.tasks.gsm8k import load_gsm8k
 

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import typer
 
-from parasample.cli.common import BenchRun, bench_options, config, console, greater_than, progress
+from parasample.cli.common import (
+    BenchRun,
+    bench_options,
+    config,
+    console,
+    explicit,
+    greater_than,
+    progress,
+)
 from parasample.cli.sample import Sampler
-from parasample.errors import MissingInputError
+from parasample.errors import InputError, MissingInputError
 
 __all__ = ["bench_spec"]
 
@@ -17,6 +25,15 @@ __all__ = ["bench_spec"]
 def bench_spec(
     ctx: typer.Context,
     run: BenchRun,
+    model: str = typer.Option("smollm2", "--model", "-m", help="The target: smollm2 (the "
+                              "default study: the toy pair, then SmolLM2 on GSM8K and "
+                              "arithmetic) or another causal LM (qwen-coder-1.5b, "
+                              "qwen-coder-0.5b, a local HF directory or .gguf file) on GSM8K "
+                              "under the instruct protocol, with its preset (see below)."),
+    draft: str = typer.Option(None, "--draft", help="A draft model with the target's tokenizer "
+                              "(qwen-coder-0.5b for qwen-coder-1.5b; a name or path as for "
+                              "--model): adds its rows (fixed and adaptive draft length, both "
+                              "verifiers) and transformers' assisted generation. Needs --model."),
     prompts: int = typer.Option(4, "--prompts", min=1, help="SmolLM2 prompts per task at batch "
                                 "1 (GSM8K test questions; arithmetic chains in words)."),
     k: int = typer.Option(16, "-k", min=2, help="Samples per prompt of the k-sample groups."),
@@ -62,11 +79,19 @@ def bench_spec(
     steps in the last bits, which can move an inverse-CDF boundary: rare for sources that do not
     carry a residual (a near-tie), frequent for arithmetic and stratified sampling, whose carried
     residual is divided by p(token) at every token (identity.csv measures both).
+
+    With --model other than smollm2 (e.g. --model qwen-coder-1.5b --draft qwen-coder-0.5b,
+    installed by scripts/install-models.sh) the run is that target on GSM8K, and the options
+    you do not type take its preset: 2 prompts at batch 1, 8 samples of 1 prompt, 128 tokens,
+    2 repetitions, no identity table (about 40 minutes for that pair on 2 CPU cores). It also
+    writes costs.csv, the drafters' cost model: seconds per call of the target and the draft fed
+    1 and draft-len + 1 tokens, at batch 1 and k, relative to the target's one-token call.
     """
 
     from parasample.bench.plots import spec_plot
     from parasample.bench.spec import (
         SpecBenchConfig,
+        cost_rows,
         groups,
         identity_rows,
         n_steps,
@@ -76,32 +101,53 @@ def bench_spec(
     dev, dt, quick, threads, dtype = (run.device, run.dtype, run.quick, run.threads,
                                      run.dtype_name)
     seed = run.seed
-    cfg = config(ctx, quick, SpecBenchConfig, dict(
-        prompts=prompts, k=k, k_prompts=k_prompts, toy_prompts=toy_prompts,
-        max_new_tokens=max_new_tokens, draft_len=draft_len, temperature=temperature,
-        top_p=top_p, sampler=sampler.value, skip_lm=skip_lm, reps=reps,
-        identity_prompts=identity_prompts, seed=seed))
-    if not cfg.skip_lm:
-        from parasample.targets.hf import smollm2_path
+    from parasample.targets.named import lm_label, require_lm
 
+    kw = dict(prompts=prompts, k=k, k_prompts=k_prompts, toy_prompts=toy_prompts,
+              max_new_tokens=max_new_tokens, draft_len=draft_len, temperature=temperature,
+              top_p=top_p, sampler=sampler.value, skip_lm=skip_lm, reps=reps,
+              identity_prompts=identity_prompts, seed=seed, model=model, draft=draft)
+    if model != "smollm2":
+        if skip_lm:
+            raise InputError("--skip-lm runs the toy pair only; drop --model or --skip-lm.")
+        if not quick:  # the real-model preset under the options typed
+            from parasample.bench.spec import real_model_preset
+
+            typed = explicit(ctx)
+            kw |= {k: v for k, v in real_model_preset().items() if k not in typed}
+    cfg = config(ctx, quick, SpecBenchConfig, kw)
+    if cfg.draft is not None and cfg.draft == cfg.model:
+        console.print("note: the draft is the target itself (a check of the verifiers, not a "
+                      "speedup)", highlight=False)
+    if not cfg.skip_lm:
         try:
-            smollm2_path()
+            for name in (cfg.model, cfg.draft):
+                if name is not None:
+                    require_lm(name)  # not installed: one line naming the install command
         except FileNotFoundError as e:
-            raise MissingInputError(f"{e} Or pass --skip-lm for the toy pair only.") from None
+            hint = " Or pass --skip-lm for the toy pair only." if cfg.smollm2 else ""
+            raise MissingInputError(f"{e}{hint}") from None
     out_dir = run.out()
+    pair = lm_label(cfg.model) + (f" / draft {lm_label(cfg.draft)}" if cfg.draft else "")
     console.print(f"bench spec -> {out_dir}, {dev}, {dtype}, {threads} threads, "
-                  f"{len(groups(cfg))} groups, draft length {cfg.draft_len}", highlight=False)
+                  f"{len(groups(cfg))} groups ({pair}), draft length {cfg.draft_len}",
+                  highlight=False)
     with progress() as bar:
         job = bar.add_task("spec runs", total=n_steps(cfg))
         rows = spec_rows(cfg, out_dir, device=dev, dtype=dt,
                          progress=lambda n: bar.advance(job, n))
         ident = identity_rows(cfg, out_dir, device=dev, dtype=dt,
                               progress=lambda n: bar.advance(job, n))
+    with console.status("cost model: timing single calls ..."):
+        costs = cost_rows(cfg, out_dir, device=dev, dtype=dt)
     spec_plot(out_dir)
     _table(rows)
     if ident:
         _identity_table(ident)
-    console.print(f"wrote spec.csv, identity.csv and spec.png in {out_dir}")
+    if costs:
+        _cost_table(costs, rows, cfg.draft_len)
+    written = "spec.csv, identity.csv" + (", costs.csv" if costs else "")
+    console.print(f"wrote {written} and spec.png in {out_dir}")
 
 
 def _table(rows: list[dict]) -> None:
@@ -112,8 +158,9 @@ def _table(rows: list[dict]) -> None:
     for r in rows:
         speed = (f"{r['speedup_vs_sequential']} ({r['speedup_min']}-{r['speedup_max']})"
                  if str(r["speedup_vs_sequential"]) else "-")
+        adaptive = "/adaptive" if r["draft_len"] == "adaptive" else ""
         t.add_row(r["model"], r["task"], r["batch"], r["method"],
-                  f"{r['drafter']}/{r['verify']}" if r["drafter"] else "-",
+                  f"{r['drafter']}/{r['verify']}{adaptive}" if r["drafter"] else "-",
                   str(r["tokens_per_nfe"]) or "-", str(r["acceptance"]) or "-",
                   str(r["tokens_per_s"]), speed, str(r["identical_to_sequential"]) or "-")
     console.print(t)
@@ -128,4 +175,31 @@ def _identity_table(rows: list[dict]) -> None:
         t.add_row(r["sampler"], str(r["carry_bits"]) or "all", r["drafter"],
                   str(r["temperature"]), str(r["top_p"]),
                   f"{r['identical_rows']}/{r['rows']}", str(r["mean_first_difference"]) or "-")
+    console.print(t)
+
+
+def _cost_table(costs: list[dict], rows: list[dict], draft_len: int) -> None:
+    """The cost model: per batch, the target's verification cost (D + 1 tokens fed, relative to
+    one), the draft's per-token cost relative to the target's, and for each model-drafter row
+    its accepted tokens per target call and the speedup those predict."""
+    from rich.table import Table
+
+    cost = {(str(r["role"]), str(r["batch"]), str(r["tokens_fed"])): float(r["relative_to_target"])
+            for r in costs}
+    t = Table("batch", "verify D+1 / 1 token", "draft token / target token", "drafter / verify",
+              "tokens / target call (per row)", "predicted speedup", "measured", title="cost model "
+              f"(D = {draft_len})")
+    for batch in sorted({str(r["batch"]) for r in costs}, key=int):
+        verify = cost.get(("target", batch, str(draft_len + 1)))
+        draft = cost.get(("draft", batch, "1"))
+        label = "1" if batch == "1" else f"k={batch}"
+        for r in rows:
+            if r["batch"] != label or r["method"] != "speculative" or str(r["draft_len"]) != \
+                    str(draft_len) or verify is None:
+                continue
+            per_call = float(r["tokens_per_nfe"]) / int(batch)  # a row's tokens per call
+            drafted = draft_len * (draft or 0.0) if r["drafter"] == "model" else 0.0
+            t.add_row(batch, f"{verify:.2f}", "-" if draft is None else f"{draft:.2f}",
+                      f"{r['drafter']}/{r['verify']}", f"{per_call:.2f}",
+                      f"{per_call / (verify + drafted):.2f}", str(r["speedup_vs_sequential"]))
     console.print(t)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["NAMED_LMS", "LM_HELP", "load_lm", "lm_label"]
+__all__ = ["NAMED_LMS", "LM_HELP", "load_lm", "lm_label", "require_lm"]
 
 #: the names load_lm knows besides paths
 NAMED_LMS = ("smollm2", "qwen-coder-1.5b", "qwen-coder-0.5b")
@@ -25,6 +25,18 @@ def load_lm(name: str, dtype: torch.dtype | None = None, device="cpu"):
     if name in pinned.MODELS:
         return pinned.load(name, dtype, device)
     return hf.load_causal_lm(name, dtype, device)
+
+
+def require_lm(name: str) -> None:
+    """Check, without loading it, that a named model is installed (one line naming the install
+    command if not): what a command calls before any work starts. Paths are checked by the
+    loader."""
+    from parasample.targets import hf, pinned
+
+    if name == "smollm2":
+        hf.smollm2_path()
+    elif name in pinned.MODELS and pinned.state(pinned.MODELS[name]) != "verified":
+        pinned.part_paths(pinned.MODELS[name])
 
 
 def lm_label(name: str) -> str:
