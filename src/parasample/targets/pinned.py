@@ -261,11 +261,12 @@ def available_memory_gb() -> float | None:
 
 def check_memory(name: str, dtype) -> None:
     """Refuse to start a load that cannot fit: a float32 model needs ``float32_gb`` of memory
-    (half of it in bfloat16 / float16, as the GGUF is dequantised layer by layer)."""
+    (about 0.6 of it in bfloat16 / float16, as the GGUF is dequantised layer by layer; twice it
+    in float64)."""
     import torch
 
     model = get(name)
-    need = model.float32_gb * (1.0 if dtype == torch.float32 else 0.6)
+    need = model.float32_gb * {torch.float32: 1.0, torch.float64: 2.0}.get(dtype, 0.6)
     free = available_memory_gb()
     if free is not None and free < need:
         smaller = "" if name == "qwen-coder-0.5b" else \
