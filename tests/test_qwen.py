@@ -34,9 +34,10 @@ def test_prompts_go_through_the_chat_template():
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_every_source_draws_each_row_from_the_model(name):
-    """Row 0 and row k - 1 of 512 groups of k = 4 (independent across groups), first answer token at T = 0.7 with top-p 0.95, against the model's own law: tokens
-    under 1% merged into one cell, chi-square at level 1e-3; each row's test detects a TVD of
-    0.15 with probability >= 0.9 (computed below)."""
+    """Row 0 and row k - 1 of 512 groups of k = 4 (independent across groups), first answer
+    token at T = 0.7 with top-p 0.95, against the model's own law: tokens under 1% merged into
+    one cell, chi-square at level 1e-3; each row's test detects a TVD of 0.15 with probability
+    >= 0.9 (computed below)."""
     lm = pinned.load(NAME)
     ids, mask = lm.encode_prompts([PROMPT])
     config = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=1)
