@@ -145,20 +145,28 @@ def test_rejection_verifier_samples_the_exact_law(name, drafter, case):
     make = {"ngram": NGramDrafter, "sibling": SiblingDrafter,
             "model": lambda: ModelDrafter(ToyARLM(V, L, generator=torch.Generator(
                 ).manual_seed(11), sharpness=4.0, eos_id=eos), V)}[drafter]
-    k, groups = 2, 2 ** 17
+    config = SamplingConfig(max_new_tokens=L, temperature=temperature, top_p=top_p)
+    out = _rejection_law(model, name, config, SpecConfig(draft_len=3, verify="rejection"),
+                         make(), 2 ** 17, tvd=0.01, power=0.98, max_support=16)
+    assert 0 < out.accepted < out.proposed
+
+
+def _rejection_law(model, name, config, spec, drafter, groups, *, tvd, power, max_support):
+    """Rejection-verified rows of ``groups`` groups of two, row g mod 2 of group g (independent
+    draws), against the toy LM's exact sequence law: chi-square at level 1e-3, whose design
+    detects ``tvd`` with probability >= ``power``. Returns the generation."""
+    k, V, L = 2, model.vocab_size, config.max_new_tokens
     ids = torch.zeros(groups, 1, dtype=torch.long)
     src = make_source(name, groups * k, k, generator=torch.Generator().manual_seed(2))
-    config = SamplingConfig(max_new_tokens=L, temperature=temperature, top_p=top_p)
-    out = spec_generate(model, ids, torch.ones_like(ids), src, config,
-                        SpecConfig(draft_len=3, verify="rejection"), make(),
+    out = spec_generate(model, ids, torch.ones_like(ids), src, config, spec, drafter,
                         samples_per_prompt=k)
     rows = torch.arange(groups) * k + torch.arange(groups) % k
     counts = torch.bincount(state_index(out.tokens[rows], V), minlength=V ** L)
     exact = brute_force_ar(model, L, config)
     support = int((exact > 0).sum())
-    assert support <= 16 and design_power(groups, support - 1, 0.01) >= 0.98
+    assert support <= max_support and design_power(groups, support - 1, tvd) >= power
     assert chi2_pvalue(counts, exact) > 1e-3
-    assert 0 < out.accepted < out.proposed
+    return out
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
@@ -181,19 +189,9 @@ def test_adaptive_draft_length_keeps_the_tokens_and_the_law(name):
                   ModelDrafter(lm, lm.vocab_size))[1]
     assert out.steps < fixed.steps / 2  # the windows grew (6 steps against 16 here)
 
-    k, groups = 2, 2 ** 16
-    ids = torch.zeros(groups, 1, dtype=torch.long)
-    src = make_source(name, groups * k, k, generator=torch.Generator().manual_seed(2))
-    out = spec_generate(model, ids, torch.ones_like(ids), src, config,
-                        SpecConfig(draft_len=1, adaptive=True, max_draft_len=8,
-                                   verify="rejection"), ModelDrafter(model, V),
-                        samples_per_prompt=k)
-    rows = torch.arange(groups) * k + torch.arange(groups) % k
-    counts = torch.bincount(state_index(out.tokens[rows], V), minlength=V ** L)
-    exact = brute_force_ar(model, L, config)
-    support = int((exact > 0).sum())
-    assert support <= 64 and design_power(groups, support - 1, 0.02) >= 0.99
-    assert chi2_pvalue(counts, exact) > 1e-3
+    out = _rejection_law(model, name, config, SpecConfig(
+        draft_len=1, adaptive=True, max_draft_len=8, verify="rejection"), ModelDrafter(model, V),
+        2 ** 16, tvd=0.02, power=0.99, max_support=64)
     assert out.steps < L - 2  # fewer steps than one-token drafts take
 
 
