@@ -236,7 +236,7 @@ def spec_plot(out: Path) -> Path:
     (read from spec.csv; transformers' prompt lookup is against its own generate)."""
     rows = [r for r in read_csv(out / "spec.csv") if r["speedup_vs_sequential"] and r["drafter"]]
     labels = [f"{r['model']} {r['task']} {r['batch']}\n{r['drafter']}/{r['verify']}"
-              for r in rows]
+              + ("/adaptive" if r.get("draft_len") == "adaptive" else "") for r in rows]
     speed = [float(r["speedup_vs_sequential"]) for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows)), 4.5))
     colors = ["tab:gray" if r["method"] == "transformers" else "tab:blue" for r in rows]
@@ -244,8 +244,8 @@ def spec_plot(out: Path) -> Path:
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(range(len(rows)), labels, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("tokens/s over sequential (same run)")
-    ax.set_title("bench spec: exact speculative decoding (gray: transformers' prompt lookup "
-                 "vs its generate)", fontsize=9)
+    ax.set_title("bench spec: exact speculative decoding (gray: transformers' prompt lookup / "
+                 "assisted generation vs its generate)", fontsize=9)
     fig.tight_layout()
     path = out / "spec.png"
     fig.savefig(path, dpi=120)
