@@ -61,3 +61,40 @@ def test_a_target_draft_pair_runs_every_drafter_both_verifiers_and_the_three_anc
 def test_a_draft_without_a_target_is_refused():
     with pytest.raises(InputError, match="--draft needs --model"):
         SpecBenchConfig(draft="qwen-coder-0.5b")
+
+
+def test_the_cost_model_resumes_without_duplicates_and_relative_to_the_target(tmp_path,
+                                                                              monkeypatch):
+    """costs.csv: an interrupted run keeps its rows, a rerun adds only the missing ones, and
+    every row is relative to the target's one-token call at its batch."""
+    import parasample.bench.spec as bs
+    import parasample.targets.named as named
+    from parasample.bench.csvlog import read_csv
+
+    fake = SimpleNamespace(encode_prompts=lambda texts: (torch.ones(1, 5, dtype=torch.long),
+                                                         torch.ones(1, 5, dtype=torch.long)))
+    monkeypatch.setattr(named, "load_lm", lambda name, dtype=None, device="cpu": fake)
+    monkeypatch.setattr(bs, "_texts", lambda task, n, cfg: ["q"])
+    seconds = {("1", 1): 1.0, ("1", 5): 2.0, ("8", 1): 3.0, ("8", 5): 6.0}
+    calls = []
+
+    def timed(lm, ids, mask, fed, reps, device):
+        calls.append((ids.shape[0], fed))
+        if len(calls) == 3 and not hasattr(timed, "resumed"):
+            raise KeyboardInterrupt
+        return seconds[(str(ids.shape[0]), fed)] / (2.0 if len(calls) in (3, 7) else 1.0)
+
+    monkeypatch.setattr(bs, "_call_seconds", timed)
+    cfg = SpecBenchConfig(model="m", draft="d", k=8)
+    with pytest.raises(KeyboardInterrupt):
+        bs.cost_rows(cfg, tmp_path)
+    timed.resumed = True
+    bs.cost_rows(cfg, tmp_path)
+    rows = read_csv(tmp_path / "costs.csv")
+    keys = [(r["role"], r["batch"], r["tokens_fed"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 8
+    for r in rows:
+        target = next(t for t in rows if t["role"] == "target" and t["batch"] == r["batch"]
+                      and t["tokens_fed"] == "1")
+        assert float(r["relative_to_target"]) == pytest.approx(
+            float(r["seconds_per_call"]) / float(target["seconds_per_call"]), abs=1e-3)

@@ -369,22 +369,22 @@ def cost_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.floa
     fields = machine_fields(device, dtype)
     models = [(cfg.model, "target")] + ([(cfg.draft, "draft")] if cfg.draft else [])
     for batch in (1, cfg.k):
-        if log.done({"model": lm_label(models[-1][0]), "role": models[-1][1], "batch": batch,
-                     "tokens_fed": cfg.draft_len + 1}):
-            continue
-        base = None
+        base = None  # the target's one-token call at this batch (measured first)
         for name, role in models:
-            lm = load_lm(name, dtype, device)
-            ids, mask = lm.encode_prompts(_texts("gsm8k", 1, cfg))
-            ids, mask = ids.expand(batch, -1), mask.expand(batch, -1)
             for fed in (1, cfg.draft_len + 1):
-                sec = _call_seconds(lm, ids, mask, fed, reps, device)
-                base = sec if base is None else base
-                log.append({"model": lm_label(name), "role": role, "batch": batch,
-                            "tokens_fed": fed,
-                            "seconds_per_call": round(sec, 5),
-                            "relative_to_target": round(sec / base, 3), "reps": reps,
-                            **fields})
+                key = {"model": lm_label(name), "role": role, "batch": batch, "tokens_fed": fed}
+                row = log.done(key)  # a resumed run keeps the rows it has
+                if row is None:
+                    lm = load_lm(name, dtype, device)  # cached per process
+                    ids, mask = lm.encode_prompts(_texts("gsm8k", 1, cfg))
+                    sec = _call_seconds(lm, ids.expand(batch, -1), mask.expand(batch, -1), fed,
+                                        reps, device)
+                    base = sec if base is None else base
+                    log.append({**key, "seconds_per_call": round(sec, 5),
+                                "relative_to_target": round(sec / base, 3), "reps": reps,
+                                **fields})
+                elif base is None:
+                    base = float(row["seconds_per_call"])
     return log.rows
 
 
