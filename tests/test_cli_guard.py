@@ -104,6 +104,17 @@ def test_gsm8k_files_are_checked_before_any_model_loads(command, tmp_path):
         assert not (tmp_path / "out" / "passk.csv").exists()
 
 
+def test_more_short_questions_than_the_task_has_are_refused_before_any_model_loads(tmp_path):
+    """SmolLM2's single-digit additions are 81; the Qwen models' products are many more, so the
+    count is checked against the model's own task, in one line, before anything loads."""
+    result = runner.invoke(app, ["bench", "passk", "--ar-problems", "0", "--add-problems", "82",
+                                 "--skip-throughput", "--out", str(tmp_path / "out")])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "only 81 distinct" in lines[0], \
+        result.output
+    assert not (tmp_path / "out" / "passk.csv").exists()
+
+
 def test_an_empty_gsm8k_file_never_reports_a_csv(tmp_path):
     """Issue 14: an empty GSM8K file used to exit 0 and print 'wrote passk.csv' (no file)."""
     empty = tmp_path / "empty.jsonl"

@@ -44,8 +44,9 @@ def bench_passk(
                                     "chains for the shipped small AR model (0 skips it)."),
     ar_batches: int = typer.Option(4, "--ar-batches", min=1, help="Independent k-max batches per "
                                    "chain problem (R >= 1)."),
-    add_problems: int = typer.Option(64, "--add-problems", min=0, max=81, help="Single-digit "
-                                     "addition questions for SmolLM2 (0 skips them; 81 exist)."),
+    add_problems: int = typer.Option(64, "--add-problems", min=0, help="Short-answer questions "
+                                     "(0 skips them): single-digit additions for SmolLM2 (81 "
+                                     "exist), two-digit products for the Qwen models (7,921)."),
     gsm8k_problems: int = typer.Option(3, "--gsm8k-problems", min=0, help="GSM8K test problems "
                                        "for SmolLM2 (0 skips them; about 2.5 min each for the "
                                        "five samplers on 2 cores)."),
@@ -124,6 +125,8 @@ def bench_passk(
         from parasample.targets.named import require_lm
 
         require_lm(model)  # not installed: one line with the install command
+    if cfg.add_problems:  # more questions than the task has: one line, before any model
+        bp.short_task(model).problems(cfg.add_problems, seed=seed)
     if cfg.gsm8k_problems:
         from parasample.tasks.gsm8k import load_gsm8k
 
