@@ -39,6 +39,7 @@ def test_bench_align_quick_writes_identical_chains_and_a_rerun_computes_nothing(
     lm = list(csv.DictReader(open(tmp_path / "lm.csv")))
     assert {r["sampler"] for r in lm} == {"importance-resampling", "quest", "smc",
                                           "resample-move-smc"}
+    assert {r["model"] for r in lm + rows} == {"smollm2"}
     assert all(r["log_evidence"] != "" for r in lm if r["sampler"].endswith("smc"))
     assert (tmp_path / "align_lm.png").exists() and (tmp_path / "lm_summary.csv").exists()
     before = {p.name: p.read_text() for p in tmp_path.glob("*.csv")}
@@ -73,12 +74,31 @@ def test_toy_summaries_count_calls_to_a_tvd_and_correlated_tries_against_iid():
     assert ratio["wall_ratio_to_iid"] == round((1.1 / 2.0 + 2.0 / 2.0) / 2, 4)
 
 
+def test_lm_summary_compares_each_model_with_its_own_quest():
+    from parasample.bench.align import lm_summary
+
+    def row(model, sampler, budget, reward, wall):
+        return {"model": model, "sampler": sampler, "size": "4", "budget": str(budget),
+                "expected_reward": str(reward), "wall_s": str(wall), "calls": "10"}
+
+    rows = [row("a", "quest", 1, 0.5, 1.0), row("a", "quest", 2, 0.9, 2.0),
+            row("a", "smc", 1, 0.6, 0.5),
+            row("b", "quest", 1, 0.1, 10.0), row("b", "quest", 2, 0.2, 20.0),
+            row("b", "smc", 1, 0.6, 5.0)]
+    summ = {(r["model"], r["sampler"]): r for r in lm_summary(rows)}
+    assert summ["a", "smc"]["quest_seconds_to_this_reward"] == 2.0  # a's QUEST, not b's
+    assert summ["a", "smc"]["wall_ratio_to_quest_final"] == 0.25
+    assert summ["b", "smc"]["quest_seconds_to_this_reward"] == ""  # b's QUEST never gets there
+    assert summ["b", "smc"]["reaches_quest_final"] is True
+
+
 @pytest.mark.parametrize("args,message", [
     (["--beta", "0"], "--beta"), (["--chains", "0"], "--chains"), (["--moves", "0"], "--moves"),
     (["--target-tvd", "1"], "target TVD 1.0"), (["--toy-samples", "0"], "--toy-samples"),
     (["--problems", "0"], "--problems"), (["--tries", "0"], "--tries"),
     (["--tries", "3", "--try-source", "antithetic"], "use 4"),
     (["--try-source", "sobol"], "choose one of iid, lattice, antithetic"),
+    (["--skip-toy", "--model", "no-such-model"], "no-such-model"),
 ])
 def test_bench_align_bad_input(args, message, tmp_path):
     res = CliRunner().invoke(app, ["bench", "align", *args, "--out", str(tmp_path)])

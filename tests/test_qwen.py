@@ -78,3 +78,25 @@ def test_the_identical_verifier_with_the_model_drafting_for_itself_is_sequential
                                 samples_per_prompt=2)
             assert torch.equal(seq.tokens, out.tokens), (name, drafter.name)
             assert out.nfe < seq.nfe  # fewer target calls
+
+
+def test_bench_align_runs_the_qwen_model_and_keys_its_rows_by_model(tmp_path):
+    """``bench align --model qwen-coder-0.5b`` (parts (b) and (c), quick sizes): the model's
+    rows on two-digit products, QUEST's cached and kept moves token-identical to the uncached
+    ones on this model too, every row keyed by the model."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from parasample.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "align", "--quick", "--skip-toy", "--model", NAME,
+                                   "--out", str(tmp_path), "--threads", "2"])
+    assert res.exit_code == 0, res.output
+    lm = list(csv.DictReader(open(tmp_path / "lm.csv")))
+    cache = list(csv.DictReader(open(tmp_path / "quest_cache.csv")))
+    assert {r["model"] for r in lm + cache} == {NAME}
+    assert {r["sampler"] for r in lm} == {"importance-resampling", "quest", "smc",
+                                          "resample-move-smc"}
+    assert all(0 <= float(r["expected_reward"]) <= 1.5 for r in lm)
+    assert [r["identical_to_uncached"] for r in cache] == ["", "1.0", "1.0"]

@@ -14,14 +14,16 @@ resampling) and p-NCG; ``toy_summary.csv`` holds the calls and seconds each need
 to reach a TVD (the research log's question: what parallel calls are worth on this machine),
 and how long correlated tries take to reach i.i.d. tries' final TVD, with SEs over seeds.
 
-Part (b), **SmolLM2-135M-Instruct with a verifiable reward** on single-digit additions (r = 1
-for the right number + 0.5 for the number only, beta = 0.5): the expected reward of importance
+Part (b), **a chat LM with a verifiable reward** (SmolLM2-135M-Instruct on single-digit
+additions by default; ``--model qwen-coder-0.5b|1.5b`` on two-digit products, the short-answer
+task of :func:`parasample.bench.passk_tasks.short_task`; r = 1 for the right number + 0.5 for
+the number only, beta = 0.5): the expected reward of importance
 resampling, QUEST, token SMC and resample-move SMC against model calls and wallclock, QUEST
 and the moves of resample-move SMC on the KV cache kept across moves (``keep_cache``), with
 SMC's log-evidence and KL-to-base estimates; ``lm_summary.csv`` compares each sampler's
 wallclock to the time QUEST takes to reach the same reward.
 
-Part (c), **cached QUEST** on SmolLM2-135M-Instruct. QUEST's move keeps a prefix
+Part (c), **cached QUEST** on the same chat LM. QUEST's move keeps a prefix
 y_<i of the current sequence and regenerates the suffix; the token-by-token implementation feeds
 the kept prefix back one model call per token, the prefilled one prefills it with the prompt in
 one call (``cached``), the kept one attends to it in the cache kept across moves (``keep_cache``;
@@ -65,20 +67,22 @@ __all__ = ["LMAlignConfig", "LM_HEADER", "AdditionReward", "lm_rows", "lm_unit",
 # -- part (b): SmolLM2 with a verifiable reward ----------------------------------------------
 
 LM_HEADER = ["sampler", "size", "budget", "calls", "token_evals", "wall_s", "expected_reward",
-             "accuracy", "log_evidence", "kl_to_base", "problems", "beta", "seed", "device",
-             "dtype", "torch_threads"]
+             "accuracy", "log_evidence", "kl_to_base", "problems", "beta", "seed", "model",
+             "device", "dtype", "torch_threads"]
 
 
 @dataclass(frozen=True)
 class LMAlignConfig:
-    """Part (b): SmolLM2-135M-Instruct on single-digit addition questions, reward r = 1 for the
-    right number + 0.5 for a reply that is the number only, pi ~ p_LM exp(r / beta).
-    ``problems`` questions, ``length`` new tokens; QUEST runs ``chains`` chains per question
+    """Part (b): ``model`` (a name :func:`parasample.targets.named.load_lm` takes) on its
+    short-answer questions (SmolLM2: single-digit additions; the Qwen models: two-digit
+    products), reward r = 1 for the right number + 0.5 for a reply that is the number only,
+    pi ~ p_LM exp(r / beta). ``problems`` questions, ``length`` new tokens (default: the
+    task's, 10 for additions and 12 for products); QUEST runs ``chains`` chains per question
     for ``moves`` moves (cached); token SMC and resample-move SMC ``particles`` per question;
     importance resampling ``ir_sizes`` draws per question."""
 
     problems: int = 8
-    length: int = 10
+    length: int | None = None
     chains: int = 4
     moves: tuple[int, ...] = (1, 2, 4, 8, 12, 16)
     particles: int = 8
@@ -86,8 +90,13 @@ class LMAlignConfig:
     beta: float = 0.5
     seeds: int = 2
     seed: int = 0
+    model: str = "smollm2"
 
     def __post_init__(self):
+        from parasample.bench.passk_tasks import short_tokens
+
+        if self.length is None:  # frozen: the task's own budget, set once
+            object.__setattr__(self, "length", short_tokens(self.model))
         require_at_least(self, 1, "problems", "length", "chains", "particles", "seeds")
         if not self.beta > 0:
             raise InputError(f"beta={self.beta} must be > 0 (pi ~ p exp(r / beta)).")
@@ -135,12 +144,14 @@ class AdditionReward:
 
 def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int,
             dtype: torch.dtype = torch.float32) -> list[dict]:
-    """One sampler's rows on the addition questions (QUEST: one per recorded move)."""
+    """One sampler's rows on the model's short-answer questions (QUEST: one per recorded
+    move)."""
+    from parasample.bench.passk_tasks import short_task
     from parasample.smc import resample_move as rm
     from parasample.smc import smc
-    from parasample.tasks.arith import SimpleAddTask
+    from parasample.targets.named import lm_label
 
-    task = SimpleAddTask()
+    task = short_task(cfg.model)
     problems = task.problems(cfg.problems, seed=cfg.seed)
     reward = AdditionReward(lm, [p.answer for p in problems])
     ids, mask = lm.encode_prompts([p.prompt for p in problems])  # [P, T]
@@ -158,7 +169,7 @@ def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int,
                      "accuracy": round(float(acc.mean()), 4),
                      "log_evidence": "" if log_z is None else round(float(log_z.mean()), 4),
                      "kl_to_base": kl, "problems": P, "beta": cfg.beta, "seed": seed,
-                     **machine_fields(lm.device, dtype)})
+                     "model": lm_label(cfg.model), **machine_fields(lm.device, dtype)})
 
     def pad(tokens):
         return torch.nn.functional.pad(tokens, (0, L - tokens.shape[1]), value=lm.eos_id)
@@ -212,32 +223,40 @@ def lm_unit(cfg: LMAlignConfig, lm, sampler: str, size: int, seed: int,
 
 def lm_rows(cfg: LMAlignConfig, out, progress=None, device="cpu", dtype=torch.float32
             ) -> list[dict]:
-    """Run (or resume) part (b): ``lm.csv``, each unit written whole."""
-    from parasample.targets.hf import smollm2
+    """Run (or resume) part (b): ``lm.csv``, each unit written whole. A unit is keyed by its
+    model too, so one folder can hold several models' rows without a rerun mixing them."""
+    from parasample.targets.named import lm_label, load_lm
 
-    csv = ResumableCSV(out / "lm.csv", LM_HEADER, ["sampler", "size", "budget", "seed"])
-    lm, rows = None, []
+    csv = ResumableCSV(out / "lm.csv", LM_HEADER, ["model", "sampler", "size", "budget", "seed"])
+    lm, rows, name = None, [], lm_label(cfg.model)
     for sampler, size in cfg.units():
         for seed in range(cfg.seeds):
-            have = [r for r in csv.rows if (r["sampler"], r["size"], r["seed"]) ==
-                    (sampler, str(size), str(seed))]
+            have = [r for r in csv.rows if (r["model"], r["sampler"], r["size"], r["seed"]) ==
+                    (name, sampler, str(size), str(seed))]
             if not have:
-                lm = lm or smollm2(dtype, device)
+                lm = lm or load_lm(cfg.model, dtype, device)
                 have = lm_unit(cfg, lm, sampler, size, seed, dtype)
                 for row in have:
                     csv.append(row)
             rows += have
             if progress:
-                progress(f"smollm2 {sampler} {size} seed {seed}")
+                progress(f"{name} {sampler} {size} seed {seed}")
     return rows
 
 
 def lm_summary(rows: list[dict]) -> list[dict]:
-    """Per sampler (mean over seeds): final expected reward, calls and seconds; for the others
-    than QUEST, the ratio of their seconds to the seconds QUEST needs to reach their expected
-    reward (QUEST's first recorded move at or above it; blank if it never does), and to QUEST's
-    seconds for its own final reward with whether they reach that reward (the issue's bar for
-    resample-move SMC: <= 1/3)."""
+    """Per model and sampler (mean over seeds): final expected reward, calls and seconds; for
+    the others than QUEST, the ratio of their seconds to the seconds the same model's QUEST
+    needs to reach their expected reward (QUEST's first recorded move at or above it; blank if
+    it never does), and to QUEST's seconds for its own final reward with whether they reach
+    that reward (the issue's bar for resample-move SMC: <= 1/3)."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        out += _model_summary(model, [r for r in rows if r["model"] == model])
+    return out
+
+
+def _model_summary(model: str, rows: list[dict]) -> list[dict]:
     import statistics
 
     out = []
@@ -253,7 +272,7 @@ def lm_summary(rows: list[dict]) -> list[dict]:
         final = [r for r in mine if int(r["budget"]) == last]
         rew = statistics.fmean(float(r["expected_reward"]) for r in final)
         wall = statistics.fmean(float(r["wall_s"]) for r in final)
-        row = {"sampler": key[0], "size": key[1], "seeds": len(final),
+        row = {"model": model, "sampler": key[0], "size": key[1], "seeds": len(final),
                "expected_reward": round(rew, 4), "calls": round(statistics.fmean(
                    float(r["calls"]) for r in final), 1), "wall_s": round(wall, 3),
                "quest_seconds_to_this_reward": "", "wall_ratio_to_quest": "",

@@ -1,4 +1,5 @@
-"""``parasample bench align`` part (c): QUEST on SmolLM2-135M-Instruct with the kept prefix
+"""``parasample bench align`` part (c): QUEST on a chat LM (SmolLM2-135M-Instruct by default)
+with the kept prefix
 prefilled with the prompt in each move (``quest-cached``) and attended to in a cache kept across
 moves (``quest-kept``) against the token-by-token move, from the same starting sequences and
 uniforms (see :mod:`parasample.bench.align`). Wallclock includes ``quest.init`` (the kept
@@ -28,7 +29,8 @@ PROMPT = "Tell me a fun fact about the sea, with a number in it."
 
 @dataclass(frozen=True)
 class CacheBenchConfig:
-    """QUEST moves on SmolLM2 with and without the prefix cache.
+    """QUEST moves on ``model`` (a name :func:`parasample.targets.named.load_lm` takes) with
+    and without the prefix cache.
 
     chains: batch sizes to run (one row pair each); length: tokens per sequence (the
     sampler's max_new_tokens); moves: QUEST moves per chain; beta: the tilt of the digit reward
@@ -40,6 +42,7 @@ class CacheBenchConfig:
     moves: int = 12
     beta: float = 0.5
     seed: int = 0
+    model: str = "smollm2"
 
     def __post_init__(self):
         if not self.chains or any(c < 1 for c in self.chains):
@@ -79,17 +82,17 @@ def quest_cache_rows(cfg: CacheBenchConfig, out, progress=None, device="cpu",
                      dtype=torch.float32) -> list[dict]:
     """Run (or resume) the cache comparison; writes ``quest_cache.csv`` and returns its rows."""
     from parasample.bench.mcmc_lm import DigitReward
-    from parasample.targets.hf import smollm2
+    from parasample.targets.named import lm_label, load_lm
 
-    csv = ResumableCSV(out / "quest_cache.csv", CACHE_HEADER, ["sampler", "chains", "length",
-                                                              "seed"])
+    csv = ResumableCSV(out / "quest_cache.csv", CACHE_HEADER, ["model", "sampler", "chains",
+                                                              "length", "seed"])
     lm, rows = None, []
     for C in cfg.chains:
-        key = {"chains": C, "length": cfg.length, "seed": cfg.seed}
+        key = {"chains": C, "length": cfg.length, "seed": cfg.seed, "model": lm_label(cfg.model)}
         done = [csv.done({**key, "sampler": s}) for s in MODES]
         if any(d is None for d in done):
             if lm is None:
-                lm = smollm2(dtype, device)
+                lm = load_lm(cfg.model, dtype, device)
                 reward = DigitReward(lm.tokenizer, lm.vocab_size)
                 sampling = SamplingConfig(max_new_tokens=cfg.length)
             ids, mask = lm.encode_prompts([PROMPT] * C)
@@ -99,8 +102,7 @@ def quest_cache_rows(cfg: CacheBenchConfig, out, progress=None, device="cpu",
             runs = {m: _chain(lm, y0, ids, mask, reward, cfg, sampling, C, m)
                     for m in MODES.values()}
             ref = runs["token-by-token"]
-            base = {**key, "moves": cfg.moves, "beta": cfg.beta, "model": "smollm2",
-                    **machine_fields(lm.device, dtype)}
+            base = {**key, "moves": cfg.moves, "beta": cfg.beta, **machine_fields(lm.device, dtype)}
             unit = []
             for name, mode in MODES.items():
                 states, calls, wall, acc, r = runs[mode]

@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["PasskTask", "ar_chain_task", "qwen_preset", "short_task", "smollm2_add_task",
-           "smollm2_gsm8k_task", "TaskSpec", "build_task"]
+__all__ = ["PasskTask", "ar_chain_task", "qwen_preset", "short_tokens", "short_task",
+           "smollm2_add_task", "smollm2_gsm8k_task", "TaskSpec", "build_task"]
 
 
 class PasskTask(NamedTuple):
@@ -88,6 +88,12 @@ def short_task(model: str = "smollm2"):
     return SimpleAddTask() if model == "smollm2" else SimpleAddTask(99, "*", 11)
 
 
+def short_tokens(model: str = "smollm2") -> int:
+    """New tokens a reply to :func:`short_task`'s questions gets: 10 for additions, 12 for
+    products (the Qwen models' replies are never cut at 12)."""
+    return 10 if model == "smollm2" else 12
+
+
 def smollm2_add_task(n: int, seed: int, temperature: float, model: str = "smollm2",
                      device=torch.device("cpu"), dtype: torch.dtype = torch.float32
                      ) -> PasskTask:
@@ -99,7 +105,7 @@ def smollm2_add_task(n: int, seed: int, temperature: float, model: str = "smollm
     return PasskTask(task.name, lm_label(model), lm, task.problems(n, seed=seed),
                      lambda ps: lm.encode_prompts([p.prompt for p in ps]), lm.decode,
                      task.answer, lambda text, p: task.is_correct(text, p.answer),
-                     10 if task.op == "+" else 12, 1, 64, temperature, lm.device, dtype)
+                     short_tokens(model), 1, 64, temperature, lm.device, dtype)
 
 
 def smollm2_gsm8k_task(n: int, max_new_tokens: int, temperature: float,

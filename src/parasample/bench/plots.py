@@ -213,10 +213,12 @@ def align_lm_plot(out: Path) -> Path | None:
     if not rows:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for key in dict.fromkeys((r["sampler"], r["size"]) for r in rows):
-        mean = _budget_means([r for r in rows if (r["sampler"], r["size"]) == key],
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for key in dict.fromkeys((r["model"], r["sampler"], r["size"]) for r in rows):
+        mean = _budget_means([r for r in rows if (r["model"], r["sampler"], r["size"]) == key],
                              ("calls", "wall_s", "expected_reward"))
-        label = f"{key[0]} ({'chains' if key[0] == 'quest' else 'n'}={key[1]})"
+        label = (f"{key[0]} " if len(models) > 1 else "") + \
+            f"{key[1]} ({'chains' if key[1] == 'quest' else 'n'}={key[2]})"
         for ax, col in zip(axes, (0, 1), strict=True):
             ax.plot(mean[:, col], mean[:, 2], ".-" if len(mean) > 1 else "o", label=label)
     for ax, xlabel in zip(axes, ("model calls (sequential)", "wallclock (s)"), strict=True):
@@ -225,7 +227,7 @@ def align_lm_plot(out: Path) -> Path | None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("expected reward under the sampler")
         ax.grid(alpha=0.3)
-    axes[0].set_title("SmolLM2 additions: reward against model calls", fontsize=10)
+    axes[0].set_title(f"{', '.join(models)}: reward against model calls", fontsize=10)
     axes[1].set_title("against wallclock (this machine)", fontsize=10)
     axes[1].legend(fontsize=7)
     return save_figure(fig, out / "align_lm.png")

@@ -1,6 +1,6 @@
 """``parasample bench align``: samplers of reward-tilted LM targets at equal calls and equal
-wallclock (seed 000's open questions): (a) the exact toy tilted LM, (b) SmolLM2 with a
-verifiable reward, (c) cached against token-by-token QUEST on SmolLM2."""
+wallclock (seed 000's open questions): (a) the exact toy tilted LM, (b) a chat LM (SmolLM2 by
+default, --model) with a verifiable reward, (c) cached against token-by-token QUEST on it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from parasample.errors import MissingInputError
 __all__ = ["bench_align"]
 
 
-@bench_options("align", quick="toy: 256 outputs, 2 budgets, 2 seeds; SmolLM2: 2 questions, small "
+@bench_options("align", quick="toy: 256 outputs, 2 budgets, 2 seeds; chat LM: 2 questions, small "
                "samplers; cache: 2 chains, 8 tokens, 3 moves",
                seed="the starting sequences and every move")
 def bench_align(
@@ -34,9 +34,15 @@ def bench_align(
                                           "antithetic (pairs u, 1 - u; K even). Repeat for "
                                           "several."),
     skip_toy: bool = typer.Option(False, "--skip-toy", help="Skip part (a)."),
-    skip_lm: bool = typer.Option(False, "--skip-lm", help="Skip parts (b) and (c), SmolLM2."),
-    skip_samplers: bool = typer.Option(False, "--skip-samplers", help="Skip part (b), SmolLM2's "
-                                       "sampler comparison (part (c) still runs)."),
+    skip_lm: bool = typer.Option(False, "--skip-lm", help="Skip parts (b) and (c), the chat "
+                                 "LM."),
+    skip_samplers: bool = typer.Option(False, "--skip-samplers", help="Skip part (b), the chat "
+                                       "LM's sampler comparison (part (c) still runs)."),
+    model: str = typer.Option("smollm2", "--model", "-m", help="(b), (c) The chat LM: smollm2 "
+                              "(SmolLM2-135M-Instruct, single-digit additions), qwen-coder-0.5b "
+                              "or qwen-coder-1.5b (two-digit products, 12 new tokens; installed "
+                              "by bash scripts/install-models.sh), or a local HF model "
+                              "directory or .gguf file."),
     problems: int = typer.Option(8, "--problems", min=1, help="(b) Addition questions."),
     lm_seeds: int = typer.Option(2, "--lm-seeds", min=1, help="(b) Seeds per sampler."),
     chains: list[int] = typer.Option([1, 8], "--chains", "-c", min=1, help="(c) QUEST chains "
@@ -47,7 +53,8 @@ def bench_align(
                               "variant."),
     beta: float = typer.Option(0.5, "--beta", callback=greater_than(0.0), help="Tilt (> 0) of "
                                "the reward: pi ~ p_LM exp(r / beta) (toy: count of token 1; "
-                               "SmolLM2: tokens containing a digit)."),
+                               "(b): right number + format; (c): tokens containing a "
+                               "digit)."),
 ):
     """Measures samplers of reward-tilted LM targets against model calls and wallclock.
 
@@ -55,14 +62,15 @@ def bench_align(
     (i.i.d. / lattice / antithetic tries, K = 4, 16), token SMC, resample-move SMC (QUEST
     rejuvenation) and p-NCG on the exact toy
     tilted LM: TVD against model calls and wallclock (align_toy.png), calls and seconds to a
-    TVD (toy_summary.csv), correlated tries against i.i.d. (toy_tries.csv). (b) SmolLM2 on
-    addition questions, reward = right number + format: expected reward of importance
+    TVD (toy_summary.csv), correlated tries against i.i.d. (toy_tries.csv). (b) The chat LM
+    (SmolLM2-135M-Instruct on single-digit additions, or --model qwen-coder-0.5b / 1.5b on
+    two-digit products), reward = right number + format: expected reward of importance
     resampling, QUEST, SMC and resample-move SMC against calls and wallclock (lm.csv,
     lm_summary.csv, align_lm.png). (c) QUEST with the kept prefix prefilled with the prompt in
     one call per move (quest-cached), and attended to in a KV cache kept across moves
-    (quest-kept), against token-by-token QUEST on SmolLM2-135M-Instruct from the same
-    uniforms: calls and seconds per move, speedup, identical chains (quest_cache.csv).
-    Resumes when rerun.
+    (quest-kept), against token-by-token QUEST on the chat LM from the same uniforms: calls
+    and seconds per move, speedup, identical chains (quest_cache.csv). Rows are keyed by the
+    model, so one --out can hold several. Resumes when rerun.
     """
     from parasample.bench.align import (
         CacheBenchConfig,
@@ -73,20 +81,20 @@ def bench_align(
         toy_rows,
     )
     from parasample.bench.plots import align_lm_plot, align_toy_plot
+    from parasample.targets.named import lm_label, require_lm
 
     dev, dt, quick, seed = run.device, run.dtype, run.quick, run.seed
     lm_cfg = config(ctx, quick, CacheBenchConfig, dict(chains=tuple(chains), length=length,
-                                                      moves=moves, beta=beta, seed=seed))
+                                                      moves=moves, beta=beta, seed=seed,
+                                                      model=model))
     toy_cfg = config(ctx, quick, ToyAlignConfig, dict(
         samples=toy_samples, seeds=seeds, seed=seed, beta=beta, target_tvd=target_tvd,
         tries=tuple(tries), try_sources=tuple(try_sources)), {"samples": "toy_samples"})
     lm_b = config(ctx, quick, LMAlignConfig, dict(problems=problems, seeds=lm_seeds, seed=seed,
-                                                  beta=beta), {"seeds": "lm_seeds"})
+                                                  beta=beta, model=model), {"seeds": "lm_seeds"})
     if not skip_lm:
-        from parasample.targets.hf import smollm2_path
-
         try:
-            smollm2_path()  # before anything runs
+            require_lm(model)  # before anything runs
         except FileNotFoundError as e:
             raise MissingInputError(f"{e} Or pass --skip-lm to run part (a) without it.") from None
     out_dir = run.out()
@@ -96,12 +104,13 @@ def bench_align(
         console.print(f"  (a) toy tilted LM: {len(toy_cfg.units())} samplers x {toy_cfg.seeds} "
                       f"seeds, {toy_cfg.samples} outputs each, moves {list(toy_cfg.moves)}",
                       highlight=False)
+    name = lm_label(model)
     if not skip_lm and not skip_samplers:
-        console.print(f"  (b) SmolLM2 additions: {len(lm_b.units())} samplers x {lm_b.seeds} "
+        console.print(f"  (b) {name} short answers: {len(lm_b.units())} samplers x {lm_b.seeds} "
                       f"seeds, {lm_b.problems} questions, {lm_b.length} tokens, beta "
                       f"{lm_b.beta}", highlight=False)
     if not skip_lm:
-        console.print(f"  (c) SmolLM2: QUEST prefilled / kept cache vs token by token, chains "
+        console.print(f"  (c) {name}: QUEST prefilled / kept cache vs token by token, chains "
                       f"{list(lm_cfg.chains)}, {lm_cfg.length} tokens, {lm_cfg.moves} moves, "
                       f"beta {lm_cfg.beta}", highlight=False)
     with progress() as bar:
@@ -110,11 +119,11 @@ def bench_align(
             toy_rows(toy_cfg, out_dir, progress=lambda _: bar.advance(job))
             align_toy_plot(out_dir)
         if not skip_lm and not skip_samplers:
-            job = bar.add_task("(b) SmolLM2 samplers", total=len(lm_b.units()) * lm_b.seeds)
+            job = bar.add_task(f"(b) {name} samplers", total=len(lm_b.units()) * lm_b.seeds)
             lm_rows(lm_b, out_dir, progress=lambda _: bar.advance(job), device=dev, dtype=dt)
             align_lm_plot(out_dir)
         if not skip_lm:
-            job = bar.add_task("(c) SmolLM2 units", total=len(lm_cfg.chains))
+            job = bar.add_task(f"(c) {name} units", total=len(lm_cfg.chains))
             rows = quest_cache_rows(lm_cfg, out_dir, progress=lambda _: bar.advance(job),
                                     device=dev, dtype=dt)
     if not skip_toy:
@@ -162,11 +171,12 @@ def _lm_table(out) -> None:
 
     summ = lm_summary(read_csv(out / "lm.csv"))
     write_csv(out / "lm_summary.csv", list(summ[0]), summ)
-    t = Table("sampler", "size", "expected reward", "calls", "seconds",
+    t = Table("model", "sampler", "size", "expected reward", "calls", "seconds",
               "QUEST s to this reward", "ratio", "reaches QUEST's final", "s / QUEST's s",
-              title="(b) SmolLM2 additions (mean over seeds)")
+              title="(b) the chat LM's short answers (mean over seeds)")
     for r in summ:
-        t.add_row(r["sampler"], str(r["size"]), str(r["expected_reward"]), str(r["calls"]),
+        t.add_row(r["model"], r["sampler"], str(r["size"]), str(r["expected_reward"]),
+                  str(r["calls"]),
                   str(r["wall_s"]), str(r["quest_seconds_to_this_reward"]) or "-",
                   str(r["wall_ratio_to_quest"]) or "-", str(r["reaches_quest_final"]) or "-",
                   str(r["wall_ratio_to_quest_final"]) or "-")
@@ -176,10 +186,11 @@ def _lm_table(out) -> None:
 def _table(rows: list[dict]) -> None:
     from rich.table import Table
 
-    t = Table("sampler", "chains", "calls / move", "s / move", "speedup", "identical chains",
-              "accept rate", title="(c) QUEST with and without the prefix cache")
+    t = Table("model", "sampler", "chains", "calls / move", "s / move", "speedup",
+              "identical chains", "accept rate",
+              title="(c) QUEST with and without the prefix cache")
     for r in rows:
-        t.add_row(r["sampler"], str(r["chains"]), str(r["calls_per_move"]),
+        t.add_row(r["model"], r["sampler"], str(r["chains"]), str(r["calls_per_move"]),
                   str(r["wall_per_move_s"]), str(r["speedup_vs_uncached"]),
                   str(r["identical_to_uncached"]) or "-", str(r["accept_rate"]))
     console.print(t)

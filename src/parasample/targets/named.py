@@ -29,14 +29,17 @@ def load_lm(name: str, dtype: torch.dtype | None = None, device="cpu"):
 
 def require_lm(name: str) -> None:
     """Check, without loading it, that a named model is installed (one line naming the install
-    command if not): what a command calls before any work starts. Paths are checked by the
-    loader."""
+    command if not), or that a path is a model directory or .gguf file: what a command calls
+    before any work starts."""
     from parasample.targets import hf, pinned
 
     if name == "smollm2":
         hf.smollm2_path()
-    elif name in pinned.MODELS and pinned.state(pinned.MODELS[name]) != "verified":
-        pinned.part_paths(pinned.MODELS[name])
+    elif name in pinned.MODELS:
+        if pinned.state(pinned.MODELS[name]) != "verified":
+            pinned.part_paths(pinned.MODELS[name])
+    else:
+        hf._resolve(name)
 
 
 def lm_label(name: str) -> str:
