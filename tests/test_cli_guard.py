@@ -115,6 +115,25 @@ def test_more_short_questions_than_the_task_has_are_refused_before_any_model_loa
     assert not (tmp_path / "out" / "passk.csv").exists()
 
 
+@pytest.mark.parametrize("typed,want", [([], "bfloat16"), (["--dtype", "float32"], "float32")])
+def test_the_qwen_preset_runs_bfloat16_unless_a_dtype_is_typed(typed, want, monkeypatch,
+                                                               tmp_path):
+    from parasample.bench import passk as bp
+    from parasample.targets import named
+
+    seen = {}
+
+    def build(spec):  # record the task's dtype, then stop before any model loads
+        seen["spec"] = spec
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(named, "require_lm", lambda name: None)
+    monkeypatch.setattr(bp, "build_task", build)
+    runner.invoke(app, ["bench", "passk", "--model", "qwen-coder-0.5b", "--gsm8k-problems", "0",
+                        "--add-problems", "2", *typed, "--out", str(tmp_path)])
+    assert seen["spec"].dtype == want
+
+
 def test_an_empty_gsm8k_file_never_reports_a_csv(tmp_path):
     """Issue 14: an empty GSM8K file used to exit 0 and print 'wrote passk.csv' (no file)."""
     empty = tmp_path / "empty.jsonl"
