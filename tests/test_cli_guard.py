@@ -134,6 +134,40 @@ def test_the_qwen_preset_runs_bfloat16_unless_a_dtype_is_typed(typed, want, monk
     assert seen["spec"].dtype == want
 
 
+@pytest.mark.parametrize("typed,want", [([], (11, 40)), (["--operands", "11..99"], (11, 99))])
+def test_the_short_task_is_the_models_own_unless_operands_are_typed(typed, want, monkeypatch,
+                                                                    tmp_path):
+    """The 0.5B's products have operands 11..40 (its pass@1 on 11..99 is 0.11); --operands
+    picks another range, and the questions the run asks are drawn from it."""
+    from parasample.bench import passk as bp
+    from parasample.targets import named
+
+    seen = {}
+
+    def build(spec):
+        seen["spec"] = spec
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(named, "require_lm", lambda name: None)
+    monkeypatch.setattr(bp, "build_task", build)
+    runner.invoke(app, ["bench", "passk", "--model", "qwen-coder-0.5b", "--gsm8k-problems", "0",
+                        "--add-problems", "200", *typed, "--out", str(tmp_path)])
+    n, seed, _, model, operands = seen["spec"].args
+    task = bp.short_task(model, operands)
+    values = {int(v) for p in task.problems(n, seed=seed)
+              for v in p.prompt.removeprefix("What is ").split("?")[0].split(" * ")}
+    assert min(values) >= want[0] and max(values) <= want[1] and max(values) > 30
+
+
+@pytest.mark.parametrize("text,message", [("5", "write the range as LO..HI"),
+                                          ("40..11", "need 1 <= min <= max")])
+def test_bad_operand_ranges_get_one_line(text, message, tmp_path):
+    result = runner.invoke(app, ["bench", "passk", "--ar-problems", "0", "--operands", text,
+                                 "--skip-throughput", "--out", str(tmp_path / "out")])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+
+
 def test_an_empty_gsm8k_file_never_reports_a_csv(tmp_path):
     """Issue 14: an empty GSM8K file used to exit 0 and print 'wrote passk.csv' (no file)."""
     empty = tmp_path / "empty.jsonl"

@@ -80,6 +80,8 @@ class PasskBenchConfig:
             independent k_max-batches per problem.
         add_problems, gsm8k_problems: problems for SmolLM2 (one k_max-batch each).
         gsm8k_tokens: SmolLM2's answer budget on GSM8K.
+        operands: (lo, hi), the operand range of the short-answer questions; None: the
+            model's own (:func:`~parasample.bench.passk_tasks.short_task`).
         throughput_batch, throughput_tokens, throughput_reps: the engine comparison.
         n_boot: bootstrap resamples of the problems for the samples-saved SE.
     """
@@ -93,6 +95,7 @@ class PasskBenchConfig:
     add_problems: int = 64
     gsm8k_problems: int = 3
     gsm8k_tokens: int = 128
+    operands: tuple[int, int] | None = None
     throughput_batch: int = 32
     throughput_tokens: int = 32
     throughput_reps: int = 3
@@ -111,6 +114,8 @@ class PasskBenchConfig:
         for name in ("ar_problems", "add_problems", "gsm8k_problems"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name}={getattr(self, name)} must be >= 0 (0 skips the task).")
+        if self.operands is not None:
+            short_task("smollm2", self.operands)  # validates the range
         if "iid" not in self.samplers:
             raise InputError("samplers must include iid: samples saved are measured against it.")
         for s in self.samplers:

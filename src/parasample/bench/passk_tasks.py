@@ -76,17 +76,24 @@ def qwen_preset(model: str) -> dict:
     small = model == "qwen-coder-0.5b"
     return {"ar_problems": 0, "k_max": 16, "lm_temperature": 0.7,
             "samplers": ("iid", "arithmetic", "lattice", "stratified", "sobol"),
-            "gsm8k_tokens": PROTOCOL_TOKENS, "add_problems": 128 if small else 320,
+            "gsm8k_tokens": PROTOCOL_TOKENS, "add_problems": 320,
             "gsm8k_problems": 8 if small else 3}
 
 
-def short_task(model: str = "smollm2"):
-    """The short-answer task of a chat model, sized so that its pass@1 sits inside (0, 1) with
-    room for k samples to help: SmolLM2 gets single-digit additions (pass@1 about 0.3 at T =
-    0.7), the Qwen-Coder models two-digit products."""
+def short_task(model: str = "smollm2", operands: tuple[int, int] | None = None):
+    """The short-answer task of a chat model, sized so that its pass@1 at T = 0.7 sits inside
+    0.2-0.7, with room for k samples to help: SmolLM2 gets single-digit additions (pass@1 about
+    0.3), the Qwen-Coder 1.5B two-digit products with operands 11..99 (0.46), the 0.5B products
+    with operands 11..40 (0.34; on 11..99 its pass@1 is 0.11). ``operands`` (lo, hi) replaces
+    the model's range, same operation."""
     from parasample.tasks.arith import SimpleAddTask
 
-    return SimpleAddTask() if model == "smollm2" else SimpleAddTask(99, "*", 11)
+    op = "+" if model == "smollm2" else "*"
+    if operands is not None:
+        return SimpleAddTask(operands[1], op, operands[0])
+    if model == "smollm2":
+        return SimpleAddTask()
+    return SimpleAddTask(40 if model == "qwen-coder-0.5b" else 99, op, 11)
 
 
 def short_tokens(model: str = "smollm2") -> int:
@@ -96,13 +103,13 @@ def short_tokens(model: str = "smollm2") -> int:
 
 
 def smollm2_add_task(n: int, seed: int, temperature: float, model: str = "smollm2",
-                     device=torch.device("cpu"), dtype: torch.dtype = torch.float32
-                     ) -> PasskTask:
+                     operands: tuple[int, int] | None = None, device=torch.device("cpu"),
+                     dtype: torch.dtype = torch.float32) -> PasskTask:
     """A chat model (SmolLM2-135M-Instruct by default) on its short-answer task
     (:func:`short_task`; 10 new tokens, 12 for products)."""
     from parasample.targets.named import lm_label, load_lm
 
-    lm, task = load_lm(model, dtype, device), short_task(model)
+    lm, task = load_lm(model, dtype, device), short_task(model, operands)
     return PasskTask(task.name, lm_label(model), lm, task.problems(n, seed=seed),
                      lambda ps: lm.encode_prompts([p.prompt for p in ps]), lm.decode,
                      task.answer, lambda text, p: task.is_correct(text, p.answer),
@@ -135,7 +142,8 @@ def smollm2_gsm8k_task(n: int, max_new_tokens: int, temperature: float,
 
 class TaskSpec(NamedTuple):
     """What builds a :class:`PasskTask` (picklable: a Ray worker builds its own): ``kind`` is
-    ``ar`` (args: n, batches, seed, model, temperature), ``add`` (n, seed, temperature, model)
+    ``ar`` (args: n, batches, seed, model, temperature), ``add`` (n, seed, temperature, model,
+    operands)
     or ``gsm8k`` (n, max_new_tokens, temperature, data, model)."""
 
     kind: str

@@ -24,6 +24,16 @@ SAMPLERS_DEFAULT = ("iid", "sobol", "lattice", "antithetic", "arithmetic")
 __all__ = ["bench_passk"]
 
 
+def _operand_range(text: str | None) -> tuple[int, int] | None:
+    """``--operands LO..HI`` as (lo, hi); None keeps the model's own range."""
+    if text is None:
+        return None
+    lo, sep, hi = text.partition("..")
+    if not (sep and lo.isdigit() and hi.isdigit()):
+        raise InputError(f"--operands {text!r}: write the range as LO..HI, e.g. 11..99.")
+    return int(lo), int(hi)
+
+
 @bench_options("passk",
                quick="k <= 8, a few problems, no GSM8K, about a minute",
                seed="the problems and of every source",
@@ -48,7 +58,12 @@ def bench_passk(
                                    "chain problem (R >= 1)."),
     add_problems: int = typer.Option(64, "--add-problems", min=0, help="Short-answer questions "
                                      "(0 skips them): single-digit additions for SmolLM2 (81 "
-                                     "exist), two-digit products for the Qwen models (7,921)."),
+                                     "exist), two-digit products for the Qwen models (operands "
+                                     "11..99 for the 1.5B: 7,921; 11..40 for the 0.5B: 900)."),
+    operands: str = typer.Option(None, "--operands", help="Operand range LO..HI of the "
+                                 "short-answer questions, e.g. 11..99 (default: the model's "
+                                 "own, where its pass@1 at T = 0.7 is 0.2-0.7: 1..9 for "
+                                 "SmolLM2, 11..99 for the 1.5B, 11..40 for the 0.5B)."),
     gsm8k_problems: int = typer.Option(3, "--gsm8k-problems", min=0, help="GSM8K test problems "
                                        "for SmolLM2 (0 skips them; about 2.5 min each for the "
                                        "five samplers on 2 cores)."),
@@ -105,7 +120,7 @@ def bench_passk(
     kw = dict(k_max=k_max, temperature=temperature, lm_temperature=lm_temperature, top_p=top_p,
               ar_problems=ar_problems, ar_batches=ar_batches, add_problems=add_problems,
               gsm8k_problems=gsm8k_problems, gsm8k_tokens=gsm8k_tokens,
-              samplers=tuple(samplers), seed=seed)
+              operands=_operand_range(operands), samplers=tuple(samplers), seed=seed)
     from parasample.targets.pinned import MODELS as PINNED
 
     if model in PINNED and not quick:  # the real-model preset under the options typed
@@ -130,7 +145,7 @@ def bench_passk(
 
         require_lm(model)  # not installed: one line with the install command
     if cfg.add_problems:  # more questions than the task has: one line, before any model
-        bp.short_task(model).problems(cfg.add_problems, seed=seed)
+        bp.short_task(model, cfg.operands).problems(cfg.add_problems, seed=seed)
     if cfg.gsm8k_problems:
         from parasample.tasks.gsm8k import load_gsm8k
 
@@ -139,7 +154,8 @@ def bench_passk(
         specs = [bp.TaskSpec(kind, args, str(dev), dtype) for kind, args, n in (
             ("ar", (cfg.ar_problems, cfg.ar_batches, seed, ar_model, cfg.temperature),
              cfg.ar_problems),
-            ("add", (cfg.add_problems, seed, cfg.lm_temperature, model), cfg.add_problems),
+            ("add", (cfg.add_problems, seed, cfg.lm_temperature, model, cfg.operands),
+             cfg.add_problems),
             ("gsm8k", (cfg.gsm8k_problems, cfg.gsm8k_tokens, cfg.lm_temperature, data, model),
              cfg.gsm8k_problems)) if n]
         tasks = [bp.build_task(s) for s in specs]

@@ -202,7 +202,10 @@ class SimpleAddTask:
     @property
     def name(self) -> str:
         digits = len(str(self.max_operand))
-        return f"{'add' if self.op == '+' else 'mul'}{digits}digit"
+        name = f"{'add' if self.op == '+' else 'mul'}{digits}digit"
+        # a narrower range than the digits allow is a different task: its rows must not merge
+        return name if self.max_operand == 10 ** digits - 1 else \
+            f"{name}-{self.min_operand}to{self.max_operand}"
 
     def problems(self, n: int, *, seed: int) -> list[ArithProblem]:
         """``n`` distinct problems, deterministic in ``seed``."""
