@@ -115,23 +115,30 @@ def test_more_short_questions_than_the_task_has_are_refused_before_any_model_loa
     assert not (tmp_path / "out" / "passk.csv").exists()
 
 
-@pytest.mark.parametrize("typed,want", [([], "bfloat16"), (["--dtype", "float32"], "float32")])
-def test_the_qwen_preset_runs_bfloat16_unless_a_dtype_is_typed(typed, want, monkeypatch,
-                                                               tmp_path):
+def _qwen_short_task_spec(monkeypatch, tmp_path, *args):
+    """The TaskSpec ``bench passk --model qwen-coder-0.5b`` builds for its products, caught
+    before any model loads."""
     from parasample.bench import passk as bp
     from parasample.targets import named
 
     seen = {}
 
-    def build(spec):  # record the task's dtype, then stop before any model loads
+    def build(spec):  # record the task's spec, then stop before any model loads
         seen["spec"] = spec
         raise KeyboardInterrupt
 
     monkeypatch.setattr(named, "require_lm", lambda name: None)
     monkeypatch.setattr(bp, "build_task", build)
     runner.invoke(app, ["bench", "passk", "--model", "qwen-coder-0.5b", "--gsm8k-problems", "0",
-                        "--add-problems", "2", *typed, "--out", str(tmp_path)])
-    assert seen["spec"].dtype == want
+                        *args, "--out", str(tmp_path)])
+    return seen["spec"]
+
+
+@pytest.mark.parametrize("typed,want", [([], "bfloat16"), (["--dtype", "float32"], "float32")])
+def test_the_qwen_preset_runs_bfloat16_unless_a_dtype_is_typed(typed, want, monkeypatch,
+                                                               tmp_path):
+    spec = _qwen_short_task_spec(monkeypatch, tmp_path, "--add-problems", "2", *typed)
+    assert spec.dtype == want
 
 
 @pytest.mark.parametrize("typed,want", [([], (11, 40)), (["--operands", "11..99"], (11, 99))])
@@ -140,19 +147,9 @@ def test_the_short_task_is_the_models_own_unless_operands_are_typed(typed, want,
     """The 0.5B's products have operands 11..40 (its pass@1 on 11..99 is 0.11); --operands
     picks another range, and the questions the run asks are drawn from it."""
     from parasample.bench import passk as bp
-    from parasample.targets import named
 
-    seen = {}
-
-    def build(spec):
-        seen["spec"] = spec
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(named, "require_lm", lambda name: None)
-    monkeypatch.setattr(bp, "build_task", build)
-    runner.invoke(app, ["bench", "passk", "--model", "qwen-coder-0.5b", "--gsm8k-problems", "0",
-                        "--add-problems", "200", *typed, "--out", str(tmp_path)])
-    n, seed, _, model, operands = seen["spec"].args
+    spec = _qwen_short_task_spec(monkeypatch, tmp_path, "--add-problems", "200", *typed)
+    n, seed, _, model, operands = spec.args
     task = bp.short_task(model, operands)
     values = {int(v) for p in task.problems(n, seed=seed)
               for v in p.prompt.removeprefix("What is ").split("?")[0].split(" * ")}
