@@ -29,8 +29,8 @@ def dense_gguf(gguf_file: str) -> dict:
     """``from_pretrained`` arguments that load a GGUF file dequantised into plain dense weights.
 
     transformers >= 5.25 can keep GGUF weights packed, computing each matmul in float32 with a
-    kernel fetched from the Hub; offline it falls back to dequantising, after a warning that
-    bfloat16 is slow (false for the dense model). parasample asks for the dense model
+    kernel fetched from the Hub (in 5.25 for other architectures than llama and qwen2, which it
+    dequantises after a spurious warning that bfloat16 is slow). parasample asks for the dense model
     explicitly, on every machine: its float64 runs must compute in float64 (the token-identity
     tests), its dtype figures measure dense matmuls, and nothing is fetched at run time."""
     try:
