@@ -133,6 +133,31 @@ def test_cli_writes_the_curve_and_rejects_a_group_size_the_source_cannot_make(tm
     assert list(rows[1]) == RL_HEADER  # the same columns as bench rl's rl.csv
 
 
+def test_cli_curve_is_written_at_every_evaluation_so_an_interrupted_run_keeps_it(tmp_path,
+                                                                                 monkeypatch):
+    clip, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def interrupt_third_update(*a, **k):  # Ctrl-C inside step 3, after step 2's evaluation
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return clip(*a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", interrupt_third_update)
+    state = tmp_path / "b.state.pt"
+    args = ["train", "rl", "--sampler", "iid", "-G", "4", "--problems-per-step", "2", "--steps",
+            "4", "--eval-every", "1", "--eval-problems", "4", "--state", str(state), "--threads",
+            "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    rows = list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert [r["step"] for r in rows] == ["0", "1", "2"]
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    assert CliRunner().invoke(app, args).exit_code == 0  # resumed to the end: the whole curve
+    assert [r["step"] for r in csv.DictReader(open(tmp_path / "b.csv"))] == ["0", "1", "2", "3",
+                                                                             "4"]
+
+
 def test_bench_rl_quick_writes_csvs_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
     from parasample.bench import rl as br
 

@@ -30,9 +30,11 @@ RL_EVAL = eval_opts(every=25, problems=256)
 
 
 def _train(kind: str, config_cls, train_fn, steps: int | None, seed: int, state: str,
-           export: str | None, threads: int, device: str, dtype: str, **config) -> dict:
+           export: str | None, threads: int, device: str, dtype: str, on_eval=None,
+           **config) -> dict:
     """Shared by the train commands: the config (its default steps unless given), progress bar,
-    SIGTERM-as-Ctrl-C, export at the end (unless ``export`` is None). Returns the final state."""
+    SIGTERM-as-Ctrl-C, export at the end (unless ``export`` is None); ``on_eval(cfg, history)``,
+    when given, runs after every evaluation. Returns the final state."""
     import signal
     from pathlib import Path
 
@@ -45,13 +47,14 @@ def _train(kind: str, config_cls, train_fn, steps: int | None, seed: int, state:
     dev, dt = setup(threads, device, dtype)
     # `kill` (SIGTERM) stops training like Ctrl-C: the state is saved and the run resumes later
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    hooks = {} if on_eval is None else {"on_eval": partial(on_eval, cfg)}
     with Progress(TextColumn(f"train {kind}"), BarColumn(), TextColumn(
                   "{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
                   TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("train", total=cfg.steps, loss=float("nan"))
         final = train_fn(cfg, Path(state), log=lambda m: bar.console.print(m, highlight=False),
                          progress=lambda i, n, m: bar.update(task, completed=i, loss=m["loss"]),
-                         device=dev, autocast=None if dt is torch.float32 else dt)
+                         device=dev, autocast=None if dt is torch.float32 else dt, **hooks)
     if export is not None:
         out = export_checkpoint(Path(state), Path(export))
         console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
@@ -165,8 +168,8 @@ def train_rl(
                               "seed<seed>.state.pt."),
     out: str = typer.Option(None, "--out", help="CSV of the held-out curve, bench rl's rl.csv "
                             "columns (step, mean reward and zero-variance fraction since the "
-                            "last evaluation, pass@1, pass@G, seconds). Default: the state path "
-                            "with .csv."),
+                            "last evaluation, pass@1, pass@G, seconds), rewritten after every "
+                            "evaluation. Default: the state path with .csv."),
     threads: int = threads_opt(2),
     device: str = typer.Option("cpu", "--device", help="cpu, auto, cuda or cuda:i."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, or bfloat16 / float16 "
@@ -186,12 +189,16 @@ def train_rl(
     from parasample.rl import train_rl as fn
 
     state = state or f"results/train/rl-{sampler.value}-G{group_size}-seed{seed}.state.pt"
-    final = _train("rl", GRPOConfig, fn, steps, seed, state, None, threads, device, dtype,
-                   sampler=sampler.value, group_size=group_size, problems_per_step=problems,
-                   updates_per_batch=updates, loss_average=loss_average, lr=lr, clip=clip,
-                   temperature=temperature, eval_every=eval_every, eval_problems=eval_problems,
-                   eval_samples=eval_samples, model=model)
     path = Path(out) if out else Path(state).with_suffix("").with_suffix(".csv")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(path, RL_HEADER, curve_rows(final["train_config"], final))
+
+    def write_curve(cfg: GRPOConfig, history: list[dict]) -> None:
+        # after every evaluation, atomically: a killed or interrupted run keeps its curve so far
+        write_csv(path, RL_HEADER, curve_rows(cfg, {"history": history}))
+
+    _train("rl", GRPOConfig, fn, steps, seed, state, None, threads, device, dtype,
+           on_eval=write_curve, sampler=sampler.value, group_size=group_size,
+           problems_per_step=problems, updates_per_batch=updates, loss_average=loss_average,
+           lr=lr, clip=clip, temperature=temperature, eval_every=eval_every,
+           eval_problems=eval_problems, eval_samples=eval_samples, model=model)
     console.print(f"wrote {path}")

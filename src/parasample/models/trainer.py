@@ -61,7 +61,8 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
                  evaluate: Callable[[], dict[str, float]],
                  device: torch.device | str = "cpu", autocast: torch.dtype | None = None,
                  progress=None, log=None, eval_every: int = 100, ckpt_every: int = 250,
-                 eval_at_start: bool = False, updates_per_batch: int = 1) -> dict:
+                 eval_at_start: bool = False, updates_per_batch: int = 1,
+                 on_eval: Callable[[list[dict]], None] | None = None) -> dict:
     """Train ``model`` (or resume from ``state_path``) and return the final training state.
 
     ``cfg`` is a frozen dataclass with ``steps, lr, warmup, weight_decay, seed``; it is stored in
@@ -74,7 +75,9 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
     ``updates_per_batch`` optimiser updates are taken on each batch (PPO / GRPO's inner
     iterations; the step's metrics are the first's, on the batch as drawn); a step is one batch.
     ``progress(step, total, metrics)`` and ``log(message)`` are optional callbacks (the CLI
-    shows a progress bar); training itself never prints. The model trains on ``device`` (data
+    shows a progress bar); training itself never prints. ``on_eval(history)`` is called after
+    every evaluation with the history so far (the CLI writes its curve CSV there, so a killed
+    run keeps its curve). The model trains on ``device`` (data
     and masks are drawn on the CPU, from the explicit generator, so a seed gives the same batches
     everywhere), under ``torch.autocast`` to ``autocast`` when given (weights stay float32). The
     shipped checkpoints were trained on the CPU in float32.
@@ -133,6 +136,8 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
             shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
             lossed = "" if ema is None else f"loss {ema:.3f}, "
             log(f"step {state['step']}: {lossed}{shown}, {state['elapsed_s'] / 60:.1f} min")
+        if on_eval:
+            on_eval(list(state["history"]))
 
     def due() -> bool:  # an evaluation point whose row is not in the history yet
         at = state["step"] % eval_every == 0 or state["step"] == cfg.steps

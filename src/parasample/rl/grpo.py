@@ -128,10 +128,11 @@ def clipped_objective(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Ten
 
 
 def train_rl(cfg: GRPOConfig, state_path: Path, *, progress=None, log=None, device="cpu",
-             autocast=None) -> dict:
+             autocast=None, on_eval=None) -> dict:
     """Run GRPO (or resume it from ``state_path``); returns the training state, whose
     ``history`` holds one row per evaluation (held-out pass@1 and pass@G, and the means of the
-    per-step ``reward`` and ``zero_variance`` since the previous one) and ``steps`` every step's.
+    per-step ``reward`` and ``zero_variance`` since the previous one) and ``steps`` every step's;
+    ``on_eval(history)`` is called after every evaluation (``run_training``'s hook).
     """
     from parasample.models.registry import load_checkpoint
     from parasample.models.train_ar import correct_matrix, solved_fraction
@@ -192,4 +193,5 @@ def train_rl(cfg: GRPOConfig, state_path: Path, *, progress=None, log=None, devi
     return run_training(model, model.cfg, cfg, state_path, batch=batch, loss=loss,
                         evaluate=evaluate, progress=progress, log=log, device=device,
                         autocast=autocast, eval_every=cfg.eval_every, ckpt_every=cfg.eval_every,
-                        eval_at_start=True, updates_per_batch=cfg.updates_per_batch)
+                        eval_at_start=True, updates_per_batch=cfg.updates_per_batch,
+                        on_eval=on_eval)
