@@ -125,6 +125,36 @@ def test_top_p_mask_equals_the_full_sort_rule_on_a_49k_vocabulary(monkeypatch, f
                                top_p_mask_by_sort(probs, top_p)), (temperature, top_p)
 
 
+def test_a_workspace_gives_the_same_bits_as_fresh_tensors():
+    """sampling_probs, icdf_categorical and icdf_residual with a reused Workspace (the vLLM
+    processor's per-step path) against fresh tensors: equal bits for float32, bfloat16 and
+    float64 logits with -inf and NaN entries, T below, at and above 1, top-p, batches
+    that shrink and grow between calls (views of one buffer), and uniforms at 0 and at 1 (where
+    u * total is the total, searchsorted passes the end and the last positive token is taken)."""
+    from parasample.noise import icdf_categorical, icdf_residual
+    from parasample.workspace import Workspace
+
+    g, work = torch.Generator().manual_seed(0), Workspace()
+    for B, V, dtype in [(16, 4099, torch.float32), (5, 4099, torch.bfloat16),
+                        (24, 1000, torch.float64), (3, 50, torch.float32)]:
+        logits = (4 * torch.randn(B, V, generator=g, dtype=torch.float64)).to(dtype)  # [B, V]
+        logits[0, V // 2:] = float("-inf")  # a tail of zero-probability tokens
+        logits[1, 3] = float("nan")
+        u = torch.rand(B, generator=g, dtype=torch.float64)
+        u[0], u[-1] = 1.0, 0.0
+        for temperature in (0.7, 1.0, 2.5):
+            for top_p in (1.0, 0.9):
+                config = SamplingConfig(temperature=temperature, top_p=top_p)
+                fresh = sampling_probs(logits, config)
+                reused = sampling_probs(logits, config, work)
+                assert torch.equal(fresh, reused), (dtype, temperature, top_p)
+                tok = icdf_categorical(fresh, u)
+                assert torch.equal(tok, icdf_categorical(reused, u, work))
+                assert torch.equal(icdf_residual(fresh, u, tok),
+                                   icdf_residual(reused, u, tok, work))
+                assert fresh[0, tok[0]] > 0 and fresh[0, tok[0] + 1:].sum() == 0  # the last
+
+
 @pytest.mark.slow
 def test_top_p_mask_equals_the_full_sort_rule_on_smollm2_logits():
     """SmolLM2-135M's own next-token logits (float32 and bfloat16 weights) after three prompts."""

@@ -19,6 +19,7 @@ import torch
 from parasample.devices import model_device
 from parasample.errors import InputError
 from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
+from parasample.workspace import Workspace
 
 __all__ = ["SamplingConfig", "AncestralState", "StepInfo", "Generation", "sampling_probs",
            "top_p_mask", "top_p_mask_by_sort", "init", "prefill", "step", "generate",
@@ -116,14 +117,27 @@ class Generation(NamedTuple):
     nfe: int
 
 
-def sampling_probs(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
+def sampling_probs(logits: torch.Tensor, config: SamplingConfig,
+                   workspace: Workspace | None = None) -> torch.Tensor:
     """``logits [B, V]`` -> ``[B, V]`` float64 probabilities after temperature and top-p.
 
     Top-p keeps the smallest set of most likely tokens whose mass reaches ``top_p`` (always at
     least the most likely one) and renormalises; see :func:`top_p_mask`.
+
+    With a ``workspace`` the float64 copy and the softmax go into its reused buffers (no
+    autograd; the result is a view that its next use overwrites): the same kernels on the same
+    values, so the same bits
+    (``tests/test_ancestral.py::test_a_workspace_gives_the_same_bits_as_fresh_tensors``).
     """
-    logits = torch.nan_to_num(logits.to(torch.float64), nan=float("-inf"))
-    probs = torch.softmax(logits / config.temperature, dim=-1)  # [B, V]
+    if workspace is None:
+        logits = torch.nan_to_num(logits.to(torch.float64), nan=float("-inf"))
+        probs = torch.softmax(logits / config.temperature, dim=-1)  # [B, V]
+    else:
+        x = workspace.get("logits64", logits.shape, torch.float64, logits.device)  # [B, V]
+        torch.nan_to_num(x.copy_(logits), nan=float("-inf"), out=x)
+        if config.temperature != 1.0:  # x / 1.0 is x, bit for bit
+            x.div_(config.temperature)
+        probs = torch.softmax(x, dim=-1, out=workspace.get("probs", x.shape, x.dtype, x.device))
     if config.top_p < 1.0:
         probs = torch.where(top_p_mask(probs, config.top_p), probs, 0.0)
         probs = probs / probs.sum(-1, keepdim=True)

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from parasample.workspace import Workspace
+
 __all__ = ["icdf_categorical", "icdf_categorical_many", "icdf_residual", "carry_code_point",
            "gumbel_argmax", "EPS_UNIFORM", "DEEP_LOGQ"]
 
@@ -18,7 +20,8 @@ __all__ = ["icdf_categorical", "icdf_categorical_many", "icdf_residual", "carry_
 EPS_UNIFORM = 1e-12
 
 
-def icdf_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def icdf_categorical(probs: torch.Tensor, u: torch.Tensor,
+                     workspace: Workspace | None = None) -> torch.Tensor:
     """Inverse-CDF draw: the index y with F(y-1) <= u * F(V-1) < F(y), F the cumulative sum.
 
     If u ~ U[0, 1) then y ~ probs / probs.sum(-1) exactly. Robust to
@@ -32,6 +35,8 @@ def icdf_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         probs: ``[..., V]`` non-negative weights (need not be normalised); each row must have
             a positive, finite sum.
         u: ``[...]`` uniforms in [0, 1).
+        workspace: where given, the cumulative sum goes into its reused buffer (the same
+            bits; see :mod:`parasample.workspace`).
 
     Returns:
         ``[...]`` int64 indices into the last dimension of ``probs``.
@@ -41,10 +46,11 @@ def icdf_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             f"icdf_categorical: probs {tuple(probs.shape)} needs u of shape "
             f"{tuple(probs.shape[:-1])}, got {tuple(u.shape)}."
         )
-    return icdf_categorical_many(probs, u.unsqueeze(-1)).squeeze(-1)
+    return icdf_categorical_many(probs, u.unsqueeze(-1), workspace).squeeze(-1)
 
 
-def icdf_categorical_many(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def icdf_categorical_many(probs: torch.Tensor, u: torch.Tensor,
+                          workspace: Workspace | None = None) -> torch.Tensor:
     """m inverse-CDF draws per row of ``probs [..., V]`` from ``u [..., m]`` -> ``[..., m]``.
 
     The cumulative sum is computed once per row (multiple-try samplers draw k tries from one
@@ -55,7 +61,7 @@ def icdf_categorical_many(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             f"icdf_categorical_many: probs {tuple(probs.shape)} needs u of shape "
             f"{tuple(probs.shape[:-1])} + (m,), got {tuple(u.shape)}."
         )
-    cdf = torch.cumsum(probs.to(torch.float64), dim=-1)  # [..., V]
+    cdf = _cumsum64(probs, workspace)  # [..., V]
     total = cdf[..., -1:]  # [..., 1]
     if not torch.all(torch.isfinite(total) & (total > 0)):
         raise ValueError(
@@ -64,23 +70,36 @@ def icdf_categorical_many(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         )
     target = (u.to(device=cdf.device, dtype=torch.float64) * total).contiguous()  # [..., m]
     idx = torch.searchsorted(cdf, target, right=True)  # [..., m]
-    # u * total can round up to total; the answer is then the last token with positive mass.
-    positive = probs > 0
-    last = probs.shape[-1] - 1 - torch.argmax(positive.flip(-1).to(torch.int8), dim=-1,
-                                              keepdim=True)
+    # u * total can reach total (u = 1, or a rounding) and idx = V; the answer is then the
+    # last token with positive mass. Any idx < V is already at or before it (the cdf is flat
+    # after it), so the reverse scan runs only on a batch that needs it.
+    V = probs.shape[-1]
+    if not bool((idx >= V).any()):
+        return idx
+    last = V - 1 - torch.argmax((probs > 0).flip(-1).to(torch.int8), dim=-1, keepdim=True)
     return torch.minimum(idx, last)
 
 
-def icdf_residual(probs: torch.Tensor, u: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+def _cumsum64(probs: torch.Tensor, workspace: Workspace | None) -> torch.Tensor:
+    """The float64 cumulative sum of ``probs [..., V]``, in ``workspace``'s buffer if given."""
+    if workspace is None:
+        return torch.cumsum(probs.to(torch.float64), dim=-1)
+    out = workspace.get("cdf", probs.shape, torch.float64, probs.device)
+    return torch.cumsum(probs, dim=-1, dtype=torch.float64, out=out)
+
+
+def icdf_residual(probs: torch.Tensor, u: torch.Tensor, tok: torch.Tensor,
+                  workspace: Workspace | None = None) -> torch.Tensor:
     """Where ``u`` fell inside the interval of the token it selected, rescaled to [0, 1).
 
     For ``tok = icdf_categorical(probs, u)`` with u ~ U[0, 1), the residual
     ``(u * F(V-1) - F(tok-1)) / p(tok)`` is again U[0, 1) and independent of ``tok``: the
     arithmetic-coding step that lets one code point drive a whole sequence (arithmetic sampling).
-    ``probs [B, V]``, ``u [B]``, ``tok [B]`` -> ``[B]`` float64.
+    ``probs [B, V]``, ``u [B]``, ``tok [B]`` -> ``[B]`` float64; ``workspace`` as in
+    :func:`icdf_categorical`.
     """
     p = probs.to(torch.float64)
-    cdf = torch.cumsum(p, dim=-1)  # [B, V]
+    cdf = _cumsum64(p, workspace)  # [B, V]
     p_tok = p.gather(-1, tok[:, None])[:, 0]  # [B]
     lo = cdf.gather(-1, tok[:, None])[:, 0] - p_tok
     r = (u.to(device=p.device, dtype=torch.float64) * cdf[:, -1] - lo) / p_tok
