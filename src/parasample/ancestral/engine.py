@@ -222,21 +222,23 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> Ances
 
 
 def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
-         *, advance: bool = True, forced: torch.Tensor | None = None
-         ) -> tuple[AncestralState, StepInfo]:
+         *, advance: bool = True, forced: torch.Tensor | None = None,
+         workspace: Workspace | None = None) -> tuple[AncestralState, StepInfo]:
     """Draw one token per row from its uniform ``u [B]`` and (if ``advance``) run the model on it.
 
     ``forced [B]`` (optional) imposes a token on the rows where it is >= 0 (teacher forcing, as
     QUEST does to keep a prefix); their log-prob is still that of the forced token under q.
     Finished rows receive EOS with log-prob 0. Pure in the sampler's own tensors (never
     modified); the model's KV cache may be extended in place, as transformers' caches are, so a
-    state is not reused once stepped.
+    state is not reused once stepped. ``workspace`` is scratch memory for the ``[B, V]`` draw
+    (:mod:`parasample.workspace`): the same tokens with or without it, and nothing returned
+    refers to it.
     """
-    probs = sampling_probs(state.logits, config)  # [B, V]
+    probs = sampling_probs(state.logits, config, workspace)  # [B, V]
     if state.residual is not None:  # arithmetic sampling: the code point carries on
         u = carry_code_point(state.residual, u, state.logprobs.sum(1), state.carry_bits)
-    tok = icdf_categorical(probs, u)  # [B]
-    residual = None if state.residual is None else icdf_residual(probs, u, tok)
+    tok = icdf_categorical(probs, u, workspace)  # [B]
+    residual = None if state.residual is None else icdf_residual(probs, u, tok, workspace)
     if forced is not None:
         tok = torch.where(forced >= 0, forced, tok)
         if residual is not None:  # a forced token did not come from u: start afresh
@@ -321,11 +323,11 @@ def generate(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor,
     dev = model_device(model)
     state = prefill(model, prompt_ids.to(dev), attention_mask.to(dev), samples_per_prompt,
                     carry=source.carries_residual, carry_bits=source.carry_bits)
-    nfe = 1
+    nfe, work = 1, Workspace()
     for t in range(config.max_new_tokens):
         u = source.uniform().to(dev)  # [B], float64 (generated on the CPU: same on every device)
         last = t == config.max_new_tokens - 1
-        state, info = step(u, state, model, config, advance=not last)
+        state, info = step(u, state, model, config, advance=not last, workspace=work)
         nfe += info.nfe
         if progress is not None:
             progress(t)

@@ -21,6 +21,7 @@ import torch
 from parasample.ancestral import SamplingConfig, sampling_probs
 from parasample.errors import InputError
 from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
+from parasample.workspace import Workspace
 
 __all__ = ["SourceLogitsProcessor", "generate"]
 
@@ -50,6 +51,7 @@ class SourceLogitsProcessor(_base()):
     def __init__(self, source: UniformSource, config: SamplingConfig, eos_id: int | None):
         self.source, self.config, self.eos_id = source, config, eos_id
         self.done = self.logq = self.residual = None
+        self._work = Workspace()  # the per-step [B, V] float64 buffers, reused (same bits)
         #: log q of each drawn token, ``[B, t]`` (0 after EOS), for callers that need it
         self.logprobs: list[torch.Tensor] = []
 
@@ -65,13 +67,13 @@ class SourceLogitsProcessor(_base()):
             self.logq = torch.zeros(B, dtype=torch.float64, device=dev)
             if self.source.carries_residual:
                 self.residual = torch.full((B,), torch.nan, dtype=torch.float64, device=dev)
-        probs = sampling_probs(scores, self.config)  # [B, V] float64
+        probs = sampling_probs(scores, self.config, self._work)  # [B, V] float64
         u = self.source.uniform().to(dev)  # [B]
         if self.residual is not None:  # arithmetic sampling, exactly as the engine's step
             u = carry_code_point(self.residual, u, self.logq, self.source.carry_bits)
-        tok = icdf_categorical(probs, u)
+        tok = icdf_categorical(probs, u, self._work)
         if self.residual is not None:
-            self.residual = icdf_residual(probs, u, tok)
+            self.residual = icdf_residual(probs, u, tok, self._work)
         logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]
         if self.eos_id is not None and not self.config.ignore_eos:
             tok = torch.where(self.done, self.eos_id, tok)
