@@ -126,13 +126,30 @@ def test_top_p_mask_equals_the_full_sort_rule_on_a_49k_vocabulary(monkeypatch, f
 
 
 def test_a_workspace_gives_the_same_bits_as_fresh_tensors():
-    """sampling_probs, icdf_categorical and icdf_residual with a reused Workspace (the vLLM
-    processor's per-step path) against fresh tensors: equal bits for float32, bfloat16 and
-    float64 logits with -inf and NaN entries, T below, at and above 1, top-p, batches
-    that shrink and grow between calls (views of one buffer), and uniforms at 0 and at 1 (where
-    u * total is the total, searchsorted passes the end and the last positive token is taken)."""
+    """sampling_probs, icdf_categorical and icdf_residual with one Workspace reused across calls
+    (the engine's and the processors' per-step path) and with none, against the plain formulas
+    on freshly allocated tensors (softmax of nan_to_num(logits) / T; searchsorted in the
+    cumulative sum, the last positive token where it passes the end): equal bits for float32,
+    bfloat16 and float64 logits with -inf and NaN entries, T below, at and above 1, top-p,
+    batches that shrink and grow between calls (views of one buffer), and uniforms at 0 and at
+    1 (where u * total is the total and searchsorted passes the end)."""
+    from parasample.ancestral import top_p_mask
     from parasample.noise import icdf_categorical, icdf_residual
     from parasample.workspace import Workspace
+
+    def reference_probs(logits, temperature, top_p):  # the formula, fresh tensors throughout
+        x = torch.nan_to_num(logits.to(torch.float64), nan=float("-inf"))
+        p = torch.softmax(x / temperature, dim=-1)
+        if top_p < 1.0:
+            p = torch.where(top_p_mask(p, top_p), p, 0.0)
+            p = p / p.sum(-1, keepdim=True)
+        return p
+
+    def reference_token(p, u):
+        cdf = torch.cumsum(p.to(torch.float64), dim=-1)
+        idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
+        last = p.shape[-1] - 1 - torch.argmax((p > 0).flip(-1).to(torch.int8), dim=-1)
+        return torch.minimum(idx, last)
 
     g, work = torch.Generator().manual_seed(0), Workspace()
     for B, V, dtype in [(16, 4099, torch.float32), (5, 4099, torch.bfloat16),
@@ -145,14 +162,20 @@ def test_a_workspace_gives_the_same_bits_as_fresh_tensors():
         for temperature in (0.7, 1.0, 2.5):
             for top_p in (1.0, 0.9):
                 config = SamplingConfig(temperature=temperature, top_p=top_p)
-                fresh = sampling_probs(logits, config)
+                ref = reference_probs(logits, temperature, top_p)
+                assert torch.equal(sampling_probs(logits, config), ref)
                 reused = sampling_probs(logits, config, work)
-                assert torch.equal(fresh, reused), (dtype, temperature, top_p)
-                tok = icdf_categorical(fresh, u)
-                assert torch.equal(tok, icdf_categorical(reused, u, work))
-                assert torch.equal(icdf_residual(fresh, u, tok),
-                                   icdf_residual(reused, u, tok, work))
-                assert fresh[0, tok[0]] > 0 and fresh[0, tok[0] + 1:].sum() == 0  # the last
+                assert torch.equal(reused, ref), (dtype, temperature, top_p)
+                tok = reference_token(ref, u)
+                assert torch.equal(icdf_categorical(ref, u), tok)
+                assert torch.equal(icdf_categorical(reused, u, work), tok)
+                cdf = torch.cumsum(ref, dim=-1)
+                p_tok = ref.gather(1, tok[:, None])[:, 0]
+                residual = ((u * cdf[:, -1] - (cdf.gather(1, tok[:, None])[:, 0] - p_tok))
+                            / p_tok).clamp(0.0, 1.0 - 2.0**-53)
+                assert torch.equal(icdf_residual(ref, u, tok), residual)
+                assert torch.equal(icdf_residual(reused, u, tok, work), residual)
+                assert ref[0, tok[0]] > 0 and ref[0, tok[0] + 1:].sum() == 0  # the last
 
 
 @pytest.mark.slow

@@ -174,8 +174,10 @@ def test_gguf_files_load_as_dense_weights_in_the_asked_dtype(monkeypatch):
     float32 with a kernel from the Hub; parasample asks for dense weights, so the packed path
     is never tried (were it tried, the patched kernel lookup fails this test) and a float64
     model computes in float64, which the float64 token-identity tests rely on. In 5.25 the
-    packed path covers neither llama (SmolLM2) nor qwen2, so this guards the next versions:
-    today it cannot fail."""
+    packed path covers neither llama (SmolLM2) nor qwen2, so the kernel check guards the next
+    versions; the request itself (dequantize=True reaching from_pretrained) is checked today."""
+    import transformers
+
     from parasample.targets import hf
 
     quantizer = pytest.importorskip("transformers.quantizers.quantizer_gguf")
@@ -186,7 +188,15 @@ def test_gguf_files_load_as_dense_weights_in_the_asked_dtype(monkeypatch):
         raise AssertionError("transformers tried the packed-weight GGUF path")
 
     monkeypatch.setattr(quantizer, "get_gguf_kernel", packed)
+    load, asked = transformers.AutoModelForCausalLM.from_pretrained, []
+
+    def spy(*a, **k):
+        asked.append(k.get("quantization_config"))
+        return load(*a, **k)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
     lm = hf.load_causal_lm.__wrapped__(str(hf.smollm2_path()), torch.float64)  # not cached
+    assert [getattr(c, "dequantize", None) for c in asked] == [True]
     linears = [m for m in lm.model.modules() if "Linear" in type(m).__name__]
     assert linears and all(type(m) is torch.nn.Linear for m in linears), \
         {type(m).__name__ for m in linears}

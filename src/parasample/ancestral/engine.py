@@ -124,20 +124,17 @@ def sampling_probs(logits: torch.Tensor, config: SamplingConfig,
     Top-p keeps the smallest set of most likely tokens whose mass reaches ``top_p`` (always at
     least the most likely one) and renormalises; see :func:`top_p_mask`.
 
-    With a ``workspace`` the float64 copy and the softmax go into its reused buffers (no
-    autograd; the result is a view that its next use overwrites): the same kernels on the same
-    values, so the same bits
+    The float64 copy and the softmax go into ``workspace``'s buffers (a fresh one when None;
+    no autograd): a caller that passes one reuses them across draws, and the result is then a
+    view that the workspace's next use overwrites. Reused or fresh, the bits are the same
     (``tests/test_ancestral.py::test_a_workspace_gives_the_same_bits_as_fresh_tensors``).
     """
-    if workspace is None:
-        logits = torch.nan_to_num(logits.to(torch.float64), nan=float("-inf"))
-        probs = torch.softmax(logits / config.temperature, dim=-1)  # [B, V]
-    else:
-        x = workspace.get("logits64", logits.shape, torch.float64, logits.device)  # [B, V]
-        torch.nan_to_num(x.copy_(logits), nan=float("-inf"), out=x)
-        if config.temperature != 1.0:  # x / 1.0 is x, bit for bit
-            x.div_(config.temperature)
-        probs = torch.softmax(x, dim=-1, out=workspace.get("probs", x.shape, x.dtype, x.device))
+    work = Workspace() if workspace is None else workspace
+    x = work.get("logits64", logits.shape, torch.float64, logits.device)  # [B, V]
+    torch.nan_to_num(x.copy_(logits), nan=float("-inf"), out=x)
+    if config.temperature != 1.0:  # x / 1.0 is x, bit for bit
+        x.div_(config.temperature)
+    probs = torch.softmax(x, dim=-1, out=work.get("probs", x.shape, x.dtype, x.device))  # [B, V]
     if config.top_p < 1.0:
         probs = torch.where(top_p_mask(probs, config.top_p), probs, 0.0)
         probs = probs / probs.sum(-1, keepdim=True)

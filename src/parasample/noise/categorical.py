@@ -81,10 +81,10 @@ def icdf_categorical_many(probs: torch.Tensor, u: torch.Tensor,
 
 
 def _cumsum64(probs: torch.Tensor, workspace: Workspace | None) -> torch.Tensor:
-    """The float64 cumulative sum of ``probs [..., V]``, in ``workspace``'s buffer if given."""
-    if workspace is None:
-        return torch.cumsum(probs.to(torch.float64), dim=-1)
-    out = workspace.get("cdf", probs.shape, torch.float64, probs.device)
+    """The float64 cumulative sum of ``probs [..., V]``, in ``workspace``'s buffer (a fresh
+    one when None)."""
+    out = (Workspace() if workspace is None else workspace).get("cdf", probs.shape,
+                                                                 torch.float64, probs.device)
     return torch.cumsum(probs, dim=-1, dtype=torch.float64, out=out)
 
 
