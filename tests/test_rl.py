@@ -156,6 +156,9 @@ def test_cli_curve_is_written_at_every_evaluation_so_an_interrupted_run_keeps_it
     assert CliRunner().invoke(app, args).exit_code == 0  # resumed to the end: the whole curve
     assert [r["step"] for r in csv.DictReader(open(tmp_path / "b.csv"))] == ["0", "1", "2", "3",
                                                                              "4"]
+    (tmp_path / "b.csv").unlink()  # a rerun of a finished run trains nothing and writes it again
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert len(list(csv.DictReader(open(tmp_path / "b.csv")))) == 5
 
 
 def test_bench_rl_quick_writes_csvs_and_a_rerun_trains_nothing(tmp_path, monkeypatch):

@@ -196,9 +196,11 @@ def train_rl(
         # after every evaluation, atomically: a killed or interrupted run keeps its curve so far
         write_csv(path, RL_HEADER, curve_rows(cfg, {"history": history}))
 
-    _train("rl", GRPOConfig, fn, steps, seed, state, None, threads, device, dtype,
-           on_eval=write_curve, sampler=sampler.value, group_size=group_size,
-           problems_per_step=problems, updates_per_batch=updates, loss_average=loss_average,
-           lr=lr, clip=clip, temperature=temperature, eval_every=eval_every,
-           eval_problems=eval_problems, eval_samples=eval_samples, model=model)
+    final = _train("rl", GRPOConfig, fn, steps, seed, state, None, threads, device, dtype,
+                   on_eval=write_curve, sampler=sampler.value, group_size=group_size,
+                   problems_per_step=problems, updates_per_batch=updates,
+                   loss_average=loss_average, lr=lr, clip=clip, temperature=temperature,
+                   eval_every=eval_every, eval_problems=eval_problems,
+                   eval_samples=eval_samples, model=model)
+    write_curve(final["train_config"], final["history"])  # also when a rerun had nothing to do
     console.print(f"wrote {path}")
