@@ -73,8 +73,10 @@ class RLBenchConfig:
                        problems_per_step=problems)
 
     def units(self) -> list[GRPOConfig]:
-        return [self.unit(s, g, self.seed + i) for g in self.group_sizes for s in self.samplers
-                for i in range(self.seeds)]
+        """Seed by seed (every sampler and G of a seed before the next seed), so that an
+        interrupted sweep holds paired runs: the same seeds for every sampler."""
+        return [self.unit(s, g, self.seed + i) for i in range(self.seeds)
+                for g in self.group_sizes for s in self.samplers]
 
     @classmethod
     def quick(cls, **kw) -> RLBenchConfig:

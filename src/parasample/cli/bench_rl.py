@@ -14,6 +14,7 @@ from parasample.cli.common import (
     eval_opts,
     explicit,
     greater_than,
+    group_size_opt,
     grpo_lr_opt,
     loss_average_opt,
     tracked,
@@ -40,10 +41,7 @@ def bench_rl(
     samplers: list[Sampler] = typer.Option(["iid", "arithmetic", "stratified", "lattice"],
                                            "--sampler", "-s", help="Group sources to compare "
                                            "(repeat the option)."),
-    group_sizes: list[int] = typer.Option([4, 8, 16], "--group-size", "-G", min=2,
-                                          help="G, samples per problem (repeat for several; a "
-                                          "power of two for sobol and lattice, even for "
-                                          "antithetic)."),
+    group_sizes: list[int] = group_size_opt([4, 8, 16]),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per (sampler, G): --seed, "
                               "--seed + 1, ..."),
     steps: int = typer.Option(30, "--steps", min=1, help="GRPO steps per run (about 1 s each "

@@ -243,6 +243,16 @@ def ray_opt():
 
 # GRPO's options, shared by `train rl` and `bench rl`
 
+GROUP_SIZE_HELP = ("a power of two for sobol and lattice, even for antithetic")
+
+
+def group_size_opt(default):
+    """``--group-size / -G``: one G (``train rl``) or a list of them (``bench rl``)."""
+    many = isinstance(default, list)
+    return typer.Option(default, "--group-size", "-G", min=2, help="G, samples per problem ("
+                        + ("repeat for several; " if many else ">= 2; ") + GROUP_SIZE_HELP + ").")
+
+
 def updates_opt():
     return typer.Option(1, "--updates-per-batch", min=1, help="Optimiser updates on each "
                         "step's batch (GRPO's inner iterations; > 1 lets the clip act).")
@@ -268,6 +278,25 @@ def eval_opts(every: int, problems: int):
                          "evaluation."),
             typer.Option(4, "--eval-samples", min=1, help="i.i.d. samples per held-out problem "
                          "for pass@1 (more: a smaller variance)."))
+
+
+# what every `parasample train` command shares
+
+def train_state_opt(default: str):
+    return typer.Option(None, "--state", help="Full training state (weights, optimiser, RNG, "
+                        "curve), saved every 250 steps (`train rl`: every evaluation) and on "
+                        "Ctrl-C; rerunning the same command resumes from it. Default: "
+                        f"{default}.")
+
+
+def train_device_opt():
+    return typer.Option("cpu", "--device", help="cpu (default: the shipped models were trained "
+                        "there), auto, cuda or cuda:i.")
+
+
+def train_dtype_opt():
+    return typer.Option("float32", "--dtype", help="float32 (as shipped), or bfloat16 / float16 "
+                        "autocast (weights stay float32).")
 
 
 def quick_opt(what: str):

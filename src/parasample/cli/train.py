@@ -12,19 +12,21 @@ from parasample.cli.common import (
     console,
     eval_opts,
     greater_than,
+    group_size_opt,
     grpo_lr_opt,
     loss_average_opt,
     seed_opt,
     setup,
     threads_opt,
+    train_device_opt,
+    train_dtype_opt,
+    train_state_opt,
     updates_opt,
 )
 from parasample.cli.sample import Sampler
 
 __all__ = ["DLLMTrainTask", "DLLM_CHECKPOINTS", "train_dllm", "train_ar", "train_rl"]
 
-STATE_HELP = ("Full training state (weights, optimiser, RNG, curve), saved every 250 steps and on "
-              "Ctrl-C; rerunning the same command resumes from it.")
 EXPORT_HELP = "Where to write the small shipped checkpoint (float16) when training ends."
 RL_EVAL = eval_opts(every=25, problems=256)
 
@@ -80,15 +82,12 @@ def train_dllm(
                               "2400 of batch 32, about 1.5 s each on 2 cores; arith-short: 4000 "
                               "of batch 64, about 0.9 s each)."),
     seed: int = seed_opt(0, "the weights and of every data draw"),
-    state: str = typer.Option(None, help=STATE_HELP + " Default: "
-                              "results/train/<checkpoint>.state.pt."),
+    state: str = train_state_opt("results/train/<checkpoint>.state.pt"),
     export: str = typer.Option(None, help=EXPORT_HELP + " Default: the recipe's shipped "
                                "checkpoint, src/parasample/models/checkpoints/<name>.pt."),
     threads: int = threads_opt(2),
-    device: str = typer.Option("cpu", "--device", help="cpu (default: the shipped models were "
-                               "trained there), auto, cuda or cuda:i."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 (as shipped), or bfloat16 / "
-                              "float16 autocast (weights stay float32)."),
+    device: str = train_device_opt(),
+    dtype: str = train_dtype_opt(),
 ):
     """Train the masked-diffusion LM on the arithmetic-chain task (LLaDA objective).
 
@@ -112,17 +111,14 @@ def train_ar(
     draft: bool = typer.Option(False, "--draft", help="Train the small draft model of "
                                "`bench spec` instead (same data and steps; d_model 64, 2 layers, "
                                "2 heads) -> ar-arith-draft."),
-    state: str = typer.Option(None, help=STATE_HELP + " Default: "
-                              "results/train/<checkpoint>.state.pt."),
+    state: str = train_state_opt("results/train/<checkpoint>.state.pt"),
     export: str = typer.Option(None, help=EXPORT_HELP + " Default: "
                                "src/parasample/models/checkpoints/<checkpoint>.pt (ar-arith, or "
                                "ar-arith-draft with --draft)."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads (the shipped "
                                 "model was trained with 1; other counts change float rounding)."),
-    device: str = typer.Option("cpu", "--device", help="cpu (default: the shipped model was "
-                               "trained there), auto, cuda or cuda:i."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 (as shipped), or bfloat16 / "
-                              "float16 autocast (weights stay float32)."),
+    device: str = train_device_opt(),
+    dtype: str = train_dtype_opt(),
 ):
     """Train the small causal LM on the arithmetic-chain task (for `bench passk`), or its draft
     model (for `bench spec`).
@@ -143,9 +139,7 @@ def train_rl(
                                     "uniforms: iid, arithmetic, stratified, lattice, sobol or "
                                     "antithetic (every sample stays an exact draw from the "
                                     "policy)."),
-    group_size: int = typer.Option(8, "--group-size", "-G", min=2, help="G, samples per problem "
-                                   "(>= 2; a power of two for sobol and lattice, even for "
-                                   "antithetic)."),
+    group_size: int = group_size_opt(8),
     problems: int = typer.Option(16, "--problems-per-step", min=1, help="Groups per step (a step "
                                  "draws problems x G samples)."),
     steps: int = typer.Option(200, "--steps", min=1, help="Steps, one batch each (about 1.1 s "
@@ -163,17 +157,14 @@ def train_rl(
     model: str = typer.Option("ar-arith", "--model", help="Shipped AR checkpoint name or a .pt "
                               "file from `parasample train ar` to start from."),
     seed: int = seed_opt(0, "the problems and of every group's source"),
-    state: str = typer.Option(None, "--state", help=STATE_HELP.replace("250 steps",
-                              "evaluation") + " Default: results/train/rl-<sampler>-G<G>-"
-                              "seed<seed>.state.pt."),
+    state: str = train_state_opt("results/train/rl-<sampler>-G<G>-seed<seed>.state.pt"),
     out: str = typer.Option(None, "--out", help="CSV of the held-out curve, bench rl's rl.csv "
                             "columns (step, mean reward and zero-variance fraction since the "
                             "last evaluation, pass@1, pass@G, seconds), rewritten after every "
                             "evaluation. Default: the state path with .csv."),
     threads: int = threads_opt(2),
-    device: str = typer.Option("cpu", "--device", help="cpu, auto, cuda or cuda:i."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32, or bfloat16 / float16 "
-                              "autocast (weights stay float32)."),
+    device: str = train_device_opt(),
+    dtype: str = train_dtype_opt(),
 ):
     """GRPO on the shipped small AR model (arithmetic chains), groups drawn from a source.
 
