@@ -87,13 +87,20 @@ class _Block(nn.Module):
             sees = torch.arange(end, device=x.device) <= pos[:, :, None]  # [B, L, end]
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=sees[:, None])
         else:
+            mask = None
             if cache is not None:
                 cache[0][:, :, start:start + L] = k
                 cache[1][:, :, start:start + L] = v
                 end = start + L if self.cfg.causal else cache[0].shape[2]
                 k, v = cache[0][:, :, :end], cache[1][:, :, :end]
+                if self.cfg.causal and start > 0 and L > 1:
+                    # several new positions after cached ones (a speculative verification):
+                    # query i sees keys 0..start+i (SDPA's is_causal would align top-left)
+                    mask = (torch.arange(end, device=x.device)
+                            <= start + torch.arange(L, device=x.device)[:, None])  # [L, end]
             # a prefill (start = 0) is causal as usual; one new position attends to all before
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal and L > 1)
+            a = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None and self.cfg.causal and L > 1)
         x = x + self.proj(a.transpose(1, 2).reshape(B, L, D))
         return x + self.mlp(self.ln2(x))
 
@@ -116,8 +123,11 @@ class KVCache:
         """Forget the last ``drop[b]`` positions of each row (``drop [B]`` >= 0), in place:
         only the lengths change, the next write overwrites them."""
         B = self.layers[0][0].shape[0]
-        length = torch.as_tensor(self.length, device=drop.device).expand(B)
-        self.length = length - drop
+        length = torch.as_tensor(self.length, device=drop.device).expand(B) - drop
+        # rows of one length (always at batch 1) keep the int: the shared-position path, with
+        # no per-row mask or scatter in the next forward
+        lo, hi = int(length.min()), int(length.max())
+        self.length = lo if lo == hi else length
         return self
 
     @classmethod
@@ -190,12 +200,9 @@ class TinyTransformer(nn.Module):
              ) -> torch.Tensor:
         L = tokens.shape[1]
         start = 0 if cache is None else cache.length  # int, or [B] for a ragged cache
-        if isinstance(start, int) and start > 0 and L > 1:
-            # several new positions after cached ones (a speculative verification pass): the
-            # per-row path's explicit mask, since SDPA's is_causal aligns queries top-left
-            start = torch.full((tokens.shape[0],), start, device=tokens.device)
-        if int(torch.as_tensor(start).max()) + L > self.cfg.max_len:
-            raise InputError(f"sequence of {int(torch.as_tensor(start).max()) + L} tokens "
+        longest = start if isinstance(start, int) else int(start.max())
+        if longest + L > self.cfg.max_len:
+            raise InputError(f"sequence of {longest + L} tokens "
                              f"exceeds this model's context of {self.cfg.max_len}; shorten the "
                              "prompt or gen_length.")
         x = self.embed(tokens)

@@ -59,28 +59,39 @@ def verify_window(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, d
     u_draw = noise.draw(n, rows).to(dev)
     u_test = noise.test(n, rows).to(dev) if spec.verify == "rejection" else None
     logq, residual, done = ctx.logq, ctx.residual, ctx.done
+    # Without a carried residual a position's token depends only on its own logits and
+    # uniforms, so the whole window is drawn in one batched call (row by row the same
+    # functions as one call per position, so the same tokens; tests/test_speculative.py checks
+    # identity with sequential sampling for every source). A carried residual (arithmetic
+    # sampling) chains the positions: they are drawn one by one.
+    drawn = None if residual is not None else _draw_window(logits, draft, q, u_draw, u_test,
+                                                           done, noise, model, spec, config)
     taking = torch.ones(B, dtype=torch.bool, device=dev)  # the row still accepts tokens
     n_new = torch.zeros(B, dtype=torch.long, device=dev)
     kept = torch.zeros(B, dtype=torch.long, device=dev)
     window, window_lq = [], []
     for j in range(D + 1):
-        forced = None
-        if spec.verify == "rejection" and j < D:
-            forced = rejection_token(sampling_probs(logits[:, j], config), draft[:, j],
-                                      None if q is None else q[:, j], u_test[:, j], u_draw[:, j])
-        one = draw_token(u_draw[:, j], logits[:, j], logq, residual, done, model, config,
-                         forced, noise.carry_bits)
-        tok = one.tokens[:, 0]
+        if drawn is None:
+            forced = None
+            if spec.verify == "rejection" and j < D:
+                forced = rejection_token(sampling_probs(logits[:, j], config), draft[:, j],
+                                         None if q is None else q[:, j], u_test[:, j],
+                                         u_draw[:, j])
+            one = draw_token(u_draw[:, j], logits[:, j], logq, residual, done, model, config,
+                             forced, noise.carry_bits)
+            tok, lq, tok_done = one.tokens[:, 0], one.logprobs[:, 0], one.done
+            if residual is not None:
+                residual = torch.where(taking, one.residual, residual)
+        else:
+            tok, lq, tok_done = drawn.tokens[:, j], drawn.logprobs[:, j], drawn.done[:, j]
         window.append(tok)
-        window_lq.append(one.logprobs[:, 0])
+        window_lq.append(lq)
         n_new += taking.long()
-        logq = torch.where(taking, logq + one.logprobs[:, 0], logq)
-        if residual is not None:
-            residual = torch.where(taking, one.residual, residual)
-        done = torch.where(taking, one.done, done)
+        logq = torch.where(taking, logq + lq, logq)
+        done = torch.where(taking, tok_done, done)
         if j < D:
             kept += (taking & (tok == draft[:, j])).long()
-            taking = taking & (tok == draft[:, j]) & ~one.done
+            taking = taking & (tok == draft[:, j]) & ~tok_done
             if not bool(taking.any()):  # every row has its tokens: skip the rest of the window
                 break
     pad = D + 1 - len(window)  # columns no row takes
@@ -90,6 +101,26 @@ def verify_window(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, d
         window = torch.cat([window, window.new_zeros(B, pad)], 1)
         window_lq = torch.cat([window_lq, window_lq.new_zeros(B, pad)], 1)
     return window, window_lq, n_new, kept, done, residual
+
+
+def _draw_window(logits, draft, q, u_draw, u_test, done, noise, model, spec, config):
+    """Every position's token of the window at once (no carried residual): ``tokens``,
+    ``logprobs`` and ``done``, each ``[B', D+1]``, as :func:`draw_token` gives them position by
+    position from the row's ``done`` flag at the window's start."""
+    B, W, V = logits.shape
+    D = W - 1
+    flat = logits.reshape(B * W, V)
+    forced = None
+    if spec.verify == "rejection" and D:
+        tested = rejection_token(sampling_probs(logits[:, :D].reshape(B * D, V), config),
+                                 draft.reshape(-1), None if q is None else q.reshape(B * D, V),
+                                 u_test[:, :D].reshape(-1), u_draw[:, :D].reshape(-1))
+        # the bonus position (j = D) is drawn from p itself: not forced
+        forced = torch.cat([tested.view(B, D), tested.new_full((B, 1), -1)], 1).reshape(-1)
+    one = draw_token(u_draw.reshape(-1), flat, flat.new_zeros(B * W, dtype=torch.float64), None,
+                     done.repeat_interleave(W), model, config, forced, noise.carry_bits)
+    return one._replace(tokens=one.tokens.view(B, W), logprobs=one.logprobs.view(B, W),
+                        done=one.done.view(B, W))
 
 
 def rejection_token(p: torch.Tensor, d: torch.Tensor, q: torch.Tensor | None,
