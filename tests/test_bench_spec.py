@@ -83,7 +83,7 @@ def test_the_cost_model_resumes_without_duplicates_and_relative_to_the_target(tm
         calls.append((ids.shape[0], fed))
         if len(calls) == 3 and not hasattr(timed, "resumed"):
             raise KeyboardInterrupt
-        return seconds[(str(ids.shape[0]), fed)] / (2.0 if len(calls) in (3, 7) else 1.0)
+        return seconds[(str(ids.shape[0]), fed)] / (2.0 if len(calls) in (3, 7) else 1.0), reps
 
     monkeypatch.setattr(bs, "_call_seconds", timed)
     cfg = SpecBenchConfig(model="m", draft="d", k=8)
@@ -99,3 +99,21 @@ def test_the_cost_model_resumes_without_duplicates_and_relative_to_the_target(tm
                       and t["tokens_fed"] == "1")
         assert float(r["relative_to_target"]) == pytest.approx(
             float(r["seconds_per_call"]) / float(target["seconds_per_call"]), abs=1e-3)
+
+
+def test_the_default_study_times_the_toy_pair_for_its_cost_model(tmp_path):
+    """costs.csv of the default study (here --skip-lm): the toy target and its draft model, fed
+    1 and D + 1 tokens at batch 1 and k, each relative to the target's one-token call."""
+    import parasample.bench.spec_tables as bs
+    from parasample.bench.csvlog import read_csv
+
+    cfg = SpecBenchConfig(skip_lm=True, k=2, draft_len=2)
+    bs.cost_rows(cfg, tmp_path, reps=2)
+    rows = read_csv(tmp_path / "costs.csv")
+    assert {(r["model"], r["role"], r["batch"], r["tokens_fed"]) for r in rows} == {
+        (m, role, b, f) for m, role in (("ar-arith", "target"), ("ar-arith-draft", "draft"))
+        for b in ("1", "2") for f in ("1", "3")}
+    for r in rows:
+        if r["role"] == "target" and r["tokens_fed"] == "1":
+            assert float(r["relative_to_target"]) == 1.0
+        assert int(r["reps"]) >= 2 and float(r["seconds_per_call"]) > 0

@@ -1,5 +1,5 @@
 """``parasample bench spec``'s two tables beside the timings (see :mod:`parasample.bench.spec`):
-``costs.csv``, the drafters' cost model (seconds per call of the target and the draft model fed 1
+``costs.csv``, the drafters' cost model (seconds per call of each target and draft model fed 1
 and D + 1 tokens), and ``identity.csv``, the fraction of rows whose ``identical``-verifier output
 equals sequential sampling's in float32, per source, drafter and sampling setting."""
 
@@ -8,20 +8,29 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from parasample.ancestral import SamplingConfig, generate
 from parasample.bench.csvlog import ResumableCSV
-from parasample.bench.spec import SpecBenchConfig, _drafter, _runs, _texts, groups
+from parasample.bench.spec import (
+    Group,
+    SpecBenchConfig,
+    _drafter,
+    _prompts,
+    _runs,
+    _texts,
+    groups,
+)
 from parasample.bench.timing import machine_fields, sync
 from parasample.noise import SOURCES, derive_generator, make_source
 from parasample.speculative import SpecConfig
 from parasample.speculative import generate as spec_generate
 
-__all__ = ["COST_HEADER", "IDENTITY_HEADER", "cost_rows", "identity_rows", "identity_sources",
-           "n_steps"]
+__all__ = ["COST_HEADER", "IDENTITY_HEADER", "cost_models", "cost_rows", "identity_rows",
+           "identity_sources", "n_steps"]
 
 COST_HEADER = ["model", "role", "batch", "tokens_fed", "seconds_per_call", "relative_to_target",
                "reps", "device", "torch_threads", "dtype"]
@@ -35,54 +44,82 @@ _IDENTITY_KEY = ["model", "task", "sampler", "carry_bits", "drafter", "temperatu
 
 def cost_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.float32,
               reps: int = 5) -> list[dict]:
-    """``costs.csv``, the cost model of the drafters (real-model runs only): seconds per call
-    of the target and the draft model fed 1 and ``draft_len + 1`` tokens after a GSM8K prompt,
-    at batch 1 and k (median of ``reps`` after a warm-up), and each relative to the target's
-    one-token call at that batch. A step of the model drafter costs one verification of D + 1
-    tokens and D draft calls of about one token each."""
-    from parasample.targets.named import lm_label, load_lm
-
+    """``costs.csv``, the cost model of the drafters: seconds per call of each target and draft
+    model fed 1 and ``draft_len + 1`` tokens after a prompt of its task, at batch 1 and k
+    (median of at least ``reps`` calls after a warm-up), and each relative to its target's one-
+    token call at that batch. A step of the model drafter costs one verification of D + 1 tokens
+    and D draft calls of about one token each; an n-gram step, the verification alone. The
+    default study times the toy pair (and SmolLM2 unless --skip-lm), a real-model run its target
+    and draft."""
     log = ResumableCSV(out / "costs.csv", COST_HEADER, _COST_KEY)
-    if cfg.smollm2:
-        return log.rows
     fields = machine_fields(device, dtype)
-    models = [(cfg.model, "target")] + ([(cfg.draft, "draft")] if cfg.draft else [])
-    for batch in (1, cfg.k):
-        base = None  # the target's one-token call at this batch (measured first)
-        for name, role in models:
-            for fed in (1, cfg.draft_len + 1):
-                key = {"model": lm_label(name), "role": role, "batch": batch, "tokens_fed": fed}
-                row = log.done(key)  # a resumed run keeps the rows it has
-                if row is None:
-                    lm = load_lm(name, dtype, device)  # cached per process
-                    ids, mask = lm.encode_prompts(_texts("gsm8k", 1, cfg))
-                    sec = _call_seconds(lm, ids.expand(batch, -1), mask.expand(batch, -1), fed,
-                                        reps, device)
-                    base = sec if base is None else base
-                    log.append({**key, "seconds_per_call": round(sec, 5),
-                                "relative_to_target": round(sec / base, 3), "reps": reps,
-                                **fields})
-                elif base is None:
-                    base = float(row["seconds_per_call"])
+    for models, prompt in cost_models(cfg, device, dtype):
+        for batch in (1, cfg.k):
+            base = None  # the target's one-token call at this batch (measured first)
+            for label, role, load in models:
+                for fed in (1, cfg.draft_len + 1):
+                    key = {"model": label, "role": role, "batch": batch, "tokens_fed": fed}
+                    row = log.done(key)  # a resumed run keeps the rows it has
+                    if row is None:
+                        lm = load()
+                        ids, mask = prompt(lm)
+                        sec, calls = _call_seconds(lm, ids.expand(batch, -1),
+                                                   mask.expand(batch, -1), fed, reps, device)
+                        base = sec if base is None else base
+                        log.append({**key, "seconds_per_call": round(sec, 5),
+                                    "relative_to_target": round(sec / base, 3), "reps": calls,
+                                    **fields})
+                    elif base is None:
+                        base = float(row["seconds_per_call"])
     return log.rows
 
 
-def _call_seconds(lm, ids, mask, fed: int, reps: int, device) -> float:
-    """Median seconds of ``lm.extend`` by ``fed`` tokens after the prompt (rolled back after
-    each call, so every call sees the same context)."""
+def cost_models(cfg: SpecBenchConfig, device, dtype) -> list[tuple[list, Callable]]:
+    """The pairs costs.csv times: each ``([(label, role, load()), ...] target first,
+    prompt(lm) -> (ids [1, P], mask [1, P]))``; models load only when a row is missing."""
+    from parasample.models.registry import load_ar
+    from parasample.targets.named import lm_label, load_lm
+
+    def chat(lm):
+        return lm.encode_prompts(_texts("gsm8k", 1, cfg))
+
+    if not cfg.smollm2:
+        models = [(lm_label(cfg.model), "target", lambda: load_lm(cfg.model, dtype, device))]
+        if cfg.draft:
+            models.append((lm_label(cfg.draft), "draft", lambda: load_lm(cfg.draft, dtype,
+                                                                          device)))
+        return [(models, chat)]
+    toy = Group("ar-arith", "arith", 1, ())
+    pairs = [([("ar-arith", "target", lambda: load_ar(device=device, dtype=dtype)),
+               ("ar-arith-draft", "draft", lambda: load_ar("ar-arith-draft", device=device,
+                                                           dtype=dtype))],
+              lambda lm: _prompts(toy, cfg, lm)[0])]
+    if not cfg.skip_lm:  # SmolLM2 verifies n-gram and sibling drafts: its verification cost
+        pairs.append(([("smollm2", "target", lambda: load_lm("smollm2", dtype, device))], chat))
+    return pairs
+
+
+def _call_seconds(lm, ids, mask, fed: int, reps: int, device, min_seconds: float = 0.5
+                  ) -> tuple[float, int]:
+    """(median seconds, calls timed) of ``lm.extend`` by ``fed`` tokens after the prompt (rolled
+    back after each call, so every call sees the same context), over ``reps`` calls after a
+    warm-up, or more until ``min_seconds`` have been timed (a small model's millisecond calls
+    need many for a stable median)."""
     _, cache = lm.start(ids, mask)
     tokens = ids[:, -fed:].contiguous()
     drop = torch.full((ids.shape[0],), fed, dtype=torch.long)
-    walls = []
-    for rep in range(reps + 1):  # the first is the warm-up
+    walls: list[float] = []
+    warm = True
+    while warm or len(walls) < reps or sum(walls) < min_seconds:
         sync(device)
         t0 = time.perf_counter()
         _, cache = lm.extend(cache, tokens)
         sync(device)
-        if rep:
+        if not warm:
             walls.append(time.perf_counter() - t0)
+        warm = False
         cache = lm.rollback(cache, drop.to(ids.device))
-    return statistics.median(walls)
+    return statistics.median(walls), len(walls)
 
 
 #: sources of the identity table: (name, carry_bits); the carrying ones whole and to a few bits

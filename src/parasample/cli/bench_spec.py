@@ -138,9 +138,8 @@ def bench_spec(
     if ident:
         _identity_table(ident)
     if costs:
-        _cost_table(costs, rows, cfg.draft_len)
-    written = "spec.csv, identity.csv" + (", costs.csv" if costs else "")
-    console.print(f"wrote {written} and spec.png in {out_dir}")
+        _cost_table(costs, rows, cfg, dev, dt)
+    console.print(f"wrote spec.csv, identity.csv, costs.csv and spec.png in {out_dir}")
 
 
 def _table(rows: list[dict]) -> None:
@@ -171,28 +170,35 @@ def _identity_table(rows: list[dict]) -> None:
     console.print(t)
 
 
-def _cost_table(costs: list[dict], rows: list[dict], draft_len: int) -> None:
-    """The cost model: per batch, the target's verification cost (D + 1 tokens fed, relative to
-    one), the draft's per-token cost relative to the target's, and for each model-drafter row
-    its accepted tokens per target call and the speedup those predict."""
+def _cost_table(costs: list[dict], rows: list[dict], cfg, dev, dt) -> None:
+    """The cost model: per target and batch, the verification cost (D + 1 tokens fed, relative
+    to one), the draft's per-token cost relative to the target's, and for each speculative row
+    of that target its accepted tokens per target call and the speedup those predict."""
     from rich.table import Table
 
-    cost = {(str(r["role"]), str(r["batch"]), str(r["tokens_fed"])): float(r["relative_to_target"])
+    from parasample.bench.spec_tables import cost_models
+
+    D = cfg.draft_len
+    cost = {(r["model"], str(r["batch"]), str(r["tokens_fed"])): float(r["relative_to_target"])
             for r in costs}
-    t = Table("batch", "verify D+1 / 1 token", "draft token / target token", "drafter / verify",
-              "tokens / target call (per row)", "predicted speedup", "measured", title="cost model "
-              f"(D = {draft_len})")
-    for batch in sorted({str(r["batch"]) for r in costs}, key=int):
-        verify = cost.get(("target", batch, str(draft_len + 1)))
-        draft = cost.get(("draft", batch, "1"))
-        label = "1" if batch == "1" else f"k={batch}"
-        for r in rows:
-            if r["batch"] != label or r["method"] != "speculative" or str(r["draft_len"]) != \
-                    str(draft_len) or verify is None:
-                continue
-            per_call = float(r["tokens_per_nfe"]) / int(batch)  # a row's tokens per call
-            drafted = draft_len * (draft or 0.0) if r["drafter"] == "model" else 0.0
-            t.add_row(batch, f"{verify:.2f}", "-" if draft is None else f"{draft:.2f}",
-                      f"{r['drafter']}/{r['verify']}", f"{per_call:.2f}",
-                      f"{per_call / (verify + drafted):.2f}", str(r["speedup_vs_sequential"]))
+    t = Table("target", "batch", "verify D+1 / 1 token", "draft token / target token",
+              "drafter / verify", "tokens / target call (per row)", "predicted speedup",
+              "measured", title=f"cost model (D = {D})")
+    for models, _ in cost_models(cfg, dev, dt):
+        target = models[0][0]
+        draft_label = models[1][0] if len(models) > 1 else None
+        for batch in sorted({str(r["batch"]) for r in costs if r["model"] == target}, key=int):
+            verify = cost.get((target, batch, str(D + 1)))
+            draft = cost.get((draft_label, batch, "1"))
+            label = "1" if batch == "1" else f"k={batch}"
+            for r in rows:
+                if r["model"] != target or r["batch"] != label or r["method"] != "speculative" \
+                        or str(r["draft_len"]) != str(D) or verify is None:
+                    continue
+                per_call = float(r["tokens_per_nfe"]) / int(batch)  # a row's tokens per call
+                drafted = D * (draft or 0.0) if r["drafter"] == "model" else 0.0
+                t.add_row(target, batch, f"{verify:.2f}", "-" if draft is None else
+                          f"{draft:.2f}", f"{r['drafter']}/{r['verify']}", f"{per_call:.2f}",
+                          f"{per_call / (verify + drafted):.2f}",
+                          str(r["speedup_vs_sequential"]))
     console.print(t)
