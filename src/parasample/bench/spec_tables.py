@@ -46,8 +46,8 @@ def cost_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.floa
               reps: int = 5) -> list[dict]:
     """``costs.csv``, the cost model of the drafters: seconds per call of each target and draft
     model fed 1 and ``draft_len + 1`` tokens after a prompt of its task, at batch 1 and k
-    (median of at least ``reps`` calls after a warm-up), and each relative to its target's one-
-    token call at that batch. A step of the model drafter costs one verification of D + 1 tokens
+    (median of at least ``reps`` calls after a warm-up), and each relative to its target's
+    one-token call at that batch. A step of the model drafter costs one verification of D + 1 tokens
     and D draft calls of about one token each; an n-gram step, the verification alone. The
     default study times the toy pair (and SmolLM2 unless --skip-lm), a real-model run its target
     and draft."""
