@@ -60,18 +60,25 @@ def verify_window(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, d
     u_test = noise.test(n, rows).to(dev) if spec.verify == "rejection" else None
     logq, residual, done = ctx.logq, ctx.residual, ctx.done
     # Without a carried residual a position's token depends only on its own logits and
-    # uniforms, so the whole window is drawn in one batched call (row by row the same
-    # functions as one call per position, so the same tokens; tests/test_speculative.py checks
-    # identity with sequential sampling for every source). A carried residual (arithmetic
-    # sampling) chains the positions: they are drawn one by one.
-    drawn = None if residual is not None else _draw_window(logits, draft, q, u_draw, u_test,
-                                                           done, noise, model, spec, config)
+    # uniforms, so positions are drawn in batched calls (row by row the same functions as one
+    # call per position, so the same tokens; tests/test_speculative.py checks identity with
+    # sequential sampling for every source): position 0 alone, since at low acceptance it is
+    # often the only one a row takes, then the rest of the window at once. A carried residual
+    # (arithmetic sampling) chains the positions: they are drawn one by one.
+    batched = residual is None
     taking = torch.ones(B, dtype=torch.bool, device=dev)  # the row still accepts tokens
     n_new = torch.zeros(B, dtype=torch.long, device=dev)
     kept = torch.zeros(B, dtype=torch.long, device=dev)
     window, window_lq = [], []
     for j in range(D + 1):
-        if drawn is None:
+        if batched:
+            if j < 2:  # columns [0, 1), then [1, D + 1)
+                lo, hi = j, (1 if j == 0 else D + 1)
+                drawn = _draw_columns(logits, draft, q, u_draw, u_test, done, lo, hi, noise,
+                                      model, spec, config)
+            tok, lq, tok_done = (drawn.tokens[:, j - lo], drawn.logprobs[:, j - lo],
+                                 drawn.done[:, j - lo])
+        else:
             forced = None
             if spec.verify == "rejection" and j < D:
                 forced = rejection_token(sampling_probs(logits[:, j], config), draft[:, j],
@@ -80,10 +87,7 @@ def verify_window(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, d
             one = draw_token(u_draw[:, j], logits[:, j], logq, residual, done, model, config,
                              forced, noise.carry_bits)
             tok, lq, tok_done = one.tokens[:, 0], one.logprobs[:, 0], one.done
-            if residual is not None:
-                residual = torch.where(taking, one.residual, residual)
-        else:
-            tok, lq, tok_done = drawn.tokens[:, j], drawn.logprobs[:, j], drawn.done[:, j]
+            residual = torch.where(taking, one.residual, residual)
         window.append(tok)
         window_lq.append(lq)
         n_new += taking.long()
@@ -103,22 +107,29 @@ def verify_window(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, d
     return window, window_lq, n_new, kept, done, residual
 
 
-def _draw_window(logits, draft, q, u_draw, u_test, done, noise, model, spec, config):
-    """Every position's token of the window at once (no carried residual): ``tokens``,
-    ``logprobs`` and ``done``, each ``[B', D+1]``, as :func:`draw_token` gives them position by
-    position from the row's ``done`` flag at the window's start."""
-    B, W, V = logits.shape
-    D = W - 1
-    flat = logits.reshape(B * W, V)
+def _draw_columns(logits, draft, q, u_draw, u_test, done, lo: int, hi: int, noise, model,
+                  spec, config):
+    """The tokens of window columns ``lo .. hi - 1`` in one call (no carried residual):
+    ``tokens``, ``logprobs`` and ``done``, each ``[B', hi - lo]``, as :func:`draw_token` gives
+    them column by column from the row's ``done`` flag at the window's start. Columns before D
+    test their draft (rejection); column D, the bonus, is drawn from p itself."""
+    B, V = logits.shape[0], logits.shape[2]
+    D = draft.shape[1]
+    W = hi - lo
+    flat = logits[:, lo:hi].reshape(B * W, V)
     forced = None
-    if spec.verify == "rejection" and D:
-        tested = rejection_token(sampling_probs(logits[:, :D].reshape(B * D, V), config),
-                                 draft.reshape(-1), None if q is None else q.reshape(B * D, V),
-                                 u_test[:, :D].reshape(-1), u_draw[:, :D].reshape(-1))
-        # the bonus position (j = D) is drawn from p itself: not forced
-        forced = torch.cat([tested.view(B, D), tested.new_full((B, 1), -1)], 1).reshape(-1)
-    one = draw_token(u_draw.reshape(-1), flat, flat.new_zeros(B * W, dtype=torch.float64), None,
-                     done.repeat_interleave(W), model, config, forced, noise.carry_bits)
+    tested_hi = min(hi, D)  # columns lo .. tested_hi - 1 test a draft
+    if spec.verify == "rejection" and tested_hi > lo:
+        T = tested_hi - lo
+        tested = rejection_token(
+            sampling_probs(logits[:, lo:tested_hi].reshape(B * T, V), config),
+            draft[:, lo:tested_hi].reshape(-1),
+            None if q is None else q[:, lo:tested_hi].reshape(B * T, V),
+            u_test[:, lo:tested_hi].reshape(-1), u_draw[:, lo:tested_hi].reshape(-1))
+        forced = torch.cat([tested.view(B, T), tested.new_full((B, W - T), -1)], 1).reshape(-1)
+    one = draw_token(u_draw[:, lo:hi].reshape(-1), flat,
+                     flat.new_zeros(B * W, dtype=torch.float64), None, done.repeat_interleave(W),
+                     model, config, forced, noise.carry_bits)
     return one._replace(tokens=one.tokens.view(B, W), logprobs=one.logprobs.view(B, W),
                         done=one.done.view(B, W))
 
