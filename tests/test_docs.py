@@ -1,5 +1,5 @@
 """The README and the docs pages: every relative link and image resolves, the README stays short,
-and every docs page is reachable from the README."""
+and every docs page is reachable from the README; and no source module outgrows one job."""
 
 from __future__ import annotations
 
@@ -32,3 +32,10 @@ def test_the_readme_is_short_and_links_every_docs_page():
     assert len(readme.read_text().splitlines()) <= 220
     linked = {(ROOT / t.split("#")[0]).resolve() for t in _links(readme)}
     assert {p.resolve() for p in PAGES[1:]} <= linked
+
+
+def test_every_module_stays_under_400_lines():
+    """A module is one job; past 400 lines it is split by job (workloads / runner / summary)."""
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "src").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"split these modules by job: {long}"

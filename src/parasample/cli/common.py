@@ -280,25 +280,6 @@ def eval_opts(every: int, problems: int):
                          "for pass@1 (more: a smaller variance)."))
 
 
-# what every `parasample train` command shares
-
-def train_state_opt(default: str):
-    return typer.Option(None, "--state", help="Full training state (weights, optimiser, RNG, "
-                        "curve), saved every 250 steps (`train rl`: every evaluation) and on "
-                        "Ctrl-C; rerunning the same command resumes from it. Default: "
-                        f"{default}.")
-
-
-def train_device_opt():
-    return typer.Option("cpu", "--device", help="cpu (default: the shipped models were trained "
-                        "there), auto, cuda or cuda:i.")
-
-
-def train_dtype_opt():
-    return typer.Option("float32", "--dtype", help="float32 (as shipped), or bfloat16 / float16 "
-                        "autocast (weights stay float32).")
-
-
 def quick_opt(what: str):
     return typer.Option(False, "--quick", help=f"A reduced run ({what}) for smoke checks; "
                         "options you type still apply.")

@@ -18,14 +18,30 @@ from parasample.cli.common import (
     seed_opt,
     setup,
     threads_opt,
-    train_device_opt,
-    train_dtype_opt,
-    train_state_opt,
     updates_opt,
 )
 from parasample.cli.sample import Sampler
 
 __all__ = ["DLLMTrainTask", "DLLM_CHECKPOINTS", "train_dllm", "train_ar", "train_rl"]
+
+# the options every `parasample train` command shares
+
+def train_state_opt(default: str):
+    return typer.Option(None, "--state", help="Full training state (weights, optimiser, RNG, "
+                        "curve), saved every 250 steps (`train rl`: every evaluation) and on "
+                        "Ctrl-C; rerunning the same command resumes from it. Default: "
+                        f"{default}.")
+
+
+def train_device_opt():
+    return typer.Option("cpu", "--device", help="cpu (default: the shipped models were trained "
+                        "there), auto, cuda or cuda:i.")
+
+
+def train_dtype_opt():
+    return typer.Option("float32", "--dtype", help="float32 (as shipped), or bfloat16 / float16 "
+                        "autocast (weights stay float32).")
+
 
 EXPORT_HELP = "Where to write the small shipped checkpoint (float16) when training ends."
 RL_EVAL = eval_opts(every=25, problems=256)
