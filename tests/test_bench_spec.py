@@ -116,4 +116,4 @@ def test_the_default_study_times_the_toy_pair_for_its_cost_model(tmp_path):
     for r in rows:
         if r["role"] == "target" and r["tokens_fed"] == "1":
             assert float(r["relative_to_target"]) == 1.0
-        assert int(r["reps"]) >= 2 and float(r["seconds_per_call"]) > 0
+        assert int(r["calls_timed"]) >= 2 and float(r["seconds_per_call"]) > 0

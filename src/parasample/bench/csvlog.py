@@ -25,7 +25,7 @@ TIMING_COLUMNS = frozenset({
     "seconds_to_target_se", "seconds_per_call", "wall_ratio_to_iid", "wall_ratio_se",
     "wall_per_move_s", "speedup_vs_uncached", "quest_seconds_to_this_reward",
     "wall_ratio_to_quest", "wall_ratio_to_quest_final", "speedup_min", "speedup_max",
-    "speedup_wall"})
+    "speedup_wall", "relative_to_target", "calls_timed"})
 
 
 def mean_se_cells(xs: list[float], digits: int = 4) -> tuple[float | str, float | str]:

@@ -33,7 +33,7 @@ __all__ = ["COST_HEADER", "IDENTITY_HEADER", "cost_models", "cost_rows", "identi
            "identity_sources", "n_steps"]
 
 COST_HEADER = ["model", "role", "batch", "tokens_fed", "seconds_per_call", "relative_to_target",
-               "reps", "device", "torch_threads", "dtype"]
+               "calls_timed", "device", "torch_threads", "dtype"]
 _COST_KEY = ["model", "role", "batch", "tokens_fed"]
 IDENTITY_HEADER = ["model", "task", "sampler", "carry_bits", "drafter", "temperature", "top_p",
                    "k", "rows", "identical_rows", "identical_fraction",
@@ -67,8 +67,8 @@ def cost_rows(cfg: SpecBenchConfig, out: Path, *, device="cpu", dtype=torch.floa
                                                    mask.expand(batch, -1), fed, reps, device)
                         base = sec if base is None else base
                         log.append({**key, "seconds_per_call": round(sec, 5),
-                                    "relative_to_target": round(sec / base, 3), "reps": calls,
-                                    **fields})
+                                    "relative_to_target": round(sec / base, 3),
+                                    "calls_timed": calls, **fields})
                     elif base is None:
                         base = float(row["seconds_per_call"])
     return log.rows
