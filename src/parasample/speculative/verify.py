@@ -65,29 +65,20 @@ def verify_window(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, d
     # sequential sampling for every source): position 0 alone, since at low acceptance it is
     # often the only one a row takes, then the rest of the window at once. A carried residual
     # (arithmetic sampling) chains the positions: they are drawn one by one.
-    batched = residual is None
+    chunks = ({0: 1, 1: D + 1} if residual is None else {j: j + 1 for j in range(D + 1)})
     taking = torch.ones(B, dtype=torch.bool, device=dev)  # the row still accepts tokens
     n_new = torch.zeros(B, dtype=torch.long, device=dev)
     kept = torch.zeros(B, dtype=torch.long, device=dev)
     window, window_lq = [], []
     for j in range(D + 1):
-        if batched:
-            if j < 2:  # columns [0, 1), then [1, D + 1)
-                lo, hi = j, (1 if j == 0 else D + 1)
-                drawn = _draw_columns(logits, draft, q, u_draw, u_test, done, lo, hi, noise,
-                                      model, spec, config)
-            tok, lq, tok_done = (drawn.tokens[:, j - lo], drawn.logprobs[:, j - lo],
-                                 drawn.done[:, j - lo])
-        else:
-            forced = None
-            if spec.verify == "rejection" and j < D:
-                forced = rejection_token(sampling_probs(logits[:, j], config), draft[:, j],
-                                         None if q is None else q[:, j], u_test[:, j],
-                                         u_draw[:, j])
-            one = draw_token(u_draw[:, j], logits[:, j], logq, residual, done, model, config,
-                             forced, noise.carry_bits)
-            tok, lq, tok_done = one.tokens[:, 0], one.logprobs[:, 0], one.done
-            residual = torch.where(taking, one.residual, residual)
+        if j in chunks:  # a chunk of columns j .. chunks[j] - 1 starts here
+            lo = j
+            drawn = _draw_columns(logits, draft, q, u_draw, u_test, logq, residual, done, lo,
+                                  chunks[j], noise, model, spec, config)
+        tok, lq, tok_done = (drawn.tokens[:, j - lo], drawn.logprobs[:, j - lo],
+                             drawn.done[:, j - lo])
+        if residual is not None:  # one-column chunks: the residual after this token
+            residual = torch.where(taking, drawn.residual, residual)
         window.append(tok)
         window_lq.append(lq)
         n_new += taking.long()
@@ -107,15 +98,19 @@ def verify_window(ctx: DraftContext, rows: torch.Tensor, logits: torch.Tensor, d
     return window, window_lq, n_new, kept, done, residual
 
 
-def _draw_columns(logits, draft, q, u_draw, u_test, done, lo: int, hi: int, noise, model,
-                  spec, config):
-    """The tokens of window columns ``lo .. hi - 1`` in one call (no carried residual):
-    ``tokens``, ``logprobs`` and ``done``, each ``[B', hi - lo]``, as :func:`draw_token` gives
-    them column by column from the row's ``done`` flag at the window's start. Columns before D
-    test their draft (rejection); column D, the bonus, is drawn from p itself."""
+def _draw_columns(logits, draft, q, u_draw, u_test, logq, residual, done, lo: int, hi: int,
+                  noise, model, spec, config) -> AncestralState:
+    """The tokens of window columns ``lo .. hi - 1`` in one call: ``tokens``, ``logprobs`` and
+    ``done``, each ``[B', hi - lo]``, as :func:`draw_token` gives them column by column from the
+    row's running ``logq [B']``, ``residual`` and ``done`` at the chunk's start (a carried
+    residual chains the columns, so it takes one column at a time), and the residual after a
+    one-column chunk. Columns before D test their draft (rejection); column D, the bonus, is
+    drawn from p itself."""
     B, V = logits.shape[0], logits.shape[2]
     D = draft.shape[1]
     W = hi - lo
+    if residual is not None and W != 1:
+        raise ValueError(f"a carried residual chains the columns: draw one at a time, not {W}")
     flat = logits[:, lo:hi].reshape(B * W, V)
     forced = None
     tested_hi = min(hi, D)  # columns lo .. tested_hi - 1 test a draft
@@ -127,9 +122,8 @@ def _draw_columns(logits, draft, q, u_draw, u_test, done, lo: int, hi: int, nois
             None if q is None else q[:, lo:tested_hi].reshape(B * T, V),
             u_test[:, lo:tested_hi].reshape(-1), u_draw[:, lo:tested_hi].reshape(-1))
         forced = torch.cat([tested.view(B, T), tested.new_full((B, W - T), -1)], 1).reshape(-1)
-    one = draw_token(u_draw[:, lo:hi].reshape(-1), flat,
-                     flat.new_zeros(B * W, dtype=torch.float64), None, done.repeat_interleave(W),
-                     model, config, forced, noise.carry_bits)
+    one = draw_token(u_draw[:, lo:hi].reshape(-1), flat, logq.repeat_interleave(W), residual,
+                     done.repeat_interleave(W), model, config, forced, noise.carry_bits)
     return one._replace(tokens=one.tokens.view(B, W), logprobs=one.logprobs.view(B, W),
                         done=one.done.view(B, W))
 
