@@ -243,14 +243,12 @@ def ray_opt():
 
 # GRPO's options, shared by `train rl` and `bench rl`
 
-GROUP_SIZE_HELP = ("a power of two for sobol and lattice, even for antithetic")
-
-
 def group_size_opt(default):
     """``--group-size / -G``: one G (``train rl``) or a list of them (``bench rl``)."""
     many = isinstance(default, list)
     return typer.Option(default, "--group-size", "-G", min=2, help="G, samples per problem ("
-                        + ("repeat for several; " if many else ">= 2; ") + GROUP_SIZE_HELP + ").")
+                        + ("repeat for several; " if many else ">= 2; ")
+                        + "a power of two for sobol and lattice, even for antithetic).")
 
 
 def updates_opt():
