@@ -53,3 +53,41 @@ def test_bench_rl_on_local_ray_writes_the_rows_of_the_plain_run(tmp_path):
     _run([*args, "--ray", "local"], tmp_path / "ray")
     plain = _csvs(tmp_path / "plain")
     assert list(plain) == ["rl.csv", "summary.csv"] and _csvs(tmp_path / "ray") == plain
+
+
+def test_an_interrupted_sweep_stops_a_running_unit_with_a_keyboard_interrupt_first(tmp_path):
+    """Ctrl-C in the driver reaches a unit running on a worker as a KeyboardInterrupt (what a
+    plain run's unit gets; a training run then finishes its step and saves its state), not as a
+    kill; the units not started never start."""
+    from parasample.integrations.ray import RayExecutor
+
+    started, stopped, third = tmp_path / "started", tmp_path / "stopped", tmp_path / "third"
+
+    def unit(i):
+        if i == 0:
+            return i
+        if i == 2:
+            third.touch()
+            return i
+        started.touch()
+        try:
+            for _ in range(1200):  # Python work between calls, as a training loop
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            stopped.touch()
+            raise
+        return i
+
+    executor = RayExecutor("local", num_cpus=1)
+    try:
+        results = executor.map(unit, [(0,), (1,), (2,)])
+        assert next(results) == 0
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started.exists()
+        with pytest.raises(KeyboardInterrupt):
+            results.throw(KeyboardInterrupt)
+        assert stopped.exists() and not third.exists()
+    finally:
+        executor.close()

@@ -54,6 +54,9 @@ class RayExecutor:
 
     name = "ray"
 
+    #: seconds a cancelled unit has to stop by itself (a training step and a state save)
+    cancel_grace_s = 60.0
+
     def __init__(self, address: str, threads: int = 1, num_cpus: int | None = None):
         ray = _ray()
         if address != "local":
@@ -75,10 +78,25 @@ class RayExecutor:
                 got += 1  # before yielding: a consumer that stops here leaves nothing to cancel
                 yield result
         except BaseException:  # Ctrl-C, or the driver stopped early: cancel what is left
-            # (only then: cancelling tasks that finished races with Ray's own bookkeeping)
-            for f in futures[got:]:
-                self.ray.cancel(f, force=True)
+            self._cancel(futures[got:])
             raise
+
+    def _cancel(self, futures: list) -> None:
+        """Stop the units not yet yielded. A running unit first gets a KeyboardInterrupt (Ray's
+        non-forced cancel), as Ctrl-C would give it in a plain run: a training run finishes its
+        optimiser step and saves its state, so a rerun resumes there instead of at its last
+        evaluation. A unit still running after ``cancel_grace_s`` (or a second Ctrl-C) is
+        killed; only those, since force-cancelling a task that finished could kill the worker's
+        next task."""
+        for f in futures:
+            self.ray.cancel(f)
+        pending = futures
+        try:
+            _, pending = self.ray.wait(futures, num_returns=len(futures),
+                                       timeout=self.cancel_grace_s)
+        finally:
+            for f in pending:
+                self.ray.cancel(f, force=True)
 
     def close(self) -> None:
         """Stop the Ray instance this executor started (a cluster it joined keeps running)."""
