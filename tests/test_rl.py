@@ -198,6 +198,28 @@ def test_summary_counts_steps_to_target_over_seeds():
     assert s["steps_to_target"] == 37.5 and s["steps_to_target_se"] == 12.5
     assert s["seconds_to_target"] == 375.0 and s["zero_variance"] == 0.5
     assert s["final_pass1"] == round((0.4 + 0.31 + 0.28) / 3, 4)
+    assert s["paired_seeds"] == "" and s["steps_vs_iid"] == ""  # i.i.d. is the reference
+
+
+def test_summary_compares_steps_to_target_with_iid_on_the_same_seeds():
+    from parasample.bench.rl import paired_ratio_ci, summary_rows
+
+    def run(sampler, seed, hit_step):  # evaluations every 60 steps, the target hit at hit_step
+        return [{"sampler": sampler, "group_size": "8", "seed": str(seed), "step": str(t),
+                 "zero_variance": "", "heldout_pass1": "0.35" if t >= hit_step else "0.2",
+                 "elapsed_s": str(t)} for t in range(0, 481, 60)]
+
+    iid_hits, arith_hits = [240, 300, 360, 600, 300], [120, 180, 240, 180, 600]
+    rows = [r for seed, (a, b) in enumerate(zip(iid_hits, arith_hits, strict=True))
+            for r in run("iid", seed, a) + run("arithmetic", seed, b)]
+    iid, arith = summary_rows(rows, target=0.3)
+    # seeds 3 (i.i.d. never reaches) and 4 (arithmetic never reaches) do not pair
+    assert arith["paired_seeds"] == 3 and arith["reached"] == 4 and iid["reached"] == 4
+    assert arith["steps_vs_iid"] == round(540 / 900, 3)
+    assert arith["steps_vs_iid_low"] <= arith["steps_vs_iid"] <= arith["steps_vs_iid_high"]
+    assert (arith["steps_vs_iid_low"], arith["steps_vs_iid_high"]) == paired_ratio_ci(
+        [120, 180, 240], [240, 300, 360])[1:]  # the pairs by seed, resampled together
+    assert paired_ratio_ci([60.0], [120.0]) == ("", "", "")  # one pair: no interval
 
 
 @pytest.mark.parametrize("args,message", [

@@ -5,7 +5,8 @@ batch and seed for every sampler; each keeps its own state file under ``states/`
 every evaluation and on Ctrl-C), so an interrupted sweep resumes where it stopped and a finished
 unit is only read back. Outputs, rebuilt from the states after each unit: ``rl.csv`` (one row per
 evaluation of every run), ``summary.csv`` (per sampler and G: steps and seconds to the target
-held-out pass@1, the zero-variance fraction, the final pass@1, with standard errors over seeds)
+held-out pass@1, the zero-variance fraction, the final pass@1, with standard errors over seeds,
+and the steps to the target against i.i.d.'s on the same seeds with a bootstrap interval)
 and ``rl.png`` (held-out pass@1 against step, one line per sampler, a band of one SE over
 seeds).
 """
@@ -27,7 +28,8 @@ RL_HEADER = ["sampler", "group_size", "seed", "step", "reward", "zero_variance",
              "heldout_passG", "elapsed_s"]
 SUMMARY_HEADER = ["sampler", "group_size", "target", "seeds", "reached", "steps_to_target",
                   "steps_to_target_se", "seconds_to_target", "seconds_to_target_se",
-                  "zero_variance", "zero_variance_se", "final_pass1", "final_pass1_se"]
+                  "zero_variance", "zero_variance_se", "final_pass1", "final_pass1_se",
+                  "paired_seeds", "steps_vs_iid", "steps_vs_iid_low", "steps_vs_iid_high"]
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,12 @@ def curve_rows(cfg: GRPOConfig, state: dict) -> list[dict]:
 def summary_rows(rows: list[dict], target: float) -> list[dict]:
     """Per (sampler, G): over seeds, the first evaluated step (and its seconds) whose held-out
     pass@1 reaches ``target`` (mean +- SE over the seeds that reach it; ``reached`` counts them),
-    the mean zero-variance fraction of the run's steps and the last evaluation's pass@1."""
-    out = []
+    the mean zero-variance fraction of the run's steps and the last evaluation's pass@1. Each
+    sampler's steps to the target against i.i.d.'s at the same G, paired by seed (the same
+    start, problems and optimiser): over the ``paired_seeds`` that both runs reach, the ratio of
+    mean steps and its 95% bootstrap interval over those seeds (:func:`paired_ratio_ci`; blank
+    for i.i.d. itself and where fewer than two seeds pair)."""
+    out, hits = [], {}
     keys = list(dict.fromkeys((r["sampler"], int(r["group_size"])) for r in rows))
     for sampler, G in keys:
         runs: dict[int, list[dict]] = {}
@@ -108,11 +114,12 @@ def summary_rows(rows: list[dict], target: float) -> list[dict]:
             if (r["sampler"], int(r["group_size"])) == (sampler, G):
                 runs.setdefault(int(r["seed"]), []).append(r)
         steps, secs, zero, final = [], [], [], []
-        for hist in runs.values():
+        for seed, hist in runs.items():
             hit = next((h for h in hist if float(h["heldout_pass1"]) >= target), None)
             if hit is not None:
                 steps.append(float(hit["step"]))
                 secs.append(float(hit["elapsed_s"]))
+                hits[sampler, G, seed] = float(hit["step"])
             zv = [float(h["zero_variance"]) for h in hist if h["zero_variance"] != ""]
             if zv:
                 zero.append(statistics.fmean(zv))
@@ -123,7 +130,34 @@ def summary_rows(rows: list[dict], target: float) -> list[dict]:
                          ("zero_variance", zero), ("final_pass1", final)):
             row[name], row[f"{name}_se"] = mean_se_cells(xs)
         out.append(row)
+    for row in out:
+        sampler, G = row["sampler"], row["group_size"]
+        paired = sorted(seed for (s, g, seed) in hits if (s, g) == (sampler, G)
+                        and ("iid", G, seed) in hits)
+        row["paired_seeds"] = len(paired) if sampler != "iid" else ""
+        ratio = ("", "", "") if sampler == "iid" else paired_ratio_ci(
+            [hits[sampler, G, s] for s in paired], [hits["iid", G, s] for s in paired])
+        row["steps_vs_iid"], row["steps_vs_iid_low"], row["steps_vs_iid_high"] = ratio
     return out
+
+
+def paired_ratio_ci(a: list[float], b: list[float], seed: int = 0) -> tuple:
+    """``mean(a) / mean(b)`` over paired observations and its 95% percentile bootstrap interval
+    (scipy.stats.bootstrap resampling the pairs, 2000 resamples, fixed seed), rounded to 3
+    places; blanks for fewer than two pairs."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    if len(a) < 2 or not sum(b):
+        return "", "", ""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    point = float(x.mean() / y.mean())
+    if np.all(x == x[0]) and np.all(y == y[0]):  # no spread to resample
+        return round(point, 3), round(point, 3), round(point, 3)
+    ci = bootstrap((x, y), lambda u, v, axis: u.mean(axis) / v.mean(axis), paired=True,
+                   vectorized=True, confidence_level=0.95, n_resamples=2000,
+                   method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    return round(point, 3), round(float(ci.low), 3), round(float(ci.high), 3)
 
 
 def run_unit(unit: GRPOConfig, state_path: Path | str, device: str = "cpu", autocast=None,

@@ -202,11 +202,18 @@ def _summary(rows: list[dict]) -> None:
         se = f" +- {fmt.format(r[name + '_se'])}" if r[name + "_se"] != "" else ""
         return fmt.format(r[name]) + se
 
-    t = Table("sampler", "G", "reached / seeds", "steps to target", "seconds to target",
-              "zero-variance groups", "final pass@1",
+    def vs_iid(r):
+        if r["steps_vs_iid"] == "":
+            return "-"
+        return (f"{r['steps_vs_iid']}x [{r['steps_vs_iid_low']}, {r['steps_vs_iid_high']}] "
+                f"({r['paired_seeds']} seeds)")
+
+    t = Table("sampler", "G", "reached / seeds", "steps to target", "steps vs iid [95%]",
+              "seconds to target", "zero-variance groups", "final pass@1",
               title=f"bench rl (target held-out pass@1 {rows[0]['target'] if rows else '-'})")
     for r in rows:
         t.add_row(r["sampler"], str(r["group_size"]), f"{r['reached']} / {r['seeds']}",
-                  pm(r, "steps_to_target", "{:.0f}"), pm(r, "seconds_to_target", "{:.0f}"),
-                  pm(r, "zero_variance"), pm(r, "final_pass1"))
+                  pm(r, "steps_to_target", "{:.0f}"), vs_iid(r),
+                  pm(r, "seconds_to_target", "{:.0f}"), pm(r, "zero_variance"),
+                  pm(r, "final_pass1"))
     console.print(t)
