@@ -91,3 +91,42 @@ def test_an_interrupted_sweep_stops_a_running_unit_with_a_keyboard_interrupt_fir
         assert stopped.exists() and not third.exists()
     finally:
         executor.close()
+
+
+def test_units_on_ray_report_their_progress_ticks_to_the_driver_while_they_run(tmp_path):
+    """``map(..., progress=...)``: every tick of every unit reaches the driver (before the
+    unit's result), a running unit's ticks arrive while it still runs, and the results keep
+    their order; the local executor calls the same function with the driver's progress."""
+    from parasample.bench.executor import LocalExecutor
+    from parasample.integrations.ray import RayExecutor
+
+    release = tmp_path / "release"
+
+    def unit(i, progress=None):
+        for _ in range(i):
+            progress(1)
+        if i == 3:  # holds until the driver has seen its ticks
+            deadline = time.monotonic() + 60
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return i if release.exists() else -1
+        return i
+
+    seen = []
+
+    def progress(n):
+        seen.append(n)
+        if sum(seen) >= 3:
+            release.touch()
+
+    executor = RayExecutor("local", num_cpus=1)
+    executor.poll_s = 0.1
+    try:
+        # 3, not -1: the driver saw the first unit's ticks while it ran, and released it
+        assert list(executor.map(unit, [(3,), (2,), (0,)], progress=progress)) == [3, 2, 0]
+        assert sum(seen) == 5
+    finally:
+        executor.close()
+    local = []
+    assert list(LocalExecutor().map(unit, [(1,), (2,)], progress=local.append)) == [1, 2]
+    assert local == [1, 1, 1]

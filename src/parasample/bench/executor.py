@@ -16,11 +16,14 @@ __all__ = ["Executor", "LocalExecutor", "make_executor"]
 
 
 class Executor(Protocol):
-    """Runs ``fn(*args)`` for each args tuple; yields the results in order."""
+    """Runs ``fn(*args)`` for each args tuple; yields the results in order. With ``progress``,
+    runs ``fn(*args, progress=tick)`` instead, and every ``tick(n)`` a unit makes (n units of
+    work done, wherever it runs) reaches ``progress(n)`` in the driver while the unit runs."""
 
     name: str
 
-    def map(self, fn: Callable, items: Iterable[tuple]) -> Iterator[Any]: ...
+    def map(self, fn: Callable, items: Iterable[tuple],
+            progress: Callable[[int], None] | None = None) -> Iterator[Any]: ...
 
     def close(self) -> None: ...
 
@@ -30,9 +33,9 @@ class LocalExecutor:
 
     name = "local"
 
-    def map(self, fn, items):
+    def map(self, fn, items, progress=None):
         for args in items:
-            yield fn(*args)
+            yield fn(*args) if progress is None else fn(*args, progress=progress)
 
     def close(self):
         pass

@@ -173,9 +173,9 @@ def run_unit(unit: GRPOConfig, state_path: Path | str, device: str = "cpu", auto
 def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, device="cpu",
                   autocast=None, executor=None) -> list[dict]:
     """Run (or resume) every unit, rewriting the CSVs and the plot after each; returns the
-    summary rows. ``progress(steps)`` is called after every optimiser step (in this process)
-    or every finished run (``executor``: e.g. Ray workers, which write the same state files,
-    so on one machine an interrupted sweep resumes either way)."""
+    summary rows. ``progress(steps)`` is called after every optimiser step, also of the runs
+    on an ``executor``'s workers (e.g. Ray workers, which write the same state files, so on
+    one machine an interrupted sweep resumes either way)."""
     from parasample.bench.plots import rl_plot
 
     out.mkdir(parents=True, exist_ok=True)
@@ -184,15 +184,14 @@ def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, dev
     paths = [out / "states" / f"{u.sampler}-G{u.group_size}-seed{u.seed}.state.pt"
              for u in units]
     if executor is None or executor.name == "local":
-        results = (_in_process(u, p, device, autocast, progress, log)
+        results = (_ticking(u, p, device, autocast, progress, log)
                    for u, p in zip(units, paths, strict=True))
-    else:
-        results = executor.map(run_unit, [(u, str(p), str(device), autocast)
-                                          for u, p in zip(units, paths, strict=True)])
+    else:  # no log lines from workers; their progress ticks stream back
+        results = executor.map(_ticking, [(u, str(p), str(device), autocast)
+                                          for u, p in zip(units, paths, strict=True)],
+                               progress=progress)
     rows: list[dict] = []
-    for unit, unit_rows in zip(units, results, strict=True):
-        if progress and executor is not None and executor.name != "local":
-            progress(unit.steps)
+    for unit_rows in results:
         rows += unit_rows
         write_csv(out / "rl.csv", RL_HEADER, rows)
         summary = summary_rows(rows, cfg.target)
@@ -201,9 +200,11 @@ def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, dev
     return summary
 
 
-def _in_process(unit: GRPOConfig, path: Path, device, autocast, progress, log) -> list[dict]:
-    """:func:`run_unit` here, with a progress tick per optimiser step."""
-    name, done = path.name.removesuffix(".state.pt"), [0]
+def _ticking(unit: GRPOConfig, path: Path | str, device, autocast, progress=None,
+             log=None) -> list[dict]:
+    """:func:`run_unit` with a ``progress(n)`` tick per optimiser step (in this process or a
+    Ray worker); a finished unit read back ticks its steps at once."""
+    name, done = Path(path).name.removesuffix(".state.pt"), [0]
 
     def tick(step, total, metrics):
         if progress:

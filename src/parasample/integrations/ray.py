@@ -42,20 +42,49 @@ def check_address(address: str, timeout: float = 3.0) -> None:
                          "start one with `ray start --head`, or use --ray local.") from None
 
 
-def _run(fn: Callable, threads: int, args: tuple) -> Any:
+def _run(fn: Callable, threads: int, args: tuple, ticks=None) -> Any:
     import torch
 
     torch.set_num_threads(threads)
-    return fn(*args)
+    if ticks is None:
+        return fn(*args)
+    import ray
+
+    last = []
+
+    def progress(n: int) -> None:
+        last[:] = [ticks.add.remote(n)]
+
+    result = fn(*args, progress=progress)
+    if last:  # one caller's actor calls run in order: every tick is counted before the result
+        ray.get(last[0])
+    return result
+
+
+class _Ticks:
+    """A Ray actor that sums the progress ticks of every running unit for the driver to take."""
+
+    def __init__(self):
+        self.n = 0
+
+    def add(self, n: int) -> None:
+        self.n += n
+
+    def take(self) -> int:
+        n, self.n = self.n, 0
+        return n
 
 
 class RayExecutor:
-    """Runs each unit as a Ray task (1 CPU each) and yields the results in submission order."""
+    """Runs each unit as a Ray task (1 CPU each) and yields the results in submission order;
+    with ``progress``, each unit's ticks reach the driver's ``progress`` while it runs."""
 
     name = "ray"
 
     #: seconds a cancelled unit has to stop by itself (a training step and a state save)
     cancel_grace_s = 60.0
+    #: seconds between two reads of the running units' progress ticks
+    poll_s = 1.0
 
     def __init__(self, address: str, threads: int = 1, num_cpus: int | None = None):
         ray = _ray()
@@ -68,13 +97,20 @@ class RayExecutor:
                      log_to_driver=False, configure_logging=False, **kw)
         self.ray, self.threads = ray, threads
         self._task = ray.remote(num_cpus=1)(_run)
+        self._ticks = ray.remote(num_cpus=0)(_Ticks)
 
-    def map(self, fn: Callable, items: Iterable[tuple]) -> Iterator[Any]:
-        futures = [self._task.remote(fn, self.threads, args) for args in items]
+    def map(self, fn: Callable, items: Iterable[tuple],
+            progress: Callable[[int], None] | None = None) -> Iterator[Any]:
+        ticks = self._ticks.remote() if progress else None
+        futures = [self._task.remote(fn, self.threads, args, ticks) for args in items]
         got = 0
         try:
             for f in futures:  # in order: a later unit that finished first waits its turn
+                while progress and not self.ray.wait([f], timeout=self.poll_s)[0]:
+                    progress(self.ray.get(ticks.take.remote()))  # the running units' ticks
                 result = self.ray.get(f)
+                if progress:
+                    progress(self.ray.get(ticks.take.remote()))
                 got += 1  # before yielding: a consumer that stops here leaves nothing to cancel
                 yield result
         except BaseException:  # Ctrl-C, or the driver stopped early: cancel what is left
