@@ -4,6 +4,8 @@ resumes after an interruption to the same weights and writes its curve from the 
 from __future__ import annotations
 
 import csv
+import math
+import statistics
 from dataclasses import replace
 
 import pytest
@@ -220,6 +222,12 @@ def test_summary_compares_steps_to_target_with_iid_on_the_same_seeds():
     assert (arith["steps_vs_iid_low"], arith["steps_vs_iid_high"]) == paired_ratio_ci(
         [120, 180, 240], [240, 300, 360])[1:]  # the pairs by seed, resampled together
     assert paired_ratio_ci([60.0], [120.0]) == ("", "", "")  # one pair: no interval
+    # every run ends at 0.35 except the two that never reach 0.3 (0.2): seed 3 (i.i.d.) and
+    # seed 4 (arithmetic), so the paired differences are 0, 0, 0, +0.15, -0.15
+    diffs = [0, 0, 0, 0.15, -0.15]
+    assert arith["final_pass1_vs_iid"] == 0.0
+    assert arith["final_pass1_vs_iid_se"] == round(statistics.stdev(diffs) / math.sqrt(5), 4)
+    assert iid["final_pass1_vs_iid"] == ""
 
 
 @pytest.mark.parametrize("args,message", [

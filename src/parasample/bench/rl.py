@@ -29,7 +29,8 @@ RL_HEADER = ["sampler", "group_size", "seed", "step", "reward", "zero_variance",
 SUMMARY_HEADER = ["sampler", "group_size", "target", "seeds", "reached", "steps_to_target",
                   "steps_to_target_se", "seconds_to_target", "seconds_to_target_se",
                   "zero_variance", "zero_variance_se", "final_pass1", "final_pass1_se",
-                  "paired_seeds", "steps_vs_iid", "steps_vs_iid_low", "steps_vs_iid_high"]
+                  "paired_seeds", "steps_vs_iid", "steps_vs_iid_low", "steps_vs_iid_high",
+                  "final_pass1_vs_iid", "final_pass1_vs_iid_se"]
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,9 @@ def summary_rows(rows: list[dict], target: float) -> list[dict]:
     sampler's steps to the target against i.i.d.'s at the same G, paired by seed (the same
     start, problems and optimiser): over the ``paired_seeds`` that both runs reach, the ratio of
     mean steps and its 95% bootstrap interval over those seeds (:func:`paired_ratio_ci`; blank
-    for i.i.d. itself and where fewer than two seeds pair)."""
-    out, hits = [], {}
+    for i.i.d. itself and where fewer than two seeds pair); and the final pass@1 minus
+    i.i.d.'s, mean +- SE of the paired differences over the seeds both have run."""
+    out, hits, finals = [], {}, {}
     keys = list(dict.fromkeys((r["sampler"], int(r["group_size"])) for r in rows))
     for sampler, G in keys:
         runs: dict[int, list[dict]] = {}
@@ -124,6 +126,7 @@ def summary_rows(rows: list[dict], target: float) -> list[dict]:
             if zv:
                 zero.append(statistics.fmean(zv))
             final.append(float(hist[-1]["heldout_pass1"]))
+            finals[sampler, G, seed] = final[-1]
         row = {"sampler": sampler, "group_size": G, "target": target, "seeds": len(runs),
                "reached": len(steps)}
         for name, xs in (("steps_to_target", steps), ("seconds_to_target", secs),
@@ -138,6 +141,10 @@ def summary_rows(rows: list[dict], target: float) -> list[dict]:
         ratio = ("", "", "") if sampler == "iid" else paired_ratio_ci(
             [hits[sampler, G, s] for s in paired], [hits["iid", G, s] for s in paired])
         row["steps_vs_iid"], row["steps_vs_iid_low"], row["steps_vs_iid_high"] = ratio
+        both = [seed for (s, g, seed) in finals if (s, g) == (sampler, G)
+                and ("iid", G, seed) in finals and s != "iid"]
+        row["final_pass1_vs_iid"], row["final_pass1_vs_iid_se"] = mean_se_cells(
+            [finals[sampler, G, s] - finals["iid", G, s] for s in both])
     return out
 
 

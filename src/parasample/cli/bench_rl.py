@@ -199,7 +199,7 @@ def _summary(rows: list[dict]) -> None:
     def pm(r, name, fmt="{:.3f}"):
         if r[name] == "":
             return "-"
-        se = f" +- {fmt.format(r[name + '_se'])}" if r[name + "_se"] != "" else ""
+        se = f" +- {fmt.replace('+', '').format(r[name + '_se'])}" if r[name + "_se"] != "" else ""
         return fmt.format(r[name]) + se
 
     def vs_iid(r):
@@ -209,11 +209,11 @@ def _summary(rows: list[dict]) -> None:
                 f"({r['paired_seeds']} seeds)")
 
     t = Table("sampler", "G", "reached / seeds", "steps to target", "steps vs iid [95%]",
-              "seconds to target", "zero-variance groups", "final pass@1",
+              "seconds to target", "zero-variance groups", "final pass@1", "vs iid (paired)",
               title=f"bench rl (target held-out pass@1 {rows[0]['target'] if rows else '-'})")
     for r in rows:
         t.add_row(r["sampler"], str(r["group_size"]), f"{r['reached']} / {r['seeds']}",
                   pm(r, "steps_to_target", "{:.0f}"), vs_iid(r),
                   pm(r, "seconds_to_target", "{:.0f}"), pm(r, "zero_variance"),
-                  pm(r, "final_pass1"))
+                  pm(r, "final_pass1"), pm(r, "final_pass1_vs_iid", "{:+.3f}"))
     console.print(t)
