@@ -9,6 +9,28 @@ DEVICES = [d.strip() for d in os.environ.get("PARASAMPLE_TEST_DEVICES", "cpu").s
            if d.strip()]
 
 
+#: Under pytest-xdist (the README's `-n auto`) each worker takes its share of the cores for
+#: torch's threads, also where a CLI test asks for more (`--threads 2`): workers that each
+#: spin two threads on two cores run slower than one worker.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else os.cpu_count() or 1) // WORKERS)
+if WORKERS > 1:
+    torch.set_num_threads(THREADS)
+    # xdist gives its workers COLUMNS=80, which rich reads once when the CLI's console is made;
+    # without it the console reads the width each CLI test sets, as in a serial run
+    os.environ.pop("COLUMNS", None)
+
+
+@pytest.fixture(autouse=True)
+def _threads_share(monkeypatch):
+    if WORKERS > 1:
+        from parasample.cli import common
+
+        monkeypatch.setattr(common, "set_threads",
+                            lambda threads: torch.set_num_threads(min(threads, THREADS)))
+
+
 @pytest.fixture
 def gen():
     """A fresh seeded generator per test (parasample never touches the global RNG)."""

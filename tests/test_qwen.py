@@ -16,9 +16,13 @@ from parasample.targets import pinned
 from tests.helpers import chi2_pvalue, design_power
 
 NAME = "qwen-coder-0.5b"
-pytestmark = pytest.mark.skipif(
-    pinned.state(pinned.MODELS[NAME]) != "verified",
-    reason=f"{NAME} is not installed: {pinned.install_command(pinned.MODELS[NAME])}")
+pytestmark = [
+    pytest.mark.skipif(pinned.state(pinned.MODELS[NAME]) != "verified",
+                       reason=f"{NAME} is not installed: "
+                       f"{pinned.install_command(pinned.MODELS[NAME])}"),
+    # one xdist worker runs these and the Ray tests one after the other: a float64 0.5B takes
+    # most of a 24 GB machine's memory, and Ray's memory monitor kills its workers near full
+    pytest.mark.xdist_group("heavy")]
 #: a prompt whose first answer token is uncertain (many cells above 1%)
 PROMPT = "Name one random animal. Answer with the single word only."
 
