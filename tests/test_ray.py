@@ -3,6 +3,7 @@ same CSV rows as the single-process run; an address that does not answer fails i
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -131,3 +132,27 @@ def test_units_on_ray_report_their_progress_ticks_to_the_driver_while_they_run(t
     local = []
     assert list(LocalExecutor().map(unit, [(1,), (2,)], progress=local.append)) == [1, 2]
     assert local == [1, 1, 1]
+
+
+def test_units_start_in_sweep_order_even_when_one_is_retried(tmp_path):
+    """Ray starts a retried task (its worker died: killed by Ray's memory monitor, here an
+    exit) behind every queued one; the executor submits one unit per CPU, so the retry runs
+    before the later units and an interrupted sweep has run a prefix of its units."""
+    from parasample.integrations.ray import RayExecutor
+
+    starts, crashed = tmp_path / "starts", tmp_path / "crashed"
+
+    def unit(i):
+        with open(starts, "a") as f:
+            f.write(f"{i}\n")
+        if i == 0 and not crashed.exists():
+            crashed.touch()
+            os._exit(1)  # the worker dies; Ray retries the task
+        return i
+
+    executor = RayExecutor("local", num_cpus=1)
+    try:
+        assert list(executor.map(unit, [(i,) for i in range(4)])) == [0, 1, 2, 3]
+    finally:
+        executor.close()
+    assert starts.read_text().split() == ["0", "0", "1", "2", "3"]  # all-at-once: 0 1 2 3 0

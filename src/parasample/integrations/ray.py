@@ -101,18 +101,38 @@ class RayExecutor:
 
     def map(self, fn: Callable, items: Iterable[tuple],
             progress: Callable[[int], None] | None = None) -> Iterator[Any]:
+        """The units start in sweep order: at most one per CPU of the cluster is submitted at a
+        time, the next one when one finishes. (Ray does not start queued tasks in submission
+        order: a unit retried after its worker was killed, e.g. by Ray's memory monitor, goes
+        behind every queued unit.) So an interrupted sweep has run a prefix of its units, as a
+        plain run has: the same seeds for every sampler."""
+        items = list(items)
         ticks = self._ticks.remote() if progress else None
-        futures = [self._task.remote(fn, self.threads, args, ticks) for args in items]
+        width = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        futures: list = []  # the submitted units, in sweep order
+        running: set = set()
         got = 0
+
+        def top_up() -> None:  # submit the next units while fewer than `width` run
+            if running:
+                done, _ = self.ray.wait(list(running), num_returns=len(running), timeout=0)
+                running.difference_update(done)
+            while len(running) < width and len(futures) < len(items):
+                futures.append(self._task.remote(fn, self.threads, items[len(futures)], ticks))
+                running.add(futures[-1])
+
         try:
-            for f in futures:  # in order: a later unit that finished first waits its turn
-                while progress and not self.ray.wait([f], timeout=self.poll_s)[0]:
-                    progress(self.ray.get(ticks.take.remote()))  # the running units' ticks
-                result = self.ray.get(f)
+            while got < len(items):
+                top_up()
+                # in order: a later unit that finished first waits its turn
+                ready, _ = self.ray.wait([futures[got]], timeout=self.poll_s)
                 if progress:
-                    progress(self.ray.get(ticks.take.remote()))
-                got += 1  # before yielding: a consumer that stops here leaves nothing to cancel
-                yield result
+                    progress(self.ray.get(ticks.take.remote()))  # the running units' ticks
+                if ready:
+                    result = self.ray.get(futures[got])
+                    got += 1  # before yielding: a consumer that stops here cancels nothing
+                    top_up()  # the next units run while the consumer handles this result
+                    yield result
         except BaseException:  # Ctrl-C, or the driver stopped early: cancel what is left
             self._cancel(futures[got:])
             raise
