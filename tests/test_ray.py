@@ -13,7 +13,6 @@ from parasample.cli import app
 from tests.test_interrupt import _csvs, _run
 
 pytest.importorskip("ray")
-pytestmark = pytest.mark.xdist_group("heavy")  # not beside test_qwen.py (see there)
 
 
 def test_bench_dllm_on_local_ray_writes_the_rows_of_the_plain_run(tiny_dllm, tmp_path):
