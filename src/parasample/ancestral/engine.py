@@ -218,6 +218,43 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> Ances
     )
 
 
+#: elements of one draw's ``[rows, V]`` float64 scratch tensors: :func:`step` draws in chunks
+#: of ``DRAW_ELEMENTS // V`` rows (at least one), so 2048 rows of a 151,936-token vocabulary
+#: work in 128 MB buffers (110 rows) instead of 2.5 GB ones. A row's draw reads its own row
+#: alone, so the tokens, log-probs and residuals are the same bits however the batch is cut
+#: (``tests/test_ancestral.py::test_a_step_drawn_in_row_chunks_gives_the_same_bits``).
+DRAW_ELEMENTS = 1 << 24
+
+
+class _Draw(NamedTuple):
+    """One chunk's draw: ``tok``, ``logq`` (under q), ``logp`` (under the raw model) and the
+    arithmetic residual (None for other sources), each ``[b]``."""
+
+    tok: torch.Tensor
+    logq: torch.Tensor
+    logp: torch.Tensor
+    residual: torch.Tensor | None
+
+
+def _draw(logits: torch.Tensor, u: torch.Tensor, config: SamplingConfig, carry: bool,
+          forced: torch.Tensor | None, workspace: Workspace | None) -> _Draw:
+    """Rows ``logits [b, V]`` with uniforms ``u [b]`` -> their tokens (``forced [b]`` imposed
+    where >= 0, the residual then NaN: a forced token did not come from u)."""
+    probs = sampling_probs(logits, config, workspace)  # [b, V]
+    tok = icdf_categorical(probs, u, workspace)  # [b]
+    residual = icdf_residual(probs, u, tok, workspace) if carry else None
+    if forced is not None:
+        tok = torch.where(forced >= 0, forced, tok)
+        if residual is not None:
+            residual = torch.where(forced >= 0, torch.nan, residual)
+    logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]  # [b]
+    if config.q_is_p:
+        return _Draw(tok, logq, logq, residual)
+    raw = torch.log_softmax(torch.nan_to_num(logits.to(torch.float64), nan=float("-inf")),
+                            dim=-1)  # [b, V]
+    return _Draw(tok, logq, raw.gather(1, tok[:, None])[:, 0], residual)
+
+
 def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
          *, advance: bool = True, forced: torch.Tensor | None = None,
          workspace: Workspace | None = None) -> tuple[AncestralState, StepInfo]:
@@ -227,26 +264,19 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
     QUEST does to keep a prefix); their log-prob is still that of the forced token under q.
     Finished rows receive EOS with log-prob 0. Pure in the sampler's own tensors (never
     modified); the model's KV cache may be extended in place, as transformers' caches are, so a
-    state is not reused once stepped. ``workspace`` is scratch memory for the ``[B, V]`` draw
-    (:mod:`parasample.workspace`): the same tokens with or without it, and nothing returned
-    refers to it.
+    state is not reused once stepped. ``workspace`` is scratch memory for the draw
+    (:mod:`parasample.workspace`), which runs in chunks of rows (:data:`DRAW_ELEMENTS`): the
+    same tokens with or without it, and nothing returned refers to it.
     """
-    probs = sampling_probs(state.logits, config, workspace)  # [B, V]
     if state.residual is not None:  # arithmetic sampling: the code point carries on
         u = carry_code_point(state.residual, u, state.logprobs.sum(1), state.carry_bits)
-    tok = icdf_categorical(probs, u, workspace)  # [B]
-    residual = None if state.residual is None else icdf_residual(probs, u, tok, workspace)
-    if forced is not None:
-        tok = torch.where(forced >= 0, forced, tok)
-        if residual is not None:  # a forced token did not come from u: start afresh
-            residual = torch.where(forced >= 0, torch.nan, residual)
-    logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]  # [B]
-    if config.q_is_p:
-        logp = logq
-    else:
-        raw = torch.log_softmax(torch.nan_to_num(state.logits.to(torch.float64),
-                                                 nan=float("-inf")), dim=-1)
-        logp = raw.gather(1, tok[:, None])[:, 0]  # [B]
+    B, V = state.logits.shape
+    rows = max(1, DRAW_ELEMENTS // V)
+    parts = [_draw(state.logits[i:i + rows], u[i:i + rows], config, state.residual is not None,
+                   None if forced is None else forced[i:i + rows], workspace)
+             for i in range(0, B, rows)]
+    tok, logq, logp = (torch.cat([d[j] for d in parts]) for j in range(3))  # each [B]
+    residual = None if state.residual is None else torch.cat([d.residual for d in parts])
     eos = None if config.ignore_eos else model.eos_id
     if eos is not None:
         tok = torch.where(state.done, eos, tok)
