@@ -2,10 +2,12 @@
 
 from parasample.ancestral.engine import (
     AncestralState,
+    Draw,
     Generation,
     SamplingConfig,
     StepInfo,
     check_batch,
+    draw,
     generate,
     init,
     lengths_with_eos,
@@ -17,6 +19,6 @@ from parasample.ancestral.engine import (
     top_p_mask_by_sort,
 )
 
-__all__ = ["AncestralState", "Generation", "SamplingConfig", "StepInfo", "check_batch",
-           "generate", "init", "lengths_with_eos", "prefill", "sampling_probs", "select_rows",
-           "step", "top_p_mask", "top_p_mask_by_sort"]
+__all__ = ["AncestralState", "Draw", "Generation", "SamplingConfig", "StepInfo", "check_batch",
+           "draw", "generate", "init", "lengths_with_eos", "prefill", "sampling_probs",
+           "select_rows", "step", "top_p_mask", "top_p_mask_by_sort"]

@@ -22,8 +22,8 @@ from parasample.noise import UniformSource, carry_code_point, icdf_categorical, 
 from parasample.workspace import Workspace
 
 __all__ = ["SamplingConfig", "AncestralState", "StepInfo", "Generation", "sampling_probs",
-           "top_p_mask", "top_p_mask_by_sort", "init", "prefill", "step", "generate",
-           "check_batch", "lengths_with_eos", "select_rows"]
+           "top_p_mask", "top_p_mask_by_sort", "Draw", "draw", "init", "prefill", "step",
+           "generate", "check_batch", "lengths_with_eos", "select_rows"]
 
 
 def lengths_with_eos(tokens: torch.Tensor, eos_id: int | None) -> torch.Tensor:
@@ -226,20 +226,43 @@ def init(model, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> Ances
 DRAW_ELEMENTS = 1 << 24
 
 
-class _Draw(NamedTuple):
-    """One chunk's draw: ``tok``, ``logq`` (under q), ``logp`` (under the raw model) and the
-    arithmetic residual (None for other sources), each ``[b]``."""
+class Draw(NamedTuple):
+    """One token per row: ``tok``, ``logq`` (under q), ``logp`` (under the raw model; None
+    where not asked for) and the arithmetic residual (None for other sources), each ``[B]``."""
 
     tok: torch.Tensor
     logq: torch.Tensor
-    logp: torch.Tensor
+    logp: torch.Tensor | None
     residual: torch.Tensor | None
 
 
-def _draw(logits: torch.Tensor, u: torch.Tensor, config: SamplingConfig, carry: bool,
-          forced: torch.Tensor | None, workspace: Workspace | None) -> _Draw:
-    """Rows ``logits [b, V]`` with uniforms ``u [b]`` -> their tokens (``forced [b]`` imposed
-    where >= 0, the residual then NaN: a forced token did not come from u)."""
+def draw(logits: torch.Tensor, u: torch.Tensor, config: SamplingConfig, *,
+         residual: torch.Tensor | None = None, prefix_logq: torch.Tensor | None = None,
+         carry_bits: int | None = None, forced: torch.Tensor | None = None,
+         raw_logp: bool = True, workspace: Workspace | None = None) -> Draw:
+    """The token of each row of ``logits [B, V]`` under ``config`` from its uniform ``u [B]``:
+    the draw of :func:`step` and of the transformers processor, in chunks of
+    :data:`DRAW_ELEMENTS` // V rows.
+
+    With ``residual [B]`` (arithmetic sampling; NaN on fresh rows) the code point carries on
+    (:func:`~parasample.noise.carry_code_point` with the rows' ``prefix_logq [B]`` and
+    ``carry_bits``) and the new residual is returned. ``forced [B]`` imposes a token where
+    >= 0 (its residual is then NaN: it did not come from u). ``raw_logp`` False skips log p.
+    """
+    if residual is not None:
+        u = carry_code_point(residual, u, prefix_logq, carry_bits)
+    B, V = logits.shape
+    rows = max(1, DRAW_ELEMENTS // V)
+    parts = [_draw_rows(logits[i:i + rows], u[i:i + rows], config, residual is not None,
+                        None if forced is None else forced[i:i + rows], raw_logp, workspace)
+             for i in range(0, B, rows)]
+    return Draw(*(None if parts[0][j] is None else torch.cat([d[j] for d in parts])
+                  for j in range(4)))  # each [B]
+
+
+def _draw_rows(logits: torch.Tensor, u: torch.Tensor, config: SamplingConfig, carry: bool,
+               forced: torch.Tensor | None, raw_logp: bool, workspace: Workspace | None) -> Draw:
+    """:func:`draw` on one chunk of rows, ``logits [b, V]``, ``u [b]`` (already carried)."""
     probs = sampling_probs(logits, config, workspace)  # [b, V]
     tok = icdf_categorical(probs, u, workspace)  # [b]
     residual = icdf_residual(probs, u, tok, workspace) if carry else None
@@ -248,11 +271,11 @@ def _draw(logits: torch.Tensor, u: torch.Tensor, config: SamplingConfig, carry: 
         if residual is not None:
             residual = torch.where(forced >= 0, torch.nan, residual)
     logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]  # [b]
-    if config.q_is_p:
-        return _Draw(tok, logq, logq, residual)
+    if config.q_is_p or not raw_logp:
+        return Draw(tok, logq, logq if raw_logp else None, residual)
     raw = torch.log_softmax(torch.nan_to_num(logits.to(torch.float64), nan=float("-inf")),
                             dim=-1)  # [b, V]
-    return _Draw(tok, logq, raw.gather(1, tok[:, None])[:, 0], residual)
+    return Draw(tok, logq, raw.gather(1, tok[:, None])[:, 0], residual)
 
 
 def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
@@ -268,15 +291,9 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
     (:mod:`parasample.workspace`), which runs in chunks of rows (:data:`DRAW_ELEMENTS`): the
     same tokens with or without it, and nothing returned refers to it.
     """
-    if state.residual is not None:  # arithmetic sampling: the code point carries on
-        u = carry_code_point(state.residual, u, state.logprobs.sum(1), state.carry_bits)
-    B, V = state.logits.shape
-    rows = max(1, DRAW_ELEMENTS // V)
-    parts = [_draw(state.logits[i:i + rows], u[i:i + rows], config, state.residual is not None,
-                   None if forced is None else forced[i:i + rows], workspace)
-             for i in range(0, B, rows)]
-    tok, logq, logp = (torch.cat([d[j] for d in parts]) for j in range(3))  # each [B]
-    residual = None if state.residual is None else torch.cat([d.residual for d in parts])
+    tok, logq, logp, residual = draw(
+        state.logits, u, config, residual=state.residual, prefix_logq=state.logprobs.sum(1),
+        carry_bits=state.carry_bits, forced=forced, workspace=workspace)
     eos = None if config.ignore_eos else model.eos_id
     if eos is not None:
         tok = torch.where(state.done, eos, tok)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from parasample.ancestral import SamplingConfig, sampling_probs
+from parasample.ancestral import SamplingConfig, draw
 from parasample.errors import InputError
-from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
+from parasample.noise import UniformSource
 from parasample.workspace import Workspace
 
 __all__ = ["SourceLogitsProcessor", "generate"]
@@ -67,14 +67,11 @@ class SourceLogitsProcessor(_base()):
             self.logq = torch.zeros(B, dtype=torch.float64, device=dev)
             if self.source.carries_residual:
                 self.residual = torch.full((B,), torch.nan, dtype=torch.float64, device=dev)
-        probs = sampling_probs(scores, self.config, self._work)  # [B, V] float64
         u = self.source.uniform().to(dev)  # [B]
-        if self.residual is not None:  # arithmetic sampling, exactly as the engine's step
-            u = carry_code_point(self.residual, u, self.logq, self.source.carry_bits)
-        tok = icdf_categorical(probs, u, self._work)
-        if self.residual is not None:
-            self.residual = icdf_residual(probs, u, tok, self._work)
-        logq = torch.log(probs.gather(1, tok[:, None]))[:, 0]
+        # the engine's own draw (arithmetic sampling's carried code point included)
+        tok, logq, _, self.residual = draw(
+            scores, u, self.config, residual=self.residual, prefix_logq=self.logq,
+            carry_bits=self.source.carry_bits, raw_logp=False, workspace=self._work)  # [B]
         if self.eos_id is not None and not self.config.ignore_eos:
             tok = torch.where(self.done, self.eos_id, tok)
             logq = torch.where(self.done, 0.0, logq)
