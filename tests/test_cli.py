@@ -81,3 +81,32 @@ def test_sample_speculative_is_token_identical_and_checks_the_draft_vocabulary()
     bad = runner.invoke(app, [*base, "--speculative", "model:ar-arith-draft"])
     assert bad.exit_code == 2
     assert "vocabulary has 47 tokens and the target's 49152" in " ".join(bad.output.split())
+
+
+def test_a_long_command_logs_plain_progress_lines_where_there_is_no_terminal(tmp_path,
+                                                                           monkeypatch):
+    """Written to a file or pipe, rich shows a bar's last frame only when it stops; the bar then
+    also prints a plain line every LOG_EVERY_S seconds (0 here: every advance), and none on a
+    terminal."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    import parasample.cli.progress as progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    result = CliRunner().invoke(app, ["bench", "rl", "--quick", "--part", "arith", "-s", "iid",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = re.findall(r"^GRPO steps: (\d+)/(\d+) \(\d+%\), \d+:\d\d:\d\d elapsed, about "
+                       r"(?:\?|\d+:\d\d:\d\d) left$", result.output, flags=re.M)
+    assert [int(done) for done, _ in lines] == list(range(1, 5))
+    assert {total for _, total in lines} == {"4"}
+
+    screen = io.StringIO()
+    with progress.make_progress(Console(file=screen, force_terminal=True)) as bar:
+        job = bar.add_task("steps", total=3)
+        for _ in range(3):
+            bar.advance(job)
+    assert "elapsed, about" not in screen.getvalue()

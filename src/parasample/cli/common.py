@@ -151,17 +151,11 @@ def set_threads(threads: int) -> None:
 
 
 def progress():
-    """The progress bar every long command shows (description, bar, done/total, elapsed)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    """The progress bar every long command shows (description, bar, done/total, elapsed; plain
+    lines every minute where the output is not a terminal: :mod:`parasample.cli.progress`)."""
+    from parasample.cli.progress import make_progress
 
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    return make_progress(console)
 
 
 def greater_than(lo: float, hi: float | None = None):
