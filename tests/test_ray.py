@@ -94,43 +94,50 @@ def test_an_interrupted_sweep_stops_a_running_unit_with_a_keyboard_interrupt_fir
         executor.close()
 
 
-def test_units_on_ray_report_their_progress_ticks_to_the_driver_while_they_run(tmp_path):
-    """``map(..., progress=...)``: every tick of every unit reaches the driver (before the
-    unit's result), a running unit's ticks arrive while it still runs, and the results keep
-    their order; the local executor calls the same function with the driver's progress."""
+def test_units_on_ray_report_their_progress_ticks_and_log_lines_to_the_driver_while_they_run(
+        tmp_path):
+    """``map(..., progress=..., log=...)``: every tick and log line of every unit reaches the
+    driver (before the unit's result), a running unit's reports arrive while it still runs, and
+    the results keep their order; the local executor calls the same function with the driver's
+    callbacks."""
     from parasample.bench.executor import LocalExecutor
     from parasample.integrations.ray import RayExecutor
 
     release = tmp_path / "release"
 
-    def unit(i, progress=None):
-        for _ in range(i):
+    def unit(i, progress=None, log=None):
+        for j in range(i):
             progress(1)
-        if i == 3:  # holds until the driver has seen its ticks
+            log(f"unit {i}: tick {j}")
+        if i == 3:  # holds until the driver has seen its ticks and lines
             deadline = time.monotonic() + 60
             while not release.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
             return i if release.exists() else -1
         return i
 
-    seen = []
+    seen, lines = [], []
 
     def progress(n):
         seen.append(n)
-        if sum(seen) >= 3:
+        if sum(seen) >= 3 and len(lines) >= 3:
             release.touch()
 
     executor = RayExecutor("local", num_cpus=1)
     executor.poll_s = 0.1
     try:
-        # 3, not -1: the driver saw the first unit's ticks while it ran, and released it
-        assert list(executor.map(unit, [(3,), (2,), (0,)], progress=progress)) == [3, 2, 0]
+        # 3, not -1: the driver saw the first unit's reports while it ran, and released it
+        assert list(executor.map(unit, [(3,), (2,), (0,)], progress=progress,
+                                 log=lines.append)) == [3, 2, 0]
         assert sum(seen) == 5
+        assert lines == [f"unit {i}: tick {j}" for i in (3, 2) for j in range(i)]
     finally:
         executor.close()
-    local = []
-    assert list(LocalExecutor().map(unit, [(1,), (2,)], progress=local.append)) == [1, 2]
-    assert local == [1, 1, 1]
+    local, local_lines = [], []
+    assert list(LocalExecutor().map(unit, [(1,), (2,)], progress=local.append,
+                                    log=local_lines.append)) == [1, 2]
+    assert local == [1, 1, 1] and local_lines == ["unit 1: tick 0", "unit 2: tick 0",
+                                                  "unit 2: tick 1"]
 
 
 def test_units_start_in_sweep_order_even_when_one_is_retried(tmp_path):

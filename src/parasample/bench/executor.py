@@ -18,12 +18,14 @@ __all__ = ["Executor", "LocalExecutor", "make_executor"]
 class Executor(Protocol):
     """Runs ``fn(*args)`` for each args tuple; yields the results in order. With ``progress``,
     runs ``fn(*args, progress=tick)`` instead, and every ``tick(n)`` a unit makes (n units of
-    work done, wherever it runs) reaches ``progress(n)`` in the driver while the unit runs."""
+    work done, wherever it runs) reaches ``progress(n)`` in the driver while the unit runs; with
+    ``log``, likewise ``fn(..., log=say)``, each ``say(line)`` reaching ``log(line)``."""
 
     name: str
 
     def map(self, fn: Callable, items: Iterable[tuple],
-            progress: Callable[[int], None] | None = None) -> Iterator[Any]: ...
+            progress: Callable[[int], None] | None = None,
+            log: Callable[[str], None] | None = None) -> Iterator[Any]: ...
 
     def close(self) -> None: ...
 
@@ -33,9 +35,10 @@ class LocalExecutor:
 
     name = "local"
 
-    def map(self, fn, items, progress=None):
+    def map(self, fn, items, progress=None, log=None):
+        kw = {name: f for name, f in (("progress", progress), ("log", log)) if f}
         for args in items:
-            yield fn(*args) if progress is None else fn(*args, progress=progress)
+            yield fn(*args, **kw)
 
     def close(self):
         pass

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from parasample.bench.csvlog import mean_se_cells, write_csv
+from parasample.bench.executor import LocalExecutor
 from parasample.errors import InputError
 from parasample.rl import GRPOConfig
 
@@ -180,9 +181,10 @@ def run_unit(unit: GRPOConfig, state_path: Path | str, device: str = "cpu", auto
 def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, device="cpu",
                   autocast=None, executor=None) -> list[dict]:
     """Run (or resume) every unit, rewriting the CSVs and the plot after each; returns the
-    summary rows. ``progress(steps)`` is called after every optimiser step, also of the runs
-    on an ``executor``'s workers (e.g. Ray workers, which write the same state files, so on
-    one machine an interrupted sweep resumes either way)."""
+    summary rows. ``progress(steps)`` is called after every optimiser step and ``log(line)``
+    with each evaluation, also of the runs on an ``executor``'s workers (e.g. Ray workers,
+    which write the same state files, so on one machine an interrupted sweep resumes either
+    way)."""
     from parasample.bench.plots import rl_plot
 
     out.mkdir(parents=True, exist_ok=True)
@@ -190,13 +192,10 @@ def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, dev
     units = cfg.units()
     paths = [out / "states" / f"{u.sampler}-G{u.group_size}-seed{u.seed}.state.pt"
              for u in units]
-    if executor is None or executor.name == "local":
-        results = (_ticking(u, p, device, autocast, progress, log)
-                   for u, p in zip(units, paths, strict=True))
-    else:  # no log lines from workers; their progress ticks stream back
-        results = executor.map(_ticking, [(u, str(p), str(device), autocast)
-                                          for u, p in zip(units, paths, strict=True)],
-                               progress=progress)
+    # a Ray worker's ticks and log lines stream back to the driver while it runs
+    results = (executor or LocalExecutor()).map(
+        _ticking, [(u, str(p), str(device), autocast) for u, p in zip(units, paths, strict=True)],
+        progress=progress, log=log)
     rows: list[dict] = []
     for unit_rows in results:
         rows += unit_rows

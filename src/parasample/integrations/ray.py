@@ -42,48 +42,60 @@ def check_address(address: str, timeout: float = 3.0) -> None:
                          "start one with `ray start --head`, or use --ray local.") from None
 
 
-def _run(fn: Callable, threads: int, args: tuple, ticks=None) -> Any:
+def _run(fn: Callable, threads: int, args: tuple, reports=None, wants: tuple = ()) -> Any:
+    """Run one unit in a Ray worker; the callbacks named in ``wants`` (``progress``, ``log``)
+    send its ticks and log lines to the ``reports`` actor."""
     import torch
 
     torch.set_num_threads(threads)
-    if ticks is None:
+    if reports is None:
         return fn(*args)
     import ray
 
     last = []
 
     def progress(n: int) -> None:
-        last[:] = [ticks.add.remote(n)]
+        last[:] = [reports.add.remote(n)]
 
-    result = fn(*args, progress=progress)
-    if last:  # one caller's actor calls run in order: every tick is counted before the result
+    def log(message: str) -> None:
+        last[:] = [reports.say.remote(message)]
+
+    callbacks = {"progress": progress, "log": log}
+    result = fn(*args, **{name: callbacks[name] for name in wants})
+    if last:  # one caller's actor calls run in order: every report is in before the result
         ray.get(last[0])
     return result
 
 
-class _Ticks:
-    """A Ray actor that sums the progress ticks of every running unit for the driver to take."""
+class _Reports:
+    """A Ray actor that collects the progress ticks and log lines of every running unit for the
+    driver to take."""
 
     def __init__(self):
-        self.n = 0
+        self.n, self.lines = 0, []
 
     def add(self, n: int) -> None:
         self.n += n
 
-    def take(self) -> int:
-        n, self.n = self.n, 0
-        return n
+    def say(self, message: str) -> None:
+        self.lines.append(message)
+
+    def take(self) -> tuple[int, list[str]]:
+        taken = self.n, self.lines
+        self.n, self.lines = 0, []
+        return taken
 
 
 class RayExecutor:
     """Runs each unit as a Ray task (1 CPU each) and yields the results in submission order;
-    with ``progress``, each unit's ticks reach the driver's ``progress`` while it runs."""
+    with ``progress`` (``log``), each unit's ticks (log lines) reach the driver's ``progress``
+    (``log``) while it runs."""
 
     name = "ray"
 
     #: seconds a cancelled unit has to stop by itself (a training step and a state save)
     cancel_grace_s = 60.0
-    #: seconds between two reads of the running units' progress ticks
+    #: seconds between two reads of the running units' progress ticks and log lines
     poll_s = 1.0
 
     def __init__(self, address: str, threads: int = 1, num_cpus: int | None = None):
@@ -97,17 +109,19 @@ class RayExecutor:
                      log_to_driver=False, configure_logging=False, **kw)
         self.ray, self.threads = ray, threads
         self._task = ray.remote(num_cpus=1)(_run)
-        self._ticks = ray.remote(num_cpus=0)(_Ticks)
+        self._reports = ray.remote(num_cpus=0)(_Reports)
 
     def map(self, fn: Callable, items: Iterable[tuple],
-            progress: Callable[[int], None] | None = None) -> Iterator[Any]:
+            progress: Callable[[int], None] | None = None,
+            log: Callable[[str], None] | None = None) -> Iterator[Any]:
         """The units start in sweep order: at most one per CPU of the cluster is submitted at a
         time, the next one when one finishes. (Ray does not start queued tasks in submission
         order: a unit retried after its worker was killed, e.g. by Ray's memory monitor, goes
         behind every queued unit.) So an interrupted sweep has run a prefix of its units, as a
         plain run has: the same seeds for every sampler."""
         items = list(items)
-        ticks = self._ticks.remote() if progress else None
+        wants = tuple(name for name, f in (("progress", progress), ("log", log)) if f)
+        reports = self._reports.remote() if wants else None
         width = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
         futures: list = []  # the submitted units, in sweep order
         running: set = set()
@@ -118,7 +132,8 @@ class RayExecutor:
                 done, _ = self.ray.wait(list(running), num_returns=len(running), timeout=0)
                 running.difference_update(done)
             while len(running) < width and len(futures) < len(items):
-                futures.append(self._task.remote(fn, self.threads, items[len(futures)], ticks))
+                futures.append(self._task.remote(fn, self.threads, items[len(futures)],
+                                                 reports, wants))
                 running.add(futures[-1])
 
         try:
@@ -126,8 +141,12 @@ class RayExecutor:
                 top_up()
                 # in order: a later unit that finished first waits its turn
                 ready, _ = self.ray.wait([futures[got]], timeout=self.poll_s)
-                if progress:
-                    progress(self.ray.get(ticks.take.remote()))  # the running units' ticks
+                if reports is not None:  # the running units' ticks and lines so far
+                    n, lines = self.ray.get(reports.take.remote())
+                    for line in lines:
+                        log(line)
+                    if progress:
+                        progress(n)
                 if ready:
                     result = self.ray.get(futures[got])
                     got += 1  # before yielding: a consumer that stops here cancels nothing
