@@ -104,6 +104,21 @@ def test_a_long_command_logs_plain_progress_lines_where_there_is_no_terminal(tmp
     assert [int(done) for done, _ in lines] == list(range(1, 5))
     assert {total for _, total in lines} == {"4"}
 
+    # the time left is at the rate since the task's first line: not the rate of a resumed
+    # run's finished steps, ticked at once (100 here), but 1 step a minute: 198 minutes
+    clock = [0.0]
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 60.0)
+    monkeypatch.setattr(progress, "monotonic", lambda: clock[0])
+    log = io.StringIO()
+    with progress.make_progress(Console(file=log, width=200)) as bar:
+        job = bar.add_task("steps", total=300)
+        bar.advance(job, 100)
+        for _ in range(2):
+            clock[0] += 60
+            bar.advance(job)
+    assert re.findall(r"^steps: .* about (\S+) left$", log.getvalue(), flags=re.M) == [
+        "?", "3:18:00"]
+
     screen = io.StringIO()
     with progress.make_progress(Console(file=screen, force_terminal=True)) as bar:
         job = bar.add_task("steps", total=3)
