@@ -70,8 +70,8 @@ class LoggedProgress(Progress):
             done, left = f"{task.completed:g}", ""
         else:
             done = f"{task.completed:g}/{task.total:g} ({task.percentage:.0f}%)"
-            left = f", about {_clock((task.total - task.completed) / rate if rate > 0 else None)}" \
-                " left"
+            eta = (task.total - task.completed) / rate if rate > 0 else None
+            left = f", about {_clock(eta)} left"
         self.console.print(f"{task.description}: {done}, {_clock(task.elapsed)} elapsed{left}",
                            highlight=False, markup=False)
 
