@@ -291,9 +291,11 @@ def step(u: torch.Tensor, state: AncestralState, model, config: SamplingConfig,
     (:mod:`parasample.workspace`), which runs in chunks of rows (:data:`DRAW_ELEMENTS`): the
     same tokens with or without it, and nothing returned refers to it.
     """
+    carry = state.residual is not None  # arithmetic sampling: the code point carries on
     tok, logq, logp, residual = draw(
-        state.logits, u, config, residual=state.residual, prefix_logq=state.logprobs.sum(1),
-        carry_bits=state.carry_bits, forced=forced, workspace=workspace)
+        state.logits, u, config, residual=state.residual,
+        prefix_logq=state.logprobs.sum(1) if carry else None, carry_bits=state.carry_bits,
+        forced=forced, workspace=workspace)
     eos = None if config.ignore_eos else model.eos_id
     if eos is not None:
         tok = torch.where(state.done, eos, tok)
