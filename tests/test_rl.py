@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from parasample.bench.rl import RL_HEADER
 from parasample.cli import app
+from parasample.errors import InputError
 from parasample.rl import GRPOConfig, clipped_objective, group_advantages, train_rl
 
 TINY = dict(group_size=4, problems_per_step=2, steps=3, eval_every=1, eval_problems=4)
@@ -182,6 +183,32 @@ def test_bench_rl_quick_writes_csvs_and_a_rerun_trains_nothing(tmp_path, monkeyp
     monkeypatch.setattr(grpo, "generate", lambda *a, **k: pytest.fail("trained again"))
     br.run_benchmark(cfg, tmp_path)
     assert (tmp_path / "rl.csv").read_text() == before
+
+
+def test_a_finished_run_is_read_back_from_its_record_alone_and_another_config_is_refused(
+        tmp_path, monkeypatch):
+    """A sweep split over machines joins by copying the small run records (``runs/``): with
+    no state file left, a rerun reads every finished run back and trains nothing."""
+    import shutil
+
+    from parasample.bench import rl as br
+
+    cfg = br.RLBenchConfig.quick(samplers=("iid",))
+    br.run_benchmark(cfg, tmp_path)
+    before = (tmp_path / "rl.csv").read_text()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "iid-G4-seed0.json", "iid-G4-seed1.json"]
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.copytree(tmp_path / "runs", moved / "runs")
+    import parasample.rl.grpo as grpo
+    monkeypatch.setattr(grpo, "generate", lambda *a, **k: pytest.fail("trained again"))
+    br.run_benchmark(cfg, moved)
+    assert (moved / "rl.csv").read_text() == before
+    assert not list((moved / "states").iterdir())
+    other = replace(cfg, run=replace(cfg.run, lr=cfg.run.lr / 2))
+    with pytest.raises(InputError, match="another training config"):
+        br.run_benchmark(other, moved)
 
 
 def test_summary_counts_steps_to_target_over_seeds():

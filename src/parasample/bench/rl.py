@@ -2,19 +2,24 @@
 
 Every (G, sampler, seed) is one :func:`parasample.rl.train_rl` run with the same optimiser,
 batch and seed for every sampler; each keeps its own state file under ``states/`` (saved at
-every evaluation and on Ctrl-C), so an interrupted sweep resumes where it stopped and a finished
-unit is only read back. Outputs, rebuilt from the states after each unit: ``rl.csv`` (one row per
-evaluation of every run), ``summary.csv`` (per sampler and G: steps and seconds to the target
-held-out pass@1, the zero-variance fraction, the final pass@1, with standard errors over seeds,
-and the steps to the target against i.i.d.'s on the same seeds with a bootstrap interval)
-and ``rl.png`` (held-out pass@1 against step, one line per sampler, a band of one SE over
-seeds).
+every evaluation and on Ctrl-C), so an interrupted sweep resumes where it stopped. A finished
+run also leaves a record under ``runs/`` (its config and curve, a few kB, :func:`run_unit`),
+from which a rerun reads it back: a sweep split over machines (``--seed 0 --seeds 4`` on one,
+``--seed 4 --seeds 4`` on another) is joined by copying one's ``runs/`` into the other's and
+rerunning with ``--seeds 8``; the multi-MB state files need not travel.
+
+Outputs, rebuilt after each unit: ``rl.csv`` (one row per evaluation of every run),
+``summary.csv`` (per sampler and G: steps and seconds to the target held-out pass@1, the
+zero-variance fraction, the final pass@1, with standard errors over seeds, and the steps to
+the target against i.i.d.'s on the same seeds with a bootstrap interval) and ``rl.png``
+(held-out pass@1 against step, one line per sampler, a band of one SE over seeds).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from parasample.bench.csvlog import mean_se_cells, write_csv
@@ -22,8 +27,8 @@ from parasample.bench.executor import LocalExecutor
 from parasample.errors import InputError
 from parasample.rl import GRPOConfig
 
-__all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "curve_rows", "run_benchmark",
-           "run_unit", "summary_rows"]
+__all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "curve_rows", "record_path",
+           "run_benchmark", "run_unit", "summary_rows"]
 
 RL_HEADER = ["sampler", "group_size", "seed", "step", "reward", "zero_variance", "heldout_pass1",
              "heldout_passG", "elapsed_s"]
@@ -168,14 +173,39 @@ def paired_ratio_ci(a: list[float], b: list[float], seed: int = 0) -> tuple:
     return round(point, 3), round(float(ci.low), 3), round(float(ci.high), 3)
 
 
+def record_path(state_path: Path | str) -> Path:
+    """Where the run whose state is ``out/states/NAME.state.pt`` leaves its record once it has
+    finished: ``out/runs/NAME.json``."""
+    state_path = Path(state_path)
+    return state_path.parent.parent / "runs" / (
+        state_path.name.removesuffix(".state.pt") + ".json")
+
+
 def run_unit(unit: GRPOConfig, state_path: Path | str, device: str = "cpu", autocast=None,
              progress=None, log=None) -> list[dict]:
-    """One run of the sweep (resumed from ``state_path`` if it exists): its ``rl.csv`` rows.
-    Module-level, so that a Ray worker can run it."""
+    """One run of the sweep: its ``rl.csv`` rows. A run with a record (:func:`record_path`)
+    of the same config is read back from it; otherwise it trains, resumed from ``state_path``
+    if that exists, and on finishing writes its record (atomically: the training config, the
+    evaluation history and the seconds it took). A record of another config is refused, as a
+    state is. Module-level, so that a Ray worker can run it."""
     from parasample.rl import train_rl
 
-    return curve_rows(unit, train_rl(unit, Path(state_path), progress=progress, log=log,
-                                     device=device, autocast=autocast))
+    record = record_path(state_path)
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("train_config") != asdict(unit):
+            raise InputError(f"{record} records a run with another training config; delete it "
+                             "or use another --out to start afresh.")
+        return curve_rows(unit, saved)
+    state = train_rl(unit, Path(state_path), progress=progress, log=log, device=device,
+                     autocast=autocast)
+    if state["step"] >= unit.steps:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"train_config": asdict(unit), "history": state["history"],
+                                   "elapsed_s": state["elapsed_s"]}, indent=1) + "\n")
+        tmp.replace(record)
+    return curve_rows(unit, state)
 
 
 def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, device="cpu",

@@ -90,9 +90,11 @@ def bench_rl(
     enum_runs.csv, enum_curves.csv, enum_gradient.csv, enum_summary.csv and enum.png.
 
     arith part: held-out pass@1 against step, zero-variance groups, steps and seconds to a
-    target pass@1 over seeds. Writes rl.csv, summary.csv and rl.png; every run keeps its state,
-    so a rerun resumes. With --ray the runs go to Ray workers (--ray local --threads 1: two at
-    a time on 2 cores).
+    target pass@1 over seeds. Writes rl.csv, summary.csv and rl.png; every run keeps its state
+    (states/), so a rerun resumes, and a finished run leaves a small record (runs/) that a rerun
+    reads back: to join a sweep split over machines (--seed 0 --seeds 4 here, --seed 4 --seeds
+    4 there), copy one's runs/ into the other's --out and rerun with --seeds 8. With --ray the
+    runs go to Ray workers (--ray local --threads 1: two at a time on 2 cores).
     """
     from dataclasses import replace
 
