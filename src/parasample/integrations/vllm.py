@@ -27,9 +27,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from parasample.ancestral import SamplingConfig, sampling_probs
+from parasample.ancestral import SamplingConfig
+from parasample.ancestral.engine import draw
 from parasample.errors import InputError
-from parasample.noise import UniformSource, carry_code_point, icdf_categorical, icdf_residual
+from parasample.noise import UniformSource
 from parasample.workspace import Workspace
 
 __all__ = ["EXTRA_KEY", "VLLM_INSTALL", "ParasampleLogitsProcessor", "request_args", "generate",
@@ -201,16 +202,19 @@ class ParasampleLogitsProcessor(_base()):
         for g in self._batch_groups(logits.shape[0], logits.device):
             step = torch.tensor(list(map(len, g.outputs)), device=logits.device)  # [b]
             u = self._u[g.slots, step]  # [b] each row's uniform at its step
-            probs = sampling_probs(logits[g.index], g.config, self._work)  # [b, V] float64
+            # the engine's own draw (in chunks of rows, so a batch of a 152k vocabulary never
+            # holds more than DRAW_ELEMENTS float64s per scratch tensor); rows that do not
+            # carry a code point enter it as fresh (NaN residual) and keep their state
+            res = logq = None
             if g.carry is not None:
-                res, logq = self._residual[g.slots], self._logq[g.slots]
-                u = torch.where(g.carry, carry_code_point(res, u, logq, self._bits), u)
-            tok = icdf_categorical(probs, u, self._work)  # [b]
+                res = torch.where(g.carry, self._residual[g.slots], torch.nan)
+                logq = self._logq[g.slots]
+            tok, logq_tok, _, new_res = draw(logits[g.index], u, g.config, residual=res,
+                                             prefix_logq=logq, carry_bits=self._bits,
+                                             raw_logp=False, workspace=self._work)  # [b] each
             if g.carry is not None:
-                p_tok = probs.gather(1, tok[:, None])[:, 0]
-                self._residual[g.slots] = torch.where(
-                    g.carry, icdf_residual(probs, u, tok, self._work), res)
-                self._logq[g.slots] = torch.where(g.carry, logq + torch.log(p_tok), logq)
+                self._residual[g.slots] = torch.where(g.carry, new_res, self._residual[g.slots])
+                self._logq[g.slots] = torch.where(g.carry, logq + logq_tok, logq)
             logits[g.index] = float("-inf")
             logits[g.rows, tok] = 0.0
         return logits
