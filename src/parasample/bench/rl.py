@@ -3,7 +3,7 @@
 Every (G, sampler, seed) is one :func:`parasample.rl.train_rl` run with the same optimiser,
 batch and seed for every sampler; each keeps its own state file under ``states/`` (saved at
 every evaluation and on Ctrl-C), so an interrupted sweep resumes where it stopped. A finished
-run also leaves a record under ``runs/`` (its config and curve, a few kB, :func:`run_unit`),
+run also leaves a record under ``runs/`` (its config and curve, a few kB: :func:`write_record`),
 from which a rerun reads it back: a sweep split over machines (``--seed 0 --seeds 4`` on one,
 ``--seed 4 --seeds 4`` on another) is joined by copying one's ``runs/`` into the other's and
 rerunning with ``--seeds 8``; the multi-MB state files need not travel.
@@ -27,8 +27,8 @@ from parasample.bench.executor import LocalExecutor
 from parasample.errors import InputError
 from parasample.rl import GRPOConfig
 
-__all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "curve_rows", "record_path",
-           "run_benchmark", "run_unit", "summary_rows"]
+__all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "curve_rows", "read_record",
+           "run_benchmark", "run_unit", "summary_rows", "unit_name", "write_record"]
 
 RL_HEADER = ["sampler", "group_size", "seed", "step", "reward", "zero_variance", "heldout_pass1",
              "heldout_passG", "elapsed_s"]
@@ -173,39 +173,40 @@ def paired_ratio_ci(a: list[float], b: list[float], seed: int = 0) -> tuple:
     return round(point, 3), round(float(ci.low), 3), round(float(ci.high), 3)
 
 
-def record_path(state_path: Path | str) -> Path:
-    """Where the run whose state is ``out/states/NAME.state.pt`` leaves its record once it has
-    finished: ``out/runs/NAME.json``."""
-    state_path = Path(state_path)
-    return state_path.parent.parent / "runs" / (
-        state_path.name.removesuffix(".state.pt") + ".json")
+def unit_name(unit: GRPOConfig) -> str:
+    """The run's name in the sweep's folders: ``SAMPLER-GG-seedS``."""
+    return f"{unit.sampler}-G{unit.group_size}-seed{unit.seed}"
+
+
+def read_record(path: Path, unit: GRPOConfig) -> list[dict] | None:
+    """The ``rl.csv`` rows recorded for a finished ``unit`` at ``path`` (``runs/NAME.json``),
+    or None where there is no record; a record of another training config is refused, as a
+    state file is."""
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("train_config") != asdict(unit):
+        raise InputError(f"{path} records a run with another training config; delete it or use "
+                         "another --out to start afresh.")
+    return saved["rows"]
+
+
+def write_record(path: Path, unit: GRPOConfig, rows: list[dict]) -> None:
+    """Record a finished run (its training config and ``rl.csv`` rows, a few kB) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"train_config": asdict(unit), "rows": rows}, indent=1) + "\n")
+    tmp.replace(path)
 
 
 def run_unit(unit: GRPOConfig, state_path: Path | str, device: str = "cpu", autocast=None,
              progress=None, log=None) -> list[dict]:
-    """One run of the sweep: its ``rl.csv`` rows. A run with a record (:func:`record_path`)
-    of the same config is read back from it; otherwise it trains, resumed from ``state_path``
-    if that exists, and on finishing writes its record (atomically: the training config, the
-    evaluation history and the seconds it took). A record of another config is refused, as a
-    state is. Module-level, so that a Ray worker can run it."""
+    """One run of the sweep (resumed from ``state_path`` if it exists): its ``rl.csv`` rows.
+    Module-level, so that a Ray worker can run it."""
     from parasample.rl import train_rl
 
-    record = record_path(state_path)
-    if record.exists():
-        saved = json.loads(record.read_text())
-        if saved.get("train_config") != asdict(unit):
-            raise InputError(f"{record} records a run with another training config; delete it "
-                             "or use another --out to start afresh.")
-        return curve_rows(unit, saved)
-    state = train_rl(unit, Path(state_path), progress=progress, log=log, device=device,
-                     autocast=autocast)
-    if state["step"] >= unit.steps:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"train_config": asdict(unit), "history": state["history"],
-                                   "elapsed_s": state["elapsed_s"]}, indent=1) + "\n")
-        tmp.replace(record)
-    return curve_rows(unit, state)
+    return curve_rows(unit, train_rl(unit, Path(state_path), progress=progress, log=log,
+                                     device=device, autocast=autocast))
 
 
 def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, device="cpu",
@@ -214,20 +215,28 @@ def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, dev
     summary rows. ``progress(steps)`` is called after every optimiser step and ``log(line)``
     with each evaluation, also of the runs on an ``executor``'s workers (e.g. Ray workers,
     which write the same state files, so on one machine an interrupted sweep resumes either
-    way)."""
+    way). The driver records every finished run under ``runs/`` and reads a recorded run back
+    instead of running it, so records work across a cluster too."""
     from parasample.bench.plots import rl_plot
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "states").mkdir(exist_ok=True)
     units = cfg.units()
-    paths = [out / "states" / f"{u.sampler}-G{u.group_size}-seed{u.seed}.state.pt"
-             for u in units]
+    records = [out / "runs" / f"{unit_name(u)}.json" for u in units]
+    recorded = [read_record(r, u) for u, r in zip(units, records, strict=True)]
+    todo = [i for i, r in enumerate(recorded) if r is None]
     # a Ray worker's ticks and log lines stream back to the driver while it runs
-    results = (executor or LocalExecutor()).map(
-        _ticking, [(u, str(p), str(device), autocast) for u, p in zip(units, paths, strict=True)],
-        progress=progress, log=log)
+    results = iter((executor or LocalExecutor()).map(
+        _ticking, [(units[i], str(out / "states" / f"{unit_name(units[i])}.state.pt"),
+                    str(device), autocast) for i in todo],
+        progress=progress, log=log))
     rows: list[dict] = []
-    for unit_rows in results:
+    for unit, record, unit_rows in zip(units, records, recorded, strict=True):
+        if unit_rows is None:
+            unit_rows = next(results)
+            write_record(record, unit, unit_rows)
+        elif progress:
+            progress(unit.steps)
         rows += unit_rows
         write_csv(out / "rl.csv", RL_HEADER, rows)
         summary = summary_rows(rows, cfg.target)
