@@ -27,8 +27,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from parasample.ancestral import SamplingConfig
-from parasample.ancestral.engine import draw
+from parasample.ancestral import SamplingConfig, draw
 from parasample.errors import InputError
 from parasample.noise import UniformSource
 from parasample.workspace import Workspace
