@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from parasample.errors import InputError
+from parasample.files import atomic_path
 
 __all__ = ["ResumableCSV", "write_csv", "read_csv", "mean_se_cells", "TIMING_COLUMNS"]
 
@@ -48,12 +49,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def write_csv(path: Path, header: list[str], rows: list[dict]) -> None:
     """Write ``rows`` (only the ``header`` columns, in that order) atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(path)
 
 
 class ResumableCSV:

@@ -46,6 +46,7 @@ from parasample.bench.passk_tasks import (
 )
 from parasample.bench.timing import machine_fields
 from parasample.errors import InputError, require_at_least
+from parasample.files import atomic_path
 from parasample.noise import derive_generator, make_source, source_class
 
 __all__ = ["PasskBenchConfig", "PasskTask", "PASSK_HEADER", "SUMMARY_HEADER",
@@ -212,9 +213,8 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
         chunk = next(draws)
         saved["wall_s"] += chunk.pop("wall_s")
         saved["chunks"][c] = chunk
-        tmp = path.with_suffix(".tmp")
-        torch.save(saved, tmp)
-        tmp.replace(path)  # atomic: an interruption loses at most the chunks in progress
+        with atomic_path(path) as tmp:  # an interruption loses at most the chunks in progress
+            torch.save(saved, tmp)
         if on_rows:
             on_rows(int(chunk["correct"].numel()))
     chunks = [saved["chunks"][c] for c in sorted(saved["chunks"])]

@@ -25,6 +25,7 @@ from pathlib import Path
 from parasample.bench.csvlog import mean_se_cells, write_csv
 from parasample.bench.executor import LocalExecutor
 from parasample.errors import InputError
+from parasample.files import atomic_path
 from parasample.rl import GRPOConfig
 
 __all__ = ["RLBenchConfig", "RL_HEADER", "SUMMARY_HEADER", "curve_rows", "read_record",
@@ -193,10 +194,8 @@ def read_record(path: Path, unit: GRPOConfig) -> list[dict] | None:
 
 def write_record(path: Path, unit: GRPOConfig, rows: list[dict]) -> None:
     """Record a finished run (its training config and ``rl.csv`` rows, a few kB) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"train_config": asdict(unit), "rows": rows}, indent=1) + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"train_config": asdict(unit), "rows": rows}, indent=1) + "\n")
 
 
 def run_unit(unit: GRPOConfig, state_path: Path | str, device: str = "cpu", autocast=None,

