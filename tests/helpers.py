@@ -6,6 +6,8 @@ import torch
 from scipy import stats
 
 from parasample.ancestral import sampling_probs
+from parasample.noise import icdf_categorical
+from parasample.targets import enumerate_states, state_index
 
 
 def chi2_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
@@ -22,6 +24,20 @@ def chi2_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
     obs_c, exp_c = obs_c[keep], exp_c[keep]
     stat = float(((obs_c - exp_c) ** 2 / exp_c).sum())
     return float(stats.chi2.sf(stat, df=max(1, len(obs_c) - 1)))
+
+
+def state_counts(x: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """How often each state of V^L occurs among the rows of ``x`` [B, L], in enumeration order
+    (the order of ``exact_distribution``): [V^L] int64."""
+    return torch.bincount(state_index(x, vocab_size), minlength=vocab_size ** x.shape[1])
+
+
+def exact_draws(probs: torch.Tensor, vocab_size: int, length: int, n: int, seed: int
+                ) -> torch.Tensor:
+    """``n`` independent exact draws [n, L] from the law ``probs`` [V^L] over enumerated states
+    (to test stationarity: a chain started at pi must still be at pi)."""
+    u = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return enumerate_states(vocab_size, length)[icdf_categorical(probs.expand(n, -1), u)]
 
 
 def brute_force_ar(model, length, config):

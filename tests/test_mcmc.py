@@ -8,7 +8,7 @@ from parasample.ancestral import SamplingConfig, generate
 from parasample.mcmc import mh_accept, mtm, pncg, quest
 from parasample.mcmc.proposal import pncg_logits, seq_log_prob, value_and_grad
 from parasample.metrics import iid_tvd_floor, tvd
-from parasample.noise import icdf_categorical, make_source
+from parasample.noise import make_source
 from parasample.targets import (
     IsingChain,
     TiltedTarget,
@@ -16,9 +16,8 @@ from parasample.targets import (
     count_reward,
     enumerate_states,
     exact_distribution,
-    state_index,
 )
-from tests.helpers import chi2_pvalue
+from tests.helpers import chi2_pvalue, exact_draws, state_counts
 
 
 def _pncg_kernel(target, alpha, p):
@@ -65,7 +64,7 @@ def test_pncg_chains_reach_the_ising_distribution(p):
     x0 = torch.randint(0, 2, (B, 4), generator=torch.Generator().manual_seed(0))
     st = pncg.init(x0, target, alpha=1.0, p=p)
     st, acc = _run(pncg.step, st, 5, B, 25, 1, target=target, alpha=1.0, p=p)
-    counts = torch.bincount(state_index(st.x, 2), minlength=16)
+    counts = state_counts(st.x, 2)
     assert chi2_pvalue(counts, exact_distribution(target)) > 1e-3
     assert 0 < acc < 1
 
@@ -80,7 +79,7 @@ def test_multiple_try_pncg_is_exact(weights, steps):
     # from a uniform start the lambda = 1 chains mix slower (TVD 0.06 at 20 steps, 0.006 at 100)
     st, acc = _run(mtm.step, st, mtm.noise_dims(3, k), B, steps, 2, target=target, alpha=1.0,
                    tries=k, weights=weights)
-    counts = torch.bincount(state_index(st.x, 3), minlength=27)
+    counts = state_counts(st.x, 3)
     assert chi2_pvalue(counts, exact_distribution(target)) > 1e-3
 
 
@@ -122,7 +121,7 @@ def test_multiple_try_pncg_rejects_a_move_whose_tries_all_weigh_zero(weights, ou
     allowed = (enumerate_states(2, 5) == 1).sum(-1) <= 2
     pi = torch.softmax(torch.where(allowed, IsingChain(5, beta=0.8).log_prob(
         enumerate_states(2, 5)).double(), -math.inf), 0)
-    counts = torch.bincount(state_index(st.x, 2), minlength=32)
+    counts = state_counts(st.x, 2)
     assert chi2_pvalue(counts, pi) > 1e-3
 
 
@@ -147,10 +146,7 @@ def _toy_with_eos():
 
 def _exact_draws(target, B, seed):
     """B exact draws from an enumerable target (to test stationarity: pi in, pi out)."""
-    pi = exact_distribution(target)
-    u = torch.rand(B, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    return enumerate_states(target.vocab_size, target.length)[icdf_categorical(
-        pi.expand(B, -1), u)]
+    return exact_draws(exact_distribution(target), target.vocab_size, target.length, B, seed)
 
 
 def test_quest_leaves_the_tilted_target_invariant():
@@ -168,7 +164,7 @@ def test_quest_leaves_the_tilted_target_invariant():
         st, info = quest.step(src.uniform(L + 2), st, base, ids, torch.ones_like(ids),
                               target.reward, 0.5, cfg)
         acc += float(info.accepted.double().mean()) / 10
-    counts = torch.bincount(state_index(st.y, 3), minlength=27)
+    counts = state_counts(st.y, 3)
     assert chi2_pvalue(counts, exact_distribution(target)) > 1e-3
     assert 0.2 < acc < 1  # it moves
 
@@ -186,7 +182,7 @@ def test_quest_converges_from_lm_samples():
     src = make_source("iid", B, generator=torch.Generator().manual_seed(1))
     for _ in range(150):  # TVD 0.25 after 1 move, 0.06 after 15, 0.009 after 100
         st, _ = quest.step(src.uniform(L + 2), st, base, ids, mask, target.reward, 0.5, cfg)
-    emp = torch.bincount(state_index(st.y, 3), minlength=27).double() / B
+    emp = state_counts(st.y, 3).double() / B
     assert 0.5 * float((emp - exact_distribution(target)).abs().sum()) < 0.5 * (27 / B) ** 0.5
 
 
@@ -229,15 +225,14 @@ def test_quest_is_exact_under_temperature_and_top_p(temperature, top_p):
     pi = pi / pi.sum()
     ids = torch.zeros(B, 1, dtype=torch.long)
     mask = torch.ones_like(ids)
-    pi_draws = enumerate_states(3, L)[icdf_categorical(pi.expand(B, -1), torch.rand(
-        B, generator=torch.Generator().manual_seed(0), dtype=torch.float64))]
+    pi_draws = exact_draws(pi, 3, L, B, seed=0)
     st = quest.init(pi_draws, target.reward, base, ids, mask, cfg)
     src = make_source("iid", B, generator=torch.Generator().manual_seed(1))
     acc = 0.0
     for _ in range(10):
         st, info = quest.step(src.uniform(L + 2), st, base, ids, mask, target.reward, 0.5, cfg)
         acc += float(info.accepted.double().mean()) / 10
-    emp = torch.bincount(state_index(st.y, 3), minlength=27).double()
+    emp = state_counts(st.y, 3).double()
     assert chi2_pvalue(emp, pi) > 1e-3
     assert float(tvd(emp / B, pi)) < 2 * iid_tvd_floor(pi, B)
     assert 0.2 < acc < 1  # it moves
@@ -377,7 +372,7 @@ def test_mt_quest_leaves_the_tilted_target_invariant(source, weights, tries, tem
                                 target.reward, 0.5, cfg, tries=tries, source=source,
                                 weights=weights)
         acc += float(info.accepted.double().mean()) / moves
-    emp = torch.bincount(state_index(st.y, 3), minlength=27).double()
+    emp = state_counts(st.y, 3).double()
     assert chi2_pvalue(emp, pi) > 1e-3
     assert float(tvd(emp / B, pi)) < 2 * iid_tvd_floor(pi, B)
     assert 0.2 < acc < 1  # it moves
