@@ -54,7 +54,7 @@ def test_bench_align_quick_writes_identical_chains_and_a_rerun_computes_nothing(
 
 
 def test_toy_summaries_count_calls_to_a_tvd_and_correlated_tries_against_iid():
-    from parasample.bench.align import correlated_tries_ratio, toy_summary_rows
+    from parasample.bench.align_toy import correlated_tries_ratio, toy_summary_rows
 
     def row(source, seed, budget, calls, wall, tvd):
         return {"sampler": "mt-quest", "tries_source": source, "size": "4", "seed": str(seed),

@@ -1,7 +1,7 @@
 """``parasample bench align``: samplers of reward-tilted LM targets at equal compute.
 
 This module holds part (b); part (a) is :mod:`parasample.bench.align_toy`, part (c)
-:mod:`parasample.bench.align_cache` (both re-exported here).
+:mod:`parasample.bench.align_cache`; the CLI (``cli/bench_align.py``) runs all three.
 
 Part (a), **the exact toy tilted LM** (bench mcmc part (b)'s: V = 4, L = 4, beta = 0.5, r =
 count of token 1): the TVD
@@ -42,26 +42,13 @@ from dataclasses import dataclass
 import torch
 
 from parasample.ancestral import SamplingConfig, generate
-from parasample.bench.align_cache import CACHE_HEADER, CacheBenchConfig, quest_cache_rows
-from parasample.bench.align_toy import (
-    TOY_HEADER,
-    TOY_SUMMARY_HEADER,
-    ToyAlignConfig,
-    correlated_tries_ratio,
-    toy_rows,
-    toy_summary_rows,
-    toy_unit,
-)
 from parasample.bench.csvlog import ResumableCSV
 from parasample.bench.timing import machine_fields
 from parasample.errors import InputError, require_at_least
 from parasample.mcmc import quest
 from parasample.noise import IIDSource, derive_generator
 
-__all__ = ["LMAlignConfig", "LM_HEADER", "AdditionReward", "lm_rows", "lm_unit", "lm_summary",
-           "CacheBenchConfig", "CACHE_HEADER", "quest_cache_rows", "ToyAlignConfig", "TOY_HEADER",
-           "TOY_SUMMARY_HEADER", "toy_rows", "toy_unit", "toy_summary_rows",
-           "correlated_tries_ratio"]
+__all__ = ["LMAlignConfig", "LM_HEADER", "AdditionReward", "lm_rows", "lm_unit", "lm_summary"]
 
 
 # -- part (b): SmolLM2 with a verifiable reward ----------------------------------------------

@@ -77,14 +77,9 @@ def bench_align(
     and seconds per move, speedup, identical chains (quest_cache.csv). Rows are keyed by the
     model, so one --out can hold several. Resumes when rerun.
     """
-    from parasample.bench.align import (
-        CacheBenchConfig,
-        LMAlignConfig,
-        ToyAlignConfig,
-        lm_rows,
-        quest_cache_rows,
-        toy_rows,
-    )
+    from parasample.bench.align import LMAlignConfig, lm_rows
+    from parasample.bench.align_cache import CacheBenchConfig, quest_cache_rows
+    from parasample.bench.align_toy import ToyAlignConfig, toy_rows
     from parasample.bench.plots import align_lm_plot, align_toy_plot
     from parasample.targets.named import lm_label, require_lm
 
