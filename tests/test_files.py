@@ -1,10 +1,11 @@
-"""``atomic_path``: the target is replaced only by a complete file, and no temporary is left."""
+"""``atomic_path`` / ``atomic_dir``: the target is replaced (a file) or made (a folder) only when
+complete, and no temporary is left."""
 
 from __future__ import annotations
 
 import pytest
 
-from parasample.files import atomic_path
+from parasample.files import atomic_dir, atomic_path
 
 
 def test_a_completed_block_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -26,3 +27,23 @@ def test_a_failed_block_leaves_the_old_file_and_no_temporary(tmp_path):
             raise error
         assert target.read_text() == "old"
         assert [p.name for p in tmp_path.iterdir()] == ["rows.csv"]
+
+
+def test_a_folder_appears_only_complete_and_the_first_one_made_stays(tmp_path):
+    target = tmp_path / "models" / "dense"
+    with atomic_dir(target) as tmp:
+        (tmp / "config.json").write_text("first")
+        assert not target.exists()
+    assert (target / "config.json").read_text() == "first"
+    with atomic_dir(target) as tmp:  # another process finished first: its folder stays
+        (tmp / "config.json").write_text("second")
+    assert (target / "config.json").read_text() == "first"
+    assert [p.name for p in target.parent.iterdir()] == ["dense"]
+
+
+def test_a_failed_folder_leaves_nothing(tmp_path):
+    target = tmp_path / "dense"
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:
+        (tmp / "model.safetensors").write_text("half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

