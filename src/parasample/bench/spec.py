@@ -68,17 +68,17 @@ class SpecBenchConfig:
     """
 
     prompts: int = 4
-    k: int = 16
-    model: str = "smollm2"
-    draft: str | None = None
+    k: int = 16  # samples per prompt of the k-sample rows
+    model: str = "smollm2"  # the target: smollm2 (with the small AR pair) or a pinned model
+    draft: str | None = None  # a pinned draft model for the target (adds model-drafter rows)
     k_prompts: int = 1
     max_new_tokens: int = 128
-    draft_len: int = 4
+    draft_len: int = 4  # tokens drafted per verification (rows named "adaptive" adapt it)
     temperature: float = 0.7
     top_p: float = 0.95
-    sampler: str = "iid"
-    toy_prompts: int = 8
-    skip_lm: bool = False
+    sampler: str = "iid"  # the source of the k-sample rows' uniforms
+    toy_prompts: int = 8  # prompts of the small AR pair's one-sample rows (ar-arith)
+    skip_lm: bool = False  # no SmolLM2 rows: the small AR pair only
     reps: int = 3
     identity_prompts: int = 5
     identity_k: int = 4

@@ -29,18 +29,18 @@ __all__ = ["ARTrainConfig", "DRAFT_PRESET", "ar_loss", "train_ar", "export_check
 class ARTrainConfig:
     """Everything that determines the trained weights (with the seed)."""
 
-    steps: int = 350
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup: int = 50
+    steps: int = 350  # optimiser steps, one batch each
+    batch_size: int = 64  # problems per batch
+    lr: float = 1e-3  # peak AdamW rate: linear warm-up, then cosine decay to lr / 10
+    warmup: int = 50  # warm-up steps
     weight_decay: float = 0.01
-    d_model: int = 128
+    d_model: int = 128  # the causal transformer's width, depth and heads
     n_layers: int = 3
     n_heads: int = 4
     gen_length: int = 48  # answer region: a 4-step trace with values <= 20 and its EOS fit
-    n_ops: int = 4
-    max_value: int = 20
-    max_operand: int = 9
+    n_ops: int = 4  # chained operations per problem (ArithChainTask)
+    max_value: int = 20  # every intermediate value lies in 0..max_value
+    max_operand: int = 9  # operands are drawn from 1..max_operand
     seed: int = 0
 
     def __post_init__(self):

@@ -47,28 +47,28 @@ __all__ = ["DLLMTrainConfig", "PRESETS", "masked_diffusion_loss", "train_dllm",
 class DLLMTrainConfig:
     """Everything that determines the trained weights (with the seed)."""
 
-    steps: int = 4000
+    steps: int = 4000  # the shipped models' recipes: PRESETS
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak rate of AdamW (schedule: trainer.lr_at)
     warmup: int = 200
     weight_decay: float = 0.01
-    d_model: int = 256
-    n_layers: int = 4
+    d_model: int = 256  # bidirectional rotary transformer: width
+    n_layers: int = 4  # depth
     n_heads: int = 4
-    gen_length: int = 256
-    short_gen: int = 48
-    long_every: int = 16
-    pad_weight: float = 0.1
-    prefix_prob: float = 0.7
-    result_weight: float = 2.0
-    max_ops: int = 4
+    gen_length: int = 256  # answer region of the long batches and of decoding
+    short_gen: int = 48  # answer region of the other batches
+    long_every: int = 16  # one batch in long_every is long
+    pad_weight: float = 0.1  # loss weight of the EOS padding after the first EOS
+    prefix_prob: float = 0.7  # chance that a row keeps a visible answer prefix
+    result_weight: float = 2.0  # loss weight of the computed values' characters
+    max_ops: int = 4  # chained operations at most (the curriculum grows to it)
     # values 0..9, operands 1..5: single-character values, so every step is one of ~150 facts.
     # (values <= 20 gave 12.5% exact after 2500 steps: result characters were right 68% of the
     # time with the trace prefix visible; the facts, not the chaining, were the bottleneck.)
     max_value: int = 9
     max_operand: int = 5
-    curriculum_frac: float = 0.15
-    eps: float = 1e-3
+    curriculum_frac: float = 0.15  # the fraction of training over which chains grow
+    eps: float = 1e-3  # masking rates t are drawn from U(eps, 1]
     # the task's trace format (see ArithChainTask.restate) and the prompt region it needs
     restate: bool = False
     prompt_len: int = PROMPT_LEN
