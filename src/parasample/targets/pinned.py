@@ -255,7 +255,7 @@ def check_memory(name: str, dtype) -> None:
 
     model = get(name)
     need = model.float32_gb * {torch.float32: 1.0, torch.float64: 2.0}.get(dtype, 0.6)
-    if not (_cache_root() / f"{model.name}-dense" / "config.json").is_file():
+    if not (_dense_path(model) / "config.json").is_file():
         need = max(need, model.float32_gb)  # the first load converts the GGUF in float32
     free = available_memory_gb()
     if free is not None and free < need:
@@ -291,5 +291,9 @@ def dense_dir(name: str) -> Path:
     GGUF's dequantisation (tens of seconds). Delete it to reclaim the space."""
     from parasample.targets import hf
 
-    return hf.dense_dir(gguf_path(name), _cache_root() / f"{get(name).name}-dense",
-                        tokenizer_dir(name))
+    return hf.dense_dir(gguf_path(name), _dense_path(get(name)), tokenizer_dir(name))
+
+
+def _dense_path(model: PinnedModel) -> Path:
+    """Named by the GGUF's SHA-256, so new pins never load an old conversion."""
+    return _cache_root() / f"{model.name}-dense-{model.sha256[:12]}"
