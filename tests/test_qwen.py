@@ -32,6 +32,25 @@ def test_prompts_go_through_the_chat_template():
     assert mask[1, 0] == 0 and mask[1, -1] == 1  # the shorter prompt is left-padded
 
 
+def test_the_dense_directory_holds_the_gguf_weights():
+    """What every load reads (pinned.dense_dir, made on the first load) equals the verified GGUF
+    dequantised by transformers, bit for bit in float32, with the same tokenizer ids; the other
+    dtypes are casts of these values (checked on SmolLM2 by tests/test_targets.py::
+    test_gguf_files_load_as_dense_weights_in_the_asked_dtype)."""
+    from parasample.targets import hf
+
+    lm = pinned.load(NAME)
+    gguf = hf.load_gguf_causal_lm.__wrapped__(str(pinned.gguf_path(NAME)),
+                                              str(pinned.tokenizer_dir(NAME)))  # not cached
+    want = gguf.model.state_dict()
+    assert lm.model.state_dict().keys() == want.keys()
+    assert all(torch.equal(v, want[k]) for k, v in lm.model.state_dict().items())
+    prompts = [PROMPT, "What is 2 + 3?"]
+    assert all(torch.equal(a, b) for a, b in zip(lm.encode_prompts(prompts),
+                                                 gguf.encode_prompts(prompts), strict=True))
+    assert (lm.eos_id, lm.pad_id, lm.vocab_size) == (gguf.eos_id, gguf.pad_id, gguf.vocab_size)
+
+
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_every_source_draws_each_row_from_the_model(name):
     """Row 0 and row k - 1 of 512 groups of k = 4 (independent across groups), first answer

@@ -180,7 +180,8 @@ def test_gguf_files_load_as_dense_weights_in_the_asked_dtype(monkeypatch):
     The dense directory that :func:`smollm2` and the pinned models load from
     (``hf.dense_dir``) holds these weights bit for bit: in float64, which also makes the
     float32 weights equal (the directory is float32, so every float64 value is a float32 one),
-    and in bfloat16; the tokenizer gives the same ids, EOS and padding."""
+    and in bfloat16 and float16; the tokenizer gives the same ids, EOS and padding (the Qwen
+    0.5B's: tests/test_qwen.py::test_the_dense_directory_holds_the_gguf_weights)."""
     import transformers
 
     from parasample.targets import hf
@@ -201,7 +202,7 @@ def test_gguf_files_load_as_dense_weights_in_the_asked_dtype(monkeypatch):
 
     dense = hf.smollm2_dir()  # made before the spy (the first time, from the GGUF)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
-    for dtype in (torch.float64, torch.bfloat16):
+    for dtype in (torch.float64, torch.bfloat16, torch.float16):
         lm = hf.load_causal_lm.__wrapped__(str(hf.smollm2_path()), dtype)  # not cached
         linears = [m for m in lm.model.modules() if "Linear" in type(m).__name__]
         assert linears and all(type(m) is torch.nn.Linear for m in linears), \
@@ -215,4 +216,4 @@ def test_gguf_files_load_as_dense_weights_in_the_asked_dtype(monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(got.encode_prompts(prompts),
                                                      lm.encode_prompts(prompts), strict=True))
         assert (got.eos_id, got.pad_id, got.vocab_size) == (lm.eos_id, lm.pad_id, lm.vocab_size)
-    assert [getattr(c, "dequantize", None) for c in asked] == [True, None, True, None]
+    assert [getattr(c, "dequantize", None) for c in asked] == [True, None] * 3

@@ -54,9 +54,11 @@ def dense_dir(gguf: str | os.PathLike, out: str | os.PathLike,
 
     Why: transformers dequantises a GGUF file in Python at every load (about 10 s for
     SmolLM2-135M, tens of seconds for the Qwen models on 2 cores), while the dense directory
-    loads in under a second; vLLM needs a directory too. The weights are the dequantised GGUF
-    tensors saved as they are, so a model loads bit-identical from either, in every dtype
-    (tests/test_targets.py::test_gguf_files_load_as_dense_weights_in_the_asked_dtype).
+    loads in about a second in float32; vLLM needs a directory too. The weights are the
+    dequantised GGUF tensors saved as they are, so a model loads bit-identical from either, in
+    every dtype (tests/test_targets.py::test_gguf_files_load_as_dense_weights_in_the_asked_dtype:
+    SmolLM2 in float64, bfloat16 and float16; tests/test_qwen.py::
+    test_the_dense_directory_holds_the_gguf_weights: the Qwen 0.5B in float32).
     A model loaded from GGUF refuses ``save_pretrained`` (its quantisation config does not
     serialise), so the weights move into a LlamaForCausalLM / Qwen2ForCausalLM built on the
     meta device from the config without it: no second copy in memory. Written to a temporary
