@@ -21,15 +21,20 @@ __all__ = ["atomic_path", "atomic_dir", "TMP_MARK"]
 TMP_MARK = ".partial-"
 
 
+def _sibling(path: Path) -> tuple[Path, Path]:
+    """``path`` (its folder created) and this process's temporary name beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write; when the block completes it replaces ``path``.
     If the block raises (a failed check, Ctrl-C), the temporary file is removed and ``path`` is
     left as it was. The temporary name carries the process id, so two processes writing the same
     target never write into one temporary file; the last to finish wins."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    path, tmp = _sibling(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -43,9 +48,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     Made once and never replaced (converted model files, each 15 s to minutes to make): where
     another process finished first, its folder stays and this one is dropped. If the block
     raises, the temporary folder is removed and ``path`` is left as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    path, tmp = _sibling(path)
     shutil.rmtree(tmp, ignore_errors=True)  # a folder left by a killed process of this id
     try:
         tmp.mkdir()
