@@ -203,8 +203,10 @@ def test_a_finished_run_is_read_back_from_its_record_alone_and_another_config_is
     shutil.copytree(tmp_path / "runs", moved / "runs")
     import parasample.rl.grpo as grpo
     monkeypatch.setattr(grpo, "generate", lambda *a, **k: pytest.fail("trained again"))
-    br.run_benchmark(cfg, moved)
+    ticks = []
+    br.run_benchmark(cfg, moved, progress=ticks.append)
     assert (moved / "rl.csv").read_text() == before
+    assert ticks == [2 * cfg.run.steps]  # recorded runs count as done at once, before any runs
     assert not list((moved / "states").iterdir())
     other = replace(cfg, run=replace(cfg.run, lr=cfg.run.lr / 2))
     with pytest.raises(InputError, match="another training config"):
