@@ -4,6 +4,7 @@ bad input, and the SmolLM2 quick run (slow)."""
 import csv
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from parasample.bench import passk as bp
@@ -27,7 +28,7 @@ def test_stratified_batches_are_drawn_as_groups_of_each_k(chain_task, tmp_path):
         assert part["correct"].shape == (6, 2, k) and len(part["answers"][0][0]) == k
     bp.run_benchmark(cfg, tmp_path, [chain_task])
     rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
-    assert {r["sampler"] for r in rows} == {"stratified", "arithmetic:5"}
+    assert {r["sampler"] for r in rows} == {"stratified", "arithmetic:5", "bound"}
 
 
 def test_bench_writes_csvs_and_resumes_without_resampling(chain_task, tmp_path, monkeypatch):
@@ -49,7 +50,14 @@ def test_bench_writes_csvs_and_resumes_without_resampling(chain_task, tmp_path, 
         if s != "iid":  # at k = k_max the stride estimator is the whole batch, as the prefix
             assert by_k[8]["stride_pass_at_k"] == by_k[8]["pass_at_k"]
     summary = list(csv.DictReader(open(tmp_path / "summary.csv")))
-    assert {r["sampler"] for r in summary} == {"sobol", "lattice", "antithetic", "arithmetic"}
+    assert {r["sampler"] for r in summary} == {"sobol", "lattice", "antithetic", "arithmetic",
+                                               "bound"}
+    # the bound: min(1, k p) per problem, p = pass@1 over every sampler's rows
+    bound = {int(r["k"]): float(r["pass_at_k"]) for r in summary if r["sampler"] == "bound"}
+    res = {s: bp.sample_task(chain_task, s, cfg, tmp_path / "raw") for s in bp.SAMPLERS}
+    p = torch.cat([r["correct"].flatten(1) for r in res.values()], 1).double().mean(1)  # [P]
+    assert [bound[k] for k in (1, 2, 4, 8)] == pytest.approx(
+        [float((k * p).clamp(max=1).mean()) for k in (1, 2, 4, 8)], abs=1e-5)
     # a rerun reads the raw results back: no model call, identical CSV
     before = (tmp_path / "passk.csv").read_text()
     monkeypatch.setattr(bp, "generate", lambda *a, **k: pytest.fail("resampled"))

@@ -121,6 +121,32 @@ def test_samples_saved_bootstrap_is_zero_for_equal_curves_and_positive_for_bette
     assert head_se is not None and head_se >= 0 and dropped == {}
 
 
+@pytest.mark.parametrize("sampler", ["iid", "sobol", "lattice", "antithetic", "arithmetic",
+                                     "stratified"])
+def test_no_source_passes_the_union_bound_and_one_interval_under_a_lattice_meets_it(sampler):
+    """pass@k <= min(1, k p) for every source (each row is exact), with equality where a
+    lattice group's first coordinate (arithmetic sampling's grid) falls in one interval of
+    mass p: the event "row correct" is u < p. 4096 groups per k: an excess of 0.03 over the
+    bound fails (3.8 SE where the variance is largest); the lattice's value is
+    checked to 0.03 of it."""
+    from parasample.metrics.passk import union_bound
+    from parasample.noise import make_source
+
+    p = torch.tensor([0.03, 0.1, 0.2, 0.45, 0.9], dtype=torch.float64)  # [P]
+    ks, groups = [2, 4, 8], 4096
+    bound = union_bound(p, ks)  # [P, len(ks)]
+    assert bound[:, 0].tolist() == pytest.approx([0.06, 0.2, 0.4, 0.9, 1.0])
+    for j, k in enumerate(ks):
+        g = torch.Generator().manual_seed(k)
+        u = make_source(sampler, groups * k, k, generator=g).uniform(1)[:, 0]  # [groups * k]
+        hit = (u.view(groups, k, 1) < p).any(1).double().mean(0)  # [P]: pass@k per problem
+        assert torch.all(hit <= bound[:, j] + 0.03), (k, hit, bound[:, j])
+        if sampler in ("lattice", "arithmetic"):
+            assert hit.tolist() == pytest.approx(bound[:, j].tolist(), abs=0.03)
+        if sampler == "iid":  # far below it where k p is near 1
+            assert float(hit[2]) < float(bound[2, j]) - 0.05 or k == 2
+
+
 def test_samples_saved_is_undefined_on_flat_curves():
     from parasample.metrics.passk import FLAT, samples_saved
 

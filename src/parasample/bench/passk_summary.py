@@ -15,10 +15,14 @@ from parasample.metrics.passk import (
     per_problem_passk,
     samples_saved_bootstrap,
     sampling_se,
+    union_bound,
 )
 from parasample.noise import derive_generator, source_class
 
-__all__ = ["corr_passk", "passk_rows", "summary_rows"]
+__all__ = ["BOUND", "corr_passk", "passk_rows", "summary_rows"]
+
+#: ``summary.csv``'s row of the ceiling no exact sampler can pass (:func:`union_bound`)
+BOUND = "bound"
 
 
 def _device_fields(device, dtype) -> dict:
@@ -75,18 +79,23 @@ def passk_rows(task: PasskTask, sampler: str, res: dict, ks: list[int]) -> list[
 def summary_rows(task: PasskTask, results: dict[str, dict], ks: list[int], n_boot: int,
                  seed: int) -> tuple[list[dict], dict[str, tuple]]:
     """Samples saved at matched pass@k for every correlated sampler against i.i.d., the i.i.d.
-    curve read at every integer count (:func:`~parasample.metrics.passk.samples_saved`).
+    curve read at every integer count (:func:`~parasample.metrics.passk.samples_saved`), and
+    the same for :data:`BOUND`, the most any exact sampler can save there: pass@k =
+    mean over problems of min(1, k p), p each problem's pass@1 over every sampler's rows
+    (:func:`~parasample.metrics.passk.union_bound`; min is concave, so with p estimated the
+    bound is biased low, by little where each problem has many rows).
 
     Returns the ``summary.csv`` rows (a k left out names why in ``dropped``) and, per sampler,
     (mean saved over k >= 2, its SE, the ks left out of that mean).
     """
     K = results["iid"]["correct"].shape[-1]
     iid = iid_curve(results["iid"]["correct"], K)  # [P, K]
+    # every row of every source is an exact draw: pass@1 per problem from all of them
+    p = torch.cat([r["correct"].flatten(1) for r in results.values()], 1).double().mean(1)
+    curves = {s: corr_passk(res, ks, iid=False) for s, res in results.items() if s != "iid"}
+    curves[BOUND] = union_bound(p, ks)  # [P, len(ks)]
     rows, heads = [], {}
-    for sampler, res in results.items():
-        if sampler == "iid":
-            continue
-        corr = corr_passk(res, ks, iid=False)
+    for sampler, corr in curves.items():
         g = derive_generator(seed, "boot", task.name, sampler)
         saved, se, head, head_se, dropped = samples_saved_bootstrap(ks, iid, corr,
                                                                     n_boot=n_boot, generator=g)

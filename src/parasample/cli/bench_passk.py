@@ -209,21 +209,29 @@ def _summary(out_dir, heads) -> None:
     from rich.table import Table
 
     from parasample.bench.csvlog import read_csv
+    from parasample.bench.passk_summary import BOUND
 
     t = Table("model", "task", "sampler", "pass@1", "pass@k_max", "distinct @k_max",
               "samples saved (mean over k >= 2)", title="bench passk")
     rows = read_csv(out_dir / "passk.csv")
-    for r in rows:
-        if int(r["k"]) != max(int(x["k"]) for x in rows):
+    bound = [r for r in read_csv(out_dir / "summary.csv") if r["sampler"] == BOUND]
+    k_max = max((int(x["k"]) for x in rows), default=0)
+    for i, r in enumerate(rows):
+        if int(r["k"]) != k_max:
             continue
+        key = (r["model"], r["task"])
         p1 = next(x for x in rows if (x["model"], x["task"], x["sampler"], x["k"]) ==
-                  (r["model"], r["task"], r["sampler"], "1"))
-        head, se, dropped = heads.get((r["model"], r["task"]), {}).get(r["sampler"],
-                                                                      (None, None, []))
+                  (*key, r["sampler"], "1"))
+        head, se, dropped = heads.get(key, {}).get(r["sampler"], (None, None, []))
         saved = "-" if r["sampler"] == "iid" else saved_cell(head, se, dropped)
-        t.add_row(r["model"], r["task"], r["sampler"], f"{float(p1['pass_at_k']):.3f}",
+        t.add_row(*key, r["sampler"], f"{float(p1['pass_at_k']):.3f}",
                   f"{float(r['pass_at_k']):.3f} +- {float(r['stderr']):.3f}",
                   r["distinct_answers"], saved)
+        last = i + 1 == len(rows) or (rows[i + 1]["model"], rows[i + 1]["task"]) != key
+        by_k = {b["k"]: b["pass_at_k"] for b in bound if (b["model"], b["task"]) == key}
+        if last and by_k and BOUND in heads.get(key, {}):  # after the task's last sampler
+            t.add_row(*key, "bound: any exact sampler", f"{float(by_k['1']):.3f}",
+                      f"{float(by_k[str(k_max)]):.3f}", "-", saved_cell(*heads[key][BOUND]))
     if rows:
         console.print(t)
         console.print(_stride_table(rows))

@@ -21,7 +21,8 @@ from parasample.errors import InputError
 from parasample.metrics.core import pass_at_k
 
 __all__ = ["mean_and_se", "passk_iid", "passk_batches", "per_problem_passk", "samples_saved",
-           "samples_saved_bootstrap", "iid_curve", "batch_values", "sampling_se", "BELOW",
+           "samples_saved_bootstrap", "iid_curve", "union_bound", "batch_values", "sampling_se",
+           "BELOW",
            "ABOVE", "FLAT", "UNSTABLE", "MAX_SHIFT"]
 
 
@@ -111,6 +112,21 @@ def iid_curve(correct: torch.Tensor, M: int) -> torch.Tensor:
     """Per-problem unbiased i.i.d. pass@m for every m = 1..M: ``correct [P, R, K]`` ->
     ``[P, M]`` (the estimator over all R * K samples of each problem)."""
     return per_problem_passk(correct, list(range(1, M + 1)), iid=True)
+
+
+def union_bound(p: torch.Tensor, ks: list[int]) -> torch.Tensor:
+    """The highest pass@k any exact sampler can reach: ``min(1, k p)`` per problem.
+
+    Each row of an exact sampler (every source here) is correct with the model's probability
+    p, so whatever the dependence between the k rows of a batch, P(some row correct) <= the
+    expected number of correct rows = k p (the union bound). A sampler attains it where its k
+    draws are evenly spaced over one interval that holds all the correct answers' mass (the
+    first coordinate of a lattice group; arithmetic sampling where one string is the only
+    right answer), tested in ``tests/test_metrics.py``. ``p [P]`` per-problem pass@1 ->
+    ``[P, len(ks)]`` float64.
+    """
+    p = p.double()
+    return torch.stack([(k * p).clamp(max=1.0) for k in ks], dim=1)
 
 
 def per_problem_passk(correct: torch.Tensor, ks: list[int], iid: bool) -> torch.Tensor:
