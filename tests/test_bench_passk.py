@@ -58,6 +58,13 @@ def test_bench_writes_csvs_and_resumes_without_resampling(chain_task, tmp_path, 
     p = torch.cat([r["correct"].flatten(1) for r in res.values()], 1).double().mean(1)  # [P]
     assert [bound[k] for k in (1, 2, 4, 8)] == pytest.approx(
         [float((k * p).clamp(max=1).mean()) for k in (1, 2, 4, 8)], abs=1e-5)
+    for r in summary:  # the share of the bound's gain over i.i.d. that each sampler realises
+        at, base = float(r["pass_at_k"]), float(r["iid_pass_at_k"])
+        room = bound[int(r["k"])] - base
+        if r["k"] == "1" or room <= 0.005:
+            assert r["of_bound"] == ""
+        else:  # from the CSV's rounded pass@k
+            assert float(r["of_bound"]) == pytest.approx((at - base) / room, abs=2e-3)
     # a rerun reads the raw results back: no model call, identical CSV
     before = (tmp_path / "passk.csv").read_text()
     monkeypatch.setattr(bp, "generate", lambda *a, **k: pytest.fail("resampled"))

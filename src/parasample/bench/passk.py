@@ -60,7 +60,7 @@ PASSK_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "stderr", "samplin
                 "stride_pass_at_k", "stride_stderr", "stride_sampling_se", "zero_variance",
                 "zero_variance_se", "distinct_answers", "n_problems", "tokens", "wall_s",
                 "device", "dtype"]
-SUMMARY_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "iid_pass_at_k",
+SUMMARY_HEADER = ["sampler", "model", "task", "k", "pass_at_k", "iid_pass_at_k", "of_bound",
                   "samples_saved", "samples_saved_se", "dropped"]
 THROUGHPUT_HEADER = ["engine", "prefill", "sampler", "model", "batch_size", "new_tokens",
                      "tokens", "wall_s", "tokens_per_s", "ratio_vs_hf", "wall_vs_iid", "reps",

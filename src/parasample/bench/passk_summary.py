@@ -23,6 +23,9 @@ __all__ = ["BOUND", "corr_passk", "passk_rows", "summary_rows"]
 
 #: ``summary.csv``'s row of the ceiling no exact sampler can pass (:func:`union_bound`)
 BOUND = "bound"
+#: ``of_bound`` is left blank at k = 1 (every exact sampler has the same pass@1) and where the
+#: bound is within this of i.i.d.'s pass@k (every problem near 0 or 1): no room to share
+ROOM = 0.005
 
 
 def _device_fields(device, dtype) -> dict:
@@ -85,6 +88,9 @@ def summary_rows(task: PasskTask, results: dict[str, dict], ks: list[int], n_boo
     (:func:`~parasample.metrics.passk.union_bound`; min is concave, so with p estimated the
     bound is biased low, by little where each problem has many rows).
 
+    ``of_bound``: the share of the bound's gain in pass@k over i.i.d. samples at that k that
+    the sampler realises ((pass@k - i.i.d. pass@k) / (bound - i.i.d. pass@k); 1 for the bound).
+
     Returns the ``summary.csv`` rows (a k left out names why in ``dropped``) and, per sampler,
     (mean saved over k >= 2, its SE, the ks left out of that mean).
     """
@@ -101,9 +107,11 @@ def summary_rows(task: PasskTask, results: dict[str, dict], ks: list[int], n_boo
                                                                     n_boot=n_boot, generator=g)
         heads[sampler] = (head, head_se, sorted(k for k in dropped if k >= 2))
         for j, k in enumerate(ks):
+            at, base = float(corr[:, j].mean()), float(iid[:, k - 1].mean())
+            room = float(curves[BOUND][:, j].mean()) - base
             rows.append({"sampler": sampler, "model": task.model_name, "task": task.name, "k": k,
-                         "pass_at_k": round(float(corr[:, j].mean()), 5),
-                         "iid_pass_at_k": round(float(iid[:, k - 1].mean()), 5),
+                         "pass_at_k": round(at, 5), "iid_pass_at_k": round(base, 5),
+                         "of_bound": round((at - base) / room, 3) if k > 1 and room > ROOM else "",
                          "samples_saved": "" if saved[j] is None else round(saved[j], 4),
                          "samples_saved_se": "" if se[j] is None else round(se[j], 4),
                          "dropped": dropped.get(k, "")})
