@@ -22,8 +22,7 @@ from parasample.metrics.core import pass_at_k
 
 __all__ = ["mean_and_se", "passk_iid", "passk_batches", "per_problem_passk", "samples_saved",
            "samples_saved_bootstrap", "iid_curve", "union_bound", "batch_values", "sampling_se",
-           "BELOW",
-           "ABOVE", "FLAT", "UNSTABLE", "MAX_SHIFT"]
+           "BELOW", "ABOVE", "FLAT", "UNSTABLE", "MAX_SHIFT"]
 
 
 def mean_and_se(per_problem: torch.Tensor) -> tuple[float, float]:
