@@ -85,7 +85,10 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(chain_task, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         bp.run_benchmark(cfg, tmp_path / "run", [task], progress=stop_after_two_chunks)
-    bp.run_benchmark(cfg, tmp_path / "run", [task])
+    ticks = []
+    bp.run_benchmark(cfg, tmp_path / "run", [task], progress=lambda kind, n: ticks.append(n))
+    # the rows drawn before the interruption count as done: the bar ends full
+    assert sum(ticks) == len(task.problems) * task.batches * cfg.k_max * len(cfg.samplers)
     strip = lambda p: [{k: v for k, v in r.items() if k != "wall_s"}  # noqa: E731
                        for r in csv.DictReader(open(p / "passk.csv"))]
     assert strip(tmp_path / "run") == strip(tmp_path / "ref")

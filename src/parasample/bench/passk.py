@@ -205,6 +205,8 @@ def sample_task(task: PasskTask, sampler: str, cfg: PasskBenchConfig, raw_dir: P
     per_call = max(1, task.rows_per_call // (R * W))
     n_chunks = -(-len(task.problems) // per_call)
     todo = [c for c in range(n_chunks) if c not in saved["chunks"]]
+    if on_rows and len(todo) < n_chunks:  # drawn by an earlier run: done from the start
+        on_rows(sum(int(ch["correct"].numel()) for ch in saved["chunks"].values()))
     if executor is None or executor.name == "local":
         draws = (draw_chunk(task, sampler, cfg, c) for c in todo)
     else:
