@@ -224,8 +224,9 @@ def run_benchmark(cfg: RLBenchConfig, out: Path, *, progress=None, log=None, dev
     records = [out / "runs" / f"{unit_name(u)}.json" for u in units]
     recorded = [read_record(r, u) for u, r in zip(units, records, strict=True)]
     todo = [i for i, r in enumerate(recorded) if r is None]
-    if progress:  # recorded runs are done from the start, so the time left counts only the rest
-        progress(sum(u.steps for u, r in zip(units, recorded, strict=True) if r is not None))
+    done = sum(u.steps for u, r in zip(units, recorded, strict=True) if r is not None)
+    if progress and done:  # recorded runs are done from the start: the time left is the rest's
+        progress(done)
     # a Ray worker's ticks and log lines stream back to the driver while it runs
     results = iter((executor or LocalExecutor()).map(
         _ticking, [(units[i], str(out / "states" / f"{unit_name(units[i])}.state.pt"),
