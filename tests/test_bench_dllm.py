@@ -88,8 +88,25 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_dllm, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         bd.run_benchmark(task, cfg, tmp_path, progress=boom)
     assert len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 2  # finished runs kept
-    rows = bd.run_benchmark(task, cfg, tmp_path)
+    ticks = []
+    rows = bd.run_benchmark(task, cfg, tmp_path, progress=ticks.append)
     assert len(rows) == 23 and len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 23
+    # the two recorded runs (2 problems each) tick first, so the bar's time left counts the rest
+    assert ticks == [4] + [2] * 21
+
+
+def test_resumed_passk_ticks_drawn_samplers_at_the_start(tiny_dllm, tmp_path):
+    task = bd.arith_task(str(tiny_dllm), 2, seed=0)
+    cfg = bd.DLLMBenchConfig(n_problems=2, batch_size=2, caches=("none",), passk_problems=2,
+                             k_max=4)
+    first = []
+    bd.passk_table(task, cfg, tmp_path, progress=first.append)
+    assert first == [8] * len(bd.PASSK_SAMPLERS)  # one decode call per sampler, 2 x 4 rows
+    drawn = sorted((tmp_path / "raw").glob("passk-*.pt"))
+    drawn[0].unlink()  # one sampler to draw again
+    again = []
+    bd.passk_table(task, cfg, tmp_path, progress=again.append)
+    assert again == [8 * (len(bd.PASSK_SAMPLERS) - 1), 8]
 
 
 def test_bench_bad_input(tmp_path):

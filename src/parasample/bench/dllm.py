@@ -235,6 +235,8 @@ def run_benchmark(task: DLLMTask, cfg: DLLMBenchConfig, out: Path, *, progress=N
 
     plan = [s for s in sweep(cfg) if stages is None or s.stage in stages]
     todo = [s for s in plan if runs.done(key(s)) is None]
+    if progress and len(todo) < len(plan):  # recorded runs are done from the start
+        progress((len(plan) - len(todo)) * len(task.problems))
     if executor is None or executor.name == "local":
         results = (run_one(task, s, cfg, on_batch=progress) for s in todo)
         per_unit = 0
@@ -252,8 +254,6 @@ def run_benchmark(task: DLLMTask, cfg: DLLMBenchConfig, out: Path, *, progress=N
                     f"{row['throughput']:.1f} tok/s, {row['nfe_per_problem']} NFE/problem")
             if progress and per_unit:
                 progress(per_unit)
-        elif progress:
-            progress(len(task.problems))
         rows.append(row)
     if stages is None:
         write_csv(out / "results.csv", RESULTS_HEADER, rows)
@@ -332,6 +332,8 @@ def passk_table(task: DLLMTask, cfg: DLLMBenchConfig, out: Path, *, progress=Non
         return (saved if saved is not None and saved["key"] == key else None), key, path
 
     todo = [s for s in PASSK_SAMPLERS if load(s)[0] is None]
+    if progress and len(todo) < len(PASSK_SAMPLERS):  # drawn by an earlier run: done at start
+        progress((len(PASSK_SAMPLERS) - len(todo)) * P * K)
     if executor is None or executor.name == "local":
         draws = (draw_passk(task, s, cfg, progress) for s in todo)
     else:
@@ -344,8 +346,6 @@ def passk_table(task: DLLMTask, cfg: DLLMBenchConfig, out: Path, *, progress=Non
             torch.save(saved, path)  # the driver owns the files (workers may be elsewhere)
             if progress and executor is not None and executor.name != "local":
                 progress(P * K)
-        elif progress:
-            progress(P * K)
         results[sampler] = saved
         for r in passk_rows(task, sampler, saved, cfg.ks):
             r = {**r, "cache": dc.cache.name, "temperature": dc.temperature,
