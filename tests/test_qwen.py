@@ -123,3 +123,11 @@ def test_bench_align_runs_the_qwen_model_and_keys_its_rows_by_model(tmp_path):
                                           "resample-move-smc"}
     assert all(0 <= float(r["expected_reward"]) <= 1.5 for r in lm)
     assert [r["identical_to_uncached"] for r in cache] == ["", "1.0", "1.0"]
+
+
+def test_vllm_loads_the_dense_directory_of_a_named_model():
+    """``--engine vllm`` hands vLLM the model's dense directory (a named model, never a hub id)."""
+    from parasample.targets.named import lm_dir
+
+    assert lm_dir(NAME) == pinned.dense_dir(NAME)
+    assert (lm_dir(NAME) / "config.json").is_file()

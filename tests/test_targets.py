@@ -168,6 +168,25 @@ def test_missing_model_path_and_missing_smollm2_messages(monkeypatch, tmp_path):
         hf.smollm2_path()
 
 
+def test_vllm_is_handed_only_model_directories(tmp_path):
+    """``--engine vllm`` never passes vLLM a name it would look up on the Hugging Face hub: a
+    lone GGUF file or a path that is no model directory is refused with one line."""
+    from parasample.errors import InputError
+    from parasample.integrations.vllm import load_llm
+    from parasample.targets.named import lm_dir
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(InputError, match="not the GGUF file.*transformers directory"):
+        lm_dir(str(gguf))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        lm_dir("Qwen/Qwen2.5-0.5B")
+    (tmp_path / "config.json").write_text("{}")
+    assert lm_dir(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(InputError, match="not a transformers model directory.*never downloads"):
+        load_llm("Qwen/Qwen2.5-0.5B")
+
+
 @pytest.mark.slow
 def test_gguf_files_load_as_dense_weights_in_the_asked_dtype(monkeypatch):
     """transformers >= 5.25 may keep a GGUF file's weights packed and compute every matmul in

@@ -14,9 +14,9 @@ __all__ = ["bench_engines"]
 def bench_engines(
     ctx: typer.Context,
     run: BenchRun,
-    model: str = lm_opt("The model timed", "vLLM loads the same directory; for smollm2 a "
-                        "transformers copy of the GGUF is made once, about 520 MB; the Qwen "
-                        "models run without vLLM rows."),
+    model: str = lm_opt("The model timed", "vLLM loads the same directory; for smollm2 and "
+                        "the Qwen models, their dense transformers copy made once from the "
+                        "GGUF (about 520 MB for smollm2)."),
     samples: list[int] = typer.Option([32], "--samples", "-n", min=1, help="Samples per prompt "
                                       "(repeatable: -n 32 -n 128)."),
     new_tokens: int = typer.Option(64, "--new-tokens", min=1, help="Tokens per sample (EOS "
@@ -60,9 +60,7 @@ def bench_engines(
     cfg = be.EnginesBenchConfig(samples=tuple(samples), new_tokens=new_tokens, reps=reps,
                                 samplers=tuple(samplers), seed=seed)
     out_dir = run.out()
-    from parasample.targets.pinned import MODELS as PINNED
-
-    use_vllm = not (skip_vllm or random_init or model in PINNED)
+    use_vllm = not (skip_vllm or random_init)
     if use_vllm:
         try:
             import vllm  # noqa: F401
@@ -81,10 +79,9 @@ def bench_engines(
         llm = None
         if use_vllm:
             from parasample.integrations.vllm import load_llm
-            from parasample.targets.hf import smollm2_dir
+            from parasample.targets.named import lm_dir
 
-            path = smollm2_dir() if model == "smollm2" else model
-            llm = load_llm(str(path), dtype=str(dt).removeprefix("torch."),
+            llm = load_llm(str(lm_dir(model)), dtype=str(dt).removeprefix("torch."),
                            max_num_seqs=max(cfg.samples), device=str(dev))
     n_engines = 1 + 3 * len(cfg.samplers) + (1 + len(cfg.samplers) if llm else 0)
     console.print(f"bench engines: {lm.name}, n = {list(cfg.samples)} samples x {new_tokens} "

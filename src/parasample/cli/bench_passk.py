@@ -84,9 +84,11 @@ def bench_passk(
     skip_throughput: bool = typer.Option(False, "--skip-throughput", help="Skip the engine vs "
                                          "transformers.generate timing (throughput.csv)."),
     engine: str = typer.Option("parasample", "--engine", help="parasample (its own engine) or "
-                               "vllm: SmolLM2's samples drawn by vLLM with parasample's logits "
-                               "processor, from the same sources (needs vLLM installed; the "
-                               "small AR model always runs on parasample's engine)."),
+                               "vllm: the --model's samples (SmolLM2, a Qwen model or a model "
+                               "directory) drawn by vLLM with parasample's logits processor, "
+                               "from the same sources, in the run's dtype (needs vLLM "
+                               "installed; the small AR model always runs on parasample's "
+                               "engine)."),
 ):
     """Measures pass@k of correlated against i.i.d. samples (samples saved at matched pass@k).
 
@@ -161,12 +163,12 @@ def bench_passk(
         tasks = [bp.build_task(s) for s in specs]
         if engine == "vllm" and (cfg.add_problems or cfg.gsm8k_problems):
             from parasample.integrations.vllm import VLLMEngine, load_llm
-            from parasample.targets.hf import smollm2_dir
+            from parasample.targets.named import lm_dir
 
-            llm = load_llm(str(smollm2_dir()), device=str(dev), max_num_seqs=256)
-            tasks = [t if t.model_name != "smollm2" else t._replace(
-                engine=VLLMEngine(llm, t.model.eos_id), model_name="smollm2-vllm")
-                for t in tasks]
+            llm = load_llm(str(lm_dir(model)), dtype=dtype, device=str(dev), max_num_seqs=256)
+            tasks = [t if s.kind == "ar" else t._replace(
+                engine=VLLMEngine(llm, t.model.eos_id), model_name=f"{t.model_name}-vllm")
+                for s, t in zip(specs, tasks, strict=True)]
         lm = None if skip_throughput else load_ar_model(model, dev, dt)
     if not tasks and lm is None:
         raise InputError("nothing to run: every task has 0 problems and --skip-throughput is "

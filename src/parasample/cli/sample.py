@@ -153,9 +153,9 @@ def sample(
                         "..."):
         if engine == "vllm":
             from parasample.integrations.vllm import VLLMEngine, load_llm
-            from parasample.targets.hf import smollm2_dir
+            from parasample.targets.named import lm_dir
 
-            llm = load_llm(str(smollm2_dir() if model == "smollm2" else model),
+            llm = load_llm(str(lm_dir(model)), dtype=str(dt).removeprefix("torch."),
                            device=str(dev), max_num_seqs=max(k, 8))
             out = VLLMEngine(llm, lm.eos_id).generate(ids, mask, source, config,
                                                       samples_per_prompt=k)

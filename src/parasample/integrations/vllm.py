@@ -250,14 +250,21 @@ def generate(llm, prompt_token_ids: list[list[int]], source: UniformSource,
 
 def load_llm(model_dir: str, *, dtype: str = "float32", max_num_seqs: int = 256,
              max_model_len: int = 1024, seed: int = 0, device: str = "cpu"):
-    """A vLLM engine over a transformers directory with parasample's processor registered.
+    """A vLLM engine over a transformers directory with parasample's processor registered
+    (:func:`parasample.targets.named.lm_dir` gives a named model's), offline: a path that is not
+    a model directory is refused rather than looked up on the Hugging Face hub.
 
     On a CPU, vLLM's defaults suit a server; these fit a 2-core machine: eager mode, a 2 GiB
     KV cache, OpenMP threads bound to the cores torch uses (override with the usual VLLM_CPU_*
     variables)."""
     import os
+    from pathlib import Path
 
+    if not (Path(model_dir) / "config.json").is_file():  # vLLM would look it up on the hub
+        raise InputError(f"load_llm: {str(model_dir)!r} is not a transformers model directory "
+                         "(no config.json); parasample never downloads weights.")
     vllm = require_vllm()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is fetched at run time
     if device == "cpu" or str(device).startswith("cpu"):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["NAMED_LMS", "load_lm", "lm_label", "require_lm"]
+__all__ = ["NAMED_LMS", "load_lm", "lm_dir", "lm_label", "require_lm"]
 
 #: the names load_lm knows besides paths
 NAMED_LMS = ("smollm2", "qwen-coder-1.5b", "qwen-coder-0.5b")
@@ -22,6 +22,27 @@ def load_lm(name: str, dtype: torch.dtype | None = None, device="cpu"):
     if name in pinned.MODELS:
         return pinned.load(name, dtype, device)
     return hf.load_causal_lm(name, dtype, device)
+
+
+def lm_dir(name: str):
+    """The transformers directory of a model given by name or path, what vLLM loads: SmolLM2's
+    and the Qwen models' dense directories (made once in the cache from their GGUF files), a
+    model directory as it is; a lone .gguf file is refused (vLLM would need its tokenizer
+    apart), so that nothing is ever looked up on the Hugging Face hub."""
+    from parasample.errors import InputError
+    from parasample.targets import hf, pinned
+
+    if name == "smollm2":
+        return hf.smollm2_dir()
+    if name in pinned.MODELS:
+        require_lm(name)
+        return pinned.dense_dir(name)
+    directory, gguf = hf._resolve(name)
+    if gguf is not None:
+        raise InputError(f"--engine vllm loads a model directory, not the GGUF file {name!r}: "
+                         "pass a named model (parasample models) or a transformers directory "
+                         "(config.json, weights, tokenizer).")
+    return directory
 
 
 def require_lm(name: str) -> None:
