@@ -154,19 +154,27 @@ def test_smollm2_through_vllm_draws_the_engines_tokens():
     assert (mine == theirs).double().mean() >= 0.99
 
 
-def test_qwen_through_vllm_draws_the_engines_tokens():
-    """Qwen2.5-Coder-0.5B (its dense directory, what ``--engine vllm`` loads) through vLLM: >= 99%
-    of the token positions equal parasample's engine's for the same uniforms (float ties
-    aside), on its 151,936-token vocabulary. Skipped where the model is not installed."""
+
+QWEN = "qwen-coder-0.5b"
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    """The Qwen 0.5B on parasample's engine and through vLLM (its dense directory, what
+    ``--engine vllm`` loads), float32; skipped where the model is not installed."""
     from parasample.integrations.vllm import load_llm
     from parasample.targets import pinned
     from parasample.targets.named import lm_dir
 
-    name = "qwen-coder-0.5b"
-    if pinned.state(pinned.MODELS[name]) != "verified":
-        pytest.skip(f"{name} is not installed: {pinned.install_command(pinned.MODELS[name])}")
-    lm = pinned.load(name)
-    llm = load_llm(str(lm_dir(name)), max_num_seqs=16, max_model_len=512)
+    if pinned.state(pinned.MODELS[QWEN]) != "verified":
+        pytest.skip(f"{QWEN} is not installed: {pinned.install_command(pinned.MODELS[QWEN])}")
+    return pinned.load(QWEN), load_llm(str(lm_dir(QWEN)), max_num_seqs=16, max_model_len=512)
+
+
+def test_qwen_through_vllm_draws_the_engines_tokens(qwen):
+    """>= 99% of the token positions equal parasample's engine's for the same uniforms (float
+    ties aside), on the 151,936-token vocabulary."""
+    lm, llm = qwen
     ids, mask = lm.encode_prompts(["What is 17 * 25?", "Name three colours."])
     cfg = SamplingConfig(temperature=0.8, max_new_tokens=16, ignore_eos=True)
     k = 8
@@ -176,3 +184,31 @@ def test_qwen_through_vllm_draws_the_engines_tokens():
     src = make_source("iid", 2 * k, k, generator=torch.Generator().manual_seed(0))
     mine = engine_generate(lm, ids, mask, src, cfg, samples_per_prompt=k).tokens
     assert (mine == theirs).double().mean() >= 0.99
+
+
+def test_bench_passk_engine_vllm_draws_the_qwen_rows_through_vllm(qwen, monkeypatch, tmp_path):
+    """``bench passk --model qwen-coder-0.5b --engine vllm`` loads the model's dense directory in
+    the run's dtype (the preset's bfloat16) and draws its rows through vLLM (rows keyed
+    ``qwen-coder-0.5b-vllm``); the engine here is the fixture's, to start vLLM once."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from parasample.cli import app
+    from parasample.targets.named import lm_dir
+
+    asked = []
+
+    def load_llm(path, **kw):
+        asked.append((path, kw["dtype"]))
+        return qwen[1]
+
+    monkeypatch.setattr(bridge, "load_llm", load_llm)
+    res = CliRunner().invoke(app, [
+        "bench", "passk", "--model", QWEN, "--engine", "vllm", "--add-problems", "2",
+        "--gsm8k-problems", "0", "--k-max", "2", "-s", "iid", "-s", "arithmetic",
+        "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert asked == [(str(lm_dir(QWEN)), "bfloat16")]
+    rows = list(csv.DictReader(open(tmp_path / "passk.csv")))
+    assert {r["model"] for r in rows} == {f"{QWEN}-vllm"} and len(rows) == 4
