@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from parasample.cli.common import BenchRun, bench_options, console, explicit, lm_opt, tracked, wrote
+from parasample.errors import InputError
 
 __all__ = ["bench_engines"]
 
@@ -81,8 +82,13 @@ def bench_engines(
             from parasample.integrations.vllm import load_llm
             from parasample.targets.named import lm_dir
 
-            llm = load_llm(str(lm_dir(model)), dtype=str(dt).removeprefix("torch."),
-                           max_num_seqs=max(cfg.samples), device=str(dev))
+            try:
+                path = lm_dir(model)
+            except InputError as e:  # a lone .gguf file: the other engines still run
+                console.print(f"vLLM's rows are skipped: {e}")
+            else:
+                llm = load_llm(str(path), dtype=str(dt).removeprefix("torch."),
+                               max_num_seqs=max(cfg.samples), device=str(dev))
     n_engines = 1 + 3 * len(cfg.samplers) + (1 + len(cfg.samplers) if llm else 0)
     console.print(f"bench engines: {lm.name}, n = {list(cfg.samples)} samples x {new_tokens} "
                   f"tokens, {reps} reps, {dev}, {run.dtype_name}, {run.threads} threads -> "
