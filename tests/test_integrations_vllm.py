@@ -133,6 +133,21 @@ def test_requests_without_parasample_arguments_pass_through(tiny):
     assert len(out[0].outputs[0].token_ids) == 4
 
 
+def _agreement(lm, llm, questions: list[str], k: int, new_tokens: int) -> float:
+    """The share of token positions where vLLM with parasample's processor draws the engine's
+    token from the same i.i.d. uniforms: k samples of each question, T = 0.8, EOS ignored."""
+    ids, mask = lm.encode_prompts(questions)
+    cfg = SamplingConfig(temperature=0.8, max_new_tokens=new_tokens, ignore_eos=True)
+    n = len(questions) * k
+    src = make_source("iid", n, k, generator=torch.Generator().manual_seed(0))
+    prompts = [row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)]
+    theirs = torch.tensor(bridge.generate(llm, prompts, src, cfg, samples_per_prompt=k))
+    src = make_source("iid", n, k, generator=torch.Generator().manual_seed(0))
+    mine = engine_generate(lm, ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), src,
+                           cfg).tokens
+    return float((mine == theirs).double().mean())
+
+
 @pytest.mark.slow
 def test_smollm2_through_vllm_draws_the_engines_tokens():
     """SmolLM2 (its GGUF saved once as a transformers directory) through vLLM: >= 99% of the
@@ -142,17 +157,7 @@ def test_smollm2_through_vllm_draws_the_engines_tokens():
 
     lm = smollm2()
     llm = load_llm(str(smollm2_dir()), max_num_seqs=32, max_model_len=512)
-    ids, mask = lm.encode_prompts(["What is 17 + 25?", "Name three colours."])
-    cfg = SamplingConfig(temperature=0.8, max_new_tokens=24, ignore_eos=True)
-    k = 16
-    src = make_source("iid", 2 * k, k, generator=torch.Generator().manual_seed(0))
-    prompts = [row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)]
-    theirs = torch.tensor(bridge.generate(llm, prompts, src, cfg, samples_per_prompt=k))
-    src = make_source("iid", 2 * k, k, generator=torch.Generator().manual_seed(0))
-    mine = engine_generate(lm, ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), src,
-                           cfg).tokens
-    assert (mine == theirs).double().mean() >= 0.99
-
+    assert _agreement(lm, llm, ["What is 17 + 25?", "Name three colours."], 16, 24) >= 0.99
 
 
 QWEN = "qwen-coder-0.5b"
@@ -175,15 +180,7 @@ def test_qwen_through_vllm_draws_the_engines_tokens(qwen):
     """>= 99% of the token positions equal parasample's engine's for the same uniforms (float
     ties aside), on the 151,936-token vocabulary."""
     lm, llm = qwen
-    ids, mask = lm.encode_prompts(["What is 17 * 25?", "Name three colours."])
-    cfg = SamplingConfig(temperature=0.8, max_new_tokens=16, ignore_eos=True)
-    k = 8
-    src = make_source("iid", 2 * k, k, generator=torch.Generator().manual_seed(0))
-    prompts = [row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)]
-    theirs = torch.tensor(bridge.generate(llm, prompts, src, cfg, samples_per_prompt=k))
-    src = make_source("iid", 2 * k, k, generator=torch.Generator().manual_seed(0))
-    mine = engine_generate(lm, ids, mask, src, cfg, samples_per_prompt=k).tokens
-    assert (mine == theirs).double().mean() >= 0.99
+    assert _agreement(lm, llm, ["What is 17 * 25?", "Name three colours."], 8, 16) >= 0.99
 
 
 def test_bench_passk_engine_vllm_draws_the_qwen_rows_through_vllm(qwen, monkeypatch, tmp_path):
