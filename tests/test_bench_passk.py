@@ -121,3 +121,18 @@ def test_quick_cli_run_with_smollm2(tmp_path):
         *(("parasample", "shared", s) for s in bp.SAMPLERS)}
     models = {r["model"] for r in csv.DictReader(open(tmp_path / "passk.csv"))}
     assert models == {"ar-arith", "smollm2"}
+
+
+def test_a_saving_above_the_union_bound_is_flagged_as_noise():
+    """The summary cell of a sampler whose mean samples saved lies above the bound's (what no
+    exact sampler can be expected to save) says so, rather than reading as a gain."""
+    from parasample.cli.bench_passk import ceiling_of, saved_cell
+
+    heads = {"arithmetic": (0.364, 0.074, [16]), "bound": (0.279, 0.037, [16])}
+    assert ceiling_of(heads) == 0.279 and ceiling_of({"iid": (None, None, [])}) is None
+    cell = saved_cell(*heads["arithmetic"], ceiling_of(heads))
+    assert cell == ("36.4% +- 7.4% (k 16 left out), above the 27.9% any exact sampler can "
+                    "save: noise")
+    assert "noise" not in saved_cell(0.2, 0.05, [], 0.279)
+    assert saved_cell(0.2, None, []) == "20.0%"
+    assert saved_cell(None, None, [], 0.279) == "n/a (outside the i.i.d. curve)"

@@ -236,8 +236,8 @@ def _summary(rows: list[dict], heads: dict) -> None:
                               f"{float(base['accuracy']):.3f}")
     if heads:
         from parasample.bench.passk_summary import BOUND
-        from parasample.cli.bench_passk import saved_cell
+        from parasample.cli.bench_passk import ceiling_of, saved_cell
 
         console.print("pass@k samples saved against i.i.d. (mean over k >= 2): " + ", ".join(
-            f"{'at most (any exact sampler)' if s == BOUND else s} {saved_cell(*h)}"
-            for s, h in heads.items()))
+            f"at most (any exact sampler) {saved_cell(*h)}" if s == BOUND else
+            f"{s} {saved_cell(*h, ceiling_of(heads))}" for s, h in heads.items()))
