@@ -140,11 +140,8 @@ def bench_passk(
         raise InputError(f"--engine {engine!r}: choose parasample or vllm.")
     if engine == "vllm":
         from parasample.integrations.vllm import require_vllm
-        from parasample.targets.named import lm_dir
 
         require_vllm()
-        if cfg.add_problems or cfg.gsm8k_problems:  # a lone .gguf: one line, before any load
-            vllm_dir = lm_dir(model)
     if cfg.add_problems or cfg.gsm8k_problems or not skip_throughput:
         from parasample.targets.named import require_lm
 
@@ -155,6 +152,12 @@ def bench_passk(
         from parasample.tasks.gsm8k import load_gsm8k
 
         load_gsm8k(data, limit=cfg.gsm8k_problems)
+    if engine == "vllm" and (cfg.add_problems or cfg.gsm8k_problems):
+        from parasample.targets.named import lm_dir
+
+        # last of the checks (a named model's directory is made here once): a lone .gguf is
+        # one line, before any model loads
+        vllm_dir = lm_dir(model)
     with console.status("loading models and problems ..."):
         specs = [bp.TaskSpec(kind, args, str(dev), dtype) for kind, args, n in (
             ("ar", (cfg.ar_problems, cfg.ar_batches, seed, ar_model, cfg.temperature),
